@@ -1,0 +1,259 @@
+/**
+ * Where a database is and how to pool connections to it. Options are
+ * validated when the layer is built; a bad value fails with a `ConfigError`
+ * that names the field.
+ *
+ * @since 0.1.0
+ */
+import * as Config from "effect/Config"
+import * as ConfigError from "effect/ConfigError"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Redacted from "effect/Redacted"
+import { createHash } from "node:crypto"
+import type { PoolConfig, PoolOptions } from "./Pool.js"
+import { resolveOptions } from "./Pool.js"
+
+/**
+ * The options every engine's `layer` accepts.
+ *
+ * @since 0.1.0
+ */
+export interface DatabaseOptions {
+  /** A connection URL (`postgres://user:pass@host:port/db`); explicit fields win over it. */
+  readonly url?: Redacted.Redacted | string | undefined
+  readonly database?: string | undefined
+  /** Default `localhost`. */
+  readonly host?: string | undefined
+  /** Default: the engine's port. */
+  readonly port?: number | undefined
+  readonly user?: string | undefined
+  readonly password?: Redacted.Redacted | undefined
+  /** The name of this database in logs, metrics and `application_name`; defaults to `database`. */
+  readonly alias?: string | undefined
+  /** The deployment environment label; default `prod`. */
+  readonly env?: string | undefined
+  /** How long opening one connection may take; default 10 seconds. */
+  readonly connectTimeout?: Duration.DurationInput | undefined
+  /** The default hard timeout of a statement; none by default. */
+  readonly statementTimeout?: Duration.DurationInput | undefined
+  readonly pool?: PoolOptions | undefined
+}
+
+/**
+ * Validated options with every default applied.
+ *
+ * @since 0.1.0
+ */
+export interface DatabaseConfig {
+  readonly database: string
+  readonly host: string
+  readonly port: number
+  readonly user: string | undefined
+  readonly password: Redacted.Redacted | undefined
+  readonly alias: string
+  readonly env: string
+  readonly connectTimeout: number
+  readonly statementTimeout: number | undefined
+  readonly pool: PoolConfig
+  /** Query parameters of the URL (`sslmode`, ...), for the driver. */
+  readonly params: Readonly<Record<string, string>>
+  /** Stable across runs, independent of the password: configs with one hash share one pool. */
+  readonly hash: string
+}
+
+/**
+ * What an engine tells the resolver.
+ *
+ * @since 0.1.0
+ */
+export interface EngineDefaults {
+  readonly engine: string
+  readonly port: number
+  readonly schemes: ReadonlyArray<string>
+}
+
+const invalid = (field: string, message: string) => ConfigError.InvalidData([field], message)
+
+const parseUrl = (
+  raw: string,
+  engine: EngineDefaults
+): Either.Either<
+  {
+    host?: string
+    port?: number
+    database?: string
+    user?: string
+    password?: string
+    params: Record<string, string>
+  },
+  ConfigError.ConfigError
+> => {
+  let url: URL
+  try {
+    url = new URL(raw)
+  } catch {
+    return Either.left(invalid("url", "is not a valid URL"))
+  }
+  const scheme = url.protocol.replace(/:$/, "")
+  if (!engine.schemes.includes(scheme)) {
+    return Either.left(
+      invalid("url", `has scheme "${scheme}", expected one of ${engine.schemes.map((s) => `"${s}"`).join(", ")}`)
+    )
+  }
+  const params: Record<string, string> = {}
+  url.searchParams.forEach((value, key) => {
+    params[key] = value
+  })
+  const out: {
+    host?: string
+    port?: number
+    database?: string
+    user?: string
+    password?: string
+    params: Record<string, string>
+  } = { params }
+  const host = params["host"] ?? (url.hostname === "" ? undefined : decodeURIComponent(url.hostname))
+  if (host !== undefined) out.host = host.replace(/^\[(.*)\]$/, "$1")
+  if (url.port !== "") out.port = Number(url.port)
+  const database = decodeURIComponent(url.pathname.replace(/^\//, ""))
+  if (database !== "") out.database = database
+  if (url.username !== "") out.user = decodeURIComponent(url.username)
+  if (url.password !== "") out.password = decodeURIComponent(url.password)
+  return Either.right(out)
+}
+
+const checkDuration = (
+  field: string,
+  d: Duration.DurationInput | undefined
+): Either.Either<void, ConfigError.ConfigError> => {
+  if (d === undefined) return Either.void
+  const decoded = Duration.decodeUnknown(d)
+  if (decoded._tag === "None" || !Duration.isFinite(decoded.value) && field !== "pool.maxLifetime") {
+    return Either.left(invalid(field, "is not a valid finite duration"))
+  }
+  return Either.void
+}
+
+/**
+ * Validates options and applies the defaults.
+ *
+ * @since 0.1.0
+ */
+export const resolve = (
+  options: DatabaseOptions,
+  engine: EngineDefaults
+): Effect.Effect<DatabaseConfig, ConfigError.ConfigError> =>
+  Effect.suspend(() => {
+    let fromUrl: ReturnType<typeof parseUrl> = Either.right({ params: {} })
+    if (options.url !== undefined) {
+      const raw = Redacted.isRedacted(options.url) ? Redacted.value(options.url) : options.url
+      fromUrl = parseUrl(raw, engine)
+    }
+    if (Either.isLeft(fromUrl)) return Effect.fail(fromUrl.left)
+    const u = fromUrl.right
+    const database = options.database ?? u.database
+    if (database === undefined || database.trim() === "") {
+      return Effect.fail(invalid("database", "must be a non-empty database name"))
+    }
+    const port = options.port ?? u.port ?? engine.port
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      return Effect.fail(invalid("port", `must be an integer from 1 to 65535, got ${port}`))
+    }
+    const host = options.host ?? u.host ?? "localhost"
+    if (host.trim() === "") return Effect.fail(invalid("host", "must not be empty"))
+    const pool = options.pool ?? {}
+    for (const field of ["min", "max"] as const) {
+      const value = pool[field]
+      if (value !== undefined && (!Number.isInteger(value) || value < (field === "max" ? 1 : 0))) {
+        return Effect.fail(invalid(`pool.${field}`, `must be an integer of at least ${field === "max" ? 1 : 0}`))
+      }
+    }
+    if (pool.min !== undefined && pool.max !== undefined && pool.min > pool.max) {
+      return Effect.fail(invalid("pool.min", `must not exceed pool.max (${pool.max})`))
+    }
+    const durations: Array<[string, Duration.DurationInput | undefined]> = [
+      ["connectTimeout", options.connectTimeout],
+      ["statementTimeout", options.statementTimeout],
+      ...(Object.entries(pool).filter(([k]) => k !== "min" && k !== "max").map(([k, v]) =>
+        [`pool.${k}`, v as Duration.DurationInput] as [string, Duration.DurationInput]
+      ))
+    ]
+    for (const [field, d] of durations) {
+      const checked = checkDuration(field, d)
+      if (Either.isLeft(checked)) return Effect.fail(checked.left)
+    }
+    const user = options.user ?? u.user
+    const password = options.password ?? (u.password === undefined ? undefined : Redacted.make(u.password))
+    const alias = options.alias ?? database
+    const env = options.env ?? "prod"
+    const poolConfig = resolveOptions(pool)
+    const connectTimeout = options.connectTimeout === undefined ? 10_000 : Duration.toMillis(options.connectTimeout)
+    const statementTimeout = options.statementTimeout === undefined
+      ? undefined
+      : Duration.toMillis(options.statementTimeout)
+    const hash = createHash("sha256").update(JSON.stringify([
+      engine.engine,
+      host,
+      port,
+      database,
+      user ?? null,
+      alias,
+      env,
+      connectTimeout,
+      statementTimeout ?? null,
+      poolConfig,
+      Object.entries(u.params).sort()
+    ])).digest("hex").slice(0, 16)
+    return Effect.succeed({
+      database,
+      host,
+      port,
+      user,
+      password,
+      alias,
+      env,
+      connectTimeout,
+      statementTimeout,
+      pool: poolConfig,
+      params: u.params,
+      hash
+    })
+  })
+
+/**
+ * Reads `DatabaseOptions` from the environment:
+ * `DATABASE_URL`, `DATABASE_HOST`, `DATABASE_PORT`, `DATABASE_NAME`,
+ * `DATABASE_USER`, `DATABASE_PASSWORD`, `DATABASE_ALIAS`, `DATABASE_ENV`,
+ * `DATABASE_POOL_MIN`, `DATABASE_POOL_MAX` and `DATABASE_POOL_ACQUIRE_TIMEOUT`.
+ *
+ * @since 0.1.0
+ */
+export const fromEnv: Config.Config<DatabaseOptions> = Config.all({
+  url: Config.option(Config.redacted("DATABASE_URL")),
+  host: Config.option(Config.string("DATABASE_HOST")),
+  port: Config.option(Config.integer("DATABASE_PORT")),
+  database: Config.option(Config.string("DATABASE_NAME")),
+  user: Config.option(Config.string("DATABASE_USER")),
+  password: Config.option(Config.redacted("DATABASE_PASSWORD")),
+  alias: Config.option(Config.string("DATABASE_ALIAS")),
+  env: Config.option(Config.string("DATABASE_ENV")),
+  min: Config.option(Config.integer("DATABASE_POOL_MIN")),
+  max: Config.option(Config.integer("DATABASE_POOL_MAX")),
+  acquireTimeout: Config.option(Config.duration("DATABASE_POOL_ACQUIRE_TIMEOUT"))
+}).pipe(Config.map((c) => {
+  const get = <A>(o: { _tag: "Some"; value: A } | { _tag: "None" }): A | undefined =>
+    o._tag === "Some" ? o.value : undefined
+  return {
+    url: get(c.url),
+    host: get(c.host),
+    port: get(c.port),
+    database: get(c.database),
+    user: get(c.user),
+    password: get(c.password),
+    alias: get(c.alias),
+    env: get(c.env),
+    pool: { min: get(c.min), max: get(c.max), acquireTimeout: get(c.acquireTimeout) }
+  }
+}))

@@ -1,0 +1,422 @@
+/**
+ * The `Db` service: portable SQL, scoped transactions and batches over an
+ * Effect-native pool, for any engine that supplies a `Driver`.
+ *
+ * @since 0.1.0
+ */
+import * as Reactivity from "@effect/experimental/Reactivity"
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { Row } from "@effect/sql/SqlConnection"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
+import type * as Scope from "effect/Scope"
+import type { DatabaseConfig } from "./DatabaseConfig.js"
+import type { DbError } from "./DbError.js"
+import { InvalidQuery, StatementTimeout } from "./DbError.js"
+import type { Dialect, IsolationLevel } from "./Dialect.js"
+import type { Driver, QueryResult } from "./Driver.js"
+import { DalConnection, toSqlError } from "./internal/connection.js"
+import { acquireShared } from "./internal/registry.js"
+import * as Pool from "./Pool.js"
+import type { Translated } from "./PortableSql.js"
+import { isFailure, makeTranslator } from "./PortableSql.js"
+import type { QueryTags } from "./QueryTags.js"
+import { withTags as withTagsImpl } from "./QueryTags.js"
+
+/**
+ * Options of one statement.
+ *
+ * @since 0.1.0
+ */
+export interface ExecuteOptions {
+  /** A hard timeout for this call, acquisition included. */
+  readonly timeout?: Duration.DurationInput | undefined
+  /** Labels for this call, merged over `Db.withTags`. */
+  readonly tags?: QueryTags | undefined
+}
+
+/**
+ * Options of `withTransaction`. Isolation and read-only apply to a top-level
+ * transaction; a nested one becomes a savepoint of its parent.
+ *
+ * @since 0.1.0
+ */
+export interface WithTransactionOptions {
+  readonly isolation?: IsolationLevel | undefined
+  readonly readOnly?: boolean | undefined
+}
+
+/**
+ * What can run statements: the `Db` itself, or a transaction handle.
+ *
+ * @since 0.1.0
+ */
+export interface Executor {
+  /** Runs one portable statement and returns its rows. */
+  readonly execute: <A extends object = Row>(
+    sql: string,
+    params?: ReadonlyArray<unknown>,
+    options?: ExecuteOptions
+  ) => Effect.Effect<ReadonlyArray<A>, DbError>
+  /** Runs one statement once per parameter row, in one transaction; returns the affected row count. */
+  readonly executeMany: (
+    sql: string,
+    rows: ReadonlyArray<ReadonlyArray<unknown>>,
+    options?: ExecuteOptions
+  ) => Effect.Effect<number, DbError>
+}
+
+/**
+ * The handle of an open transaction. Its statements run on the transaction's
+ * connection.
+ *
+ * @since 0.1.0
+ */
+export interface Transaction extends Executor {
+  /** 0 for a top-level transaction, 1+ for savepoints. */
+  readonly depth: number
+}
+
+/**
+ * The service behind the `Db` tag.
+ *
+ * @since 0.1.0
+ */
+export interface DbService extends Executor {
+  readonly alias: string
+  readonly env: string
+  readonly dialect: Dialect
+  readonly config: DatabaseConfig
+  /** The current pool counts. */
+  readonly poolStats: () => Pool.PoolStats
+  /**
+   * A transaction as a scoped resource: BEGIN on acquisition, COMMIT when the
+   * scope closes successfully, ROLLBACK on failure, defect or interruption.
+   * Within the scope, `Db.execute` and `sql` templates run on it too. A
+   * failed COMMIT closes the scope with that error as a defect.
+   */
+  readonly transaction: Effect.Effect<Transaction, DbError, Scope.Scope>
+  /**
+   * Runs `effect` in a transaction (a savepoint when nested). A failed COMMIT
+   * is a typed failure.
+   */
+  readonly withTransaction: <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    options?: WithTransactionOptions
+  ) => Effect.Effect<A, E | DbError, R>
+  /** The `@effect/sql` client over the same pool. */
+  readonly sql: SqlClient.SqlClient
+}
+
+/**
+ * The database service tag, with accessors: `yield* Db`, `Db.execute(...)`,
+ * `yield* Db.transaction`, `Db.withTransaction(effect)`.
+ *
+ * @since 0.1.0
+ */
+export class Db extends Context.Tag("@effect-dal/core/Db")<Db, DbService>() {
+  /** Runs one portable statement on the current `Db`. */
+  static execute = <A extends object = Row>(
+    sql: string,
+    params?: ReadonlyArray<unknown>,
+    options?: ExecuteOptions
+  ): Effect.Effect<ReadonlyArray<A>, DbError, Db> => Effect.flatMap(Db, (db) => db.execute<A>(sql, params, options))
+
+  /** Runs one statement per parameter row in one transaction. */
+  static executeMany = (
+    sql: string,
+    rows: ReadonlyArray<ReadonlyArray<unknown>>,
+    options?: ExecuteOptions
+  ): Effect.Effect<number, DbError, Db> => Effect.flatMap(Db, (db) => db.executeMany(sql, rows, options))
+
+  /** A scoped transaction on the current `Db`. */
+  static transaction: Effect.Effect<Transaction, DbError, Db | Scope.Scope> = Effect.flatMap(
+    Db,
+    (db) => db.transaction
+  )
+
+  /** Runs `effect` in a transaction of the current `Db`. */
+  static withTransaction = <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    options?: WithTransactionOptions
+  ): Effect.Effect<A, E | DbError, R | Db> => Effect.flatMap(Db, (db) => db.withTransaction(effect, options))
+
+  /** Runs `effect` with these tags merged over the current ones. */
+  static withTags = withTagsImpl
+}
+
+const noParams: ReadonlyArray<unknown> = []
+
+/**
+ * Builds a `Db` for an engine's driver. Configs with the same `hash` share
+ * one pool, which closes when the last of them is released.
+ *
+ * @since 0.1.0
+ */
+export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbService, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const dialect = driver.dialect
+    const translator = makeTranslator(dialect)
+    const rollbackSql = dialect.rollback
+
+    const pool = yield* acquireShared(
+      config.hash,
+      Pool.make<DalConnection>({
+        alias: config.alias,
+        config: config.pool,
+        hooks: {
+          create: Effect.map(driver.connect, (dc) => new DalConnection(dc, config.hash)),
+          destroy: (conn) => conn.driver.close,
+          validate: (conn) => conn.driver.ping,
+          isBroken: (conn) => conn.driver.isBroken(),
+          recycle: (conn) => {
+            // a connection must never come back inside a transaction: roll it back, or destroy it
+            const state = conn.driver.transactionState()
+            return state === "transaction" || state === "failed" ? conn.run(rollbackSql, noParams, "raw", false) : undefined
+          }
+        }
+      })
+    )
+    // layers that share a pool (same hash) share its transactions; any other client's connection is not ours
+    const isOwn = (conn: unknown): conn is DalConnection => conn instanceof DalConnection && conn.owner === config.hash
+
+    const currentTx = (context: Context.Context<never>): readonly [DalConnection, number] | undefined => {
+      const tx = Context.getOption(context, SqlClient.TransactionConnection)
+      if (tx._tag === "None") return undefined
+      const [conn, depth] = tx.value
+      return isOwn(conn) ? [conn, depth] : undefined
+    }
+
+    const prepare = (
+      sql: string,
+      params: ReadonlyArray<unknown>
+    ): Translated | InvalidQuery => {
+      const t = translator.translate(sql)
+      if (isFailure(t)) return new InvalidQuery({ reason: t.reason, detail: t.detail, sql })
+      if (t.parameterCount !== params.length) {
+        return new InvalidQuery({
+          reason: "parameterCount",
+          detail: `the statement has ${t.parameterCount} placeholder(s) but ${params.length} parameter(s) were given`,
+          sql
+        })
+      }
+      if (params.length > dialect.maxParameters) {
+        return new InvalidQuery({
+          reason: "tooManyParameters",
+          detail: `${params.length} parameters exceed the engine's limit of ${dialect.maxParameters}`,
+          sql
+        })
+      }
+      return t
+    }
+
+    const withTimeout = <A>(
+      effect: Effect.Effect<A, DbError>,
+      options: ExecuteOptions | undefined,
+      sql: string
+    ): Effect.Effect<A, DbError> => {
+      const timeout = options?.timeout === undefined
+        ? config.statementTimeout
+        : Duration.toMillis(options.timeout)
+      const tagged = options?.tags === undefined ? effect : withTagsImpl(options.tags)(effect)
+      if (timeout === undefined) return tagged
+      return Effect.timeoutFail(tagged, {
+        duration: timeout,
+        onTimeout: () => new StatementTimeout({ kind: "statement", timeoutMillis: timeout, sql })
+      })
+    }
+
+    const onConnection = <A, E>(f: (conn: DalConnection) => Effect.Effect<A, E>): Effect.Effect<A, E | DbError> =>
+      Effect.withFiberRuntime((fiber) => {
+        const tx = currentTx(fiber.currentContext)
+        return tx === undefined ? pool.withConnection(f) : f(tx[0])
+      })
+
+    const executeOn = (conn: DalConnection | undefined) =>
+    <A extends object = Row>(
+      sql: string,
+      params: ReadonlyArray<unknown> = noParams,
+      options?: ExecuteOptions
+    ): Effect.Effect<ReadonlyArray<A>, DbError> => {
+      const t = prepare(sql, params)
+      if (t instanceof InvalidQuery) return Effect.fail(t)
+      const run = conn === undefined
+        ? onConnection((c) => c.run(t.sql, params, "rows"))
+        : conn.run(t.sql, params, "rows")
+      return withTimeout(run, options, sql)
+    }
+
+    const executeManyOn = (conn: DalConnection | undefined) =>
+    (
+      sql: string,
+      rows: ReadonlyArray<ReadonlyArray<unknown>>,
+      options?: ExecuteOptions
+    ): Effect.Effect<number, DbError> =>
+      Effect.suspend(() => {
+        if (rows.length === 0) return Effect.succeed(0)
+        let translated: Translated | undefined
+        for (const row of rows) {
+          const t = prepare(sql, row)
+          if (t instanceof InvalidQuery) return Effect.fail(t)
+          translated = t
+        }
+        const nativeSql = translated!.sql
+        const body = (c: DalConnection) =>
+          Effect.reduce(rows, 0, (sum, row) =>
+            Effect.map(c.run(nativeSql, row, "result") as Effect.Effect<QueryResult, DbError>, (r) =>
+              sum + r.affected))
+        const inTx = conn === undefined
+          ? runTransaction(onConnection(body), {}, identity)
+          : runTransaction(body(conn), {}, identity)
+        return withTimeout(inTx, options, sql)
+      })
+
+    const identity = <A>(a: A): A => a
+
+    const txContext = (context: Context.Context<never>, conn: DalConnection, depth: number) =>
+      Context.add(context, SqlClient.TransactionConnection, [conn, depth] as const)
+
+    const savepointName = (depth: number) => `dal_sp_${depth}`
+
+    const rollbackQuietly = (conn: DalConnection, sql: string) =>
+      Effect.catchAll(conn.run(sql, noParams, "raw", false), () => Effect.void)
+
+    /** The shared machinery of `withTransaction` and `sql.withTransaction`: `mapError` types our own failures. */
+    const runTransaction = <A, E, R, E2>(
+      effect: Effect.Effect<A, E, R>,
+      options: WithTransactionOptions,
+      mapError: (e: DbError) => E2
+    ): Effect.Effect<A, E | E2, R> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.withFiberRuntime<A, E | E2, R>((fiber) => {
+          const context = fiber.currentContext
+          const parent = currentTx(context)
+          if (parent !== undefined) {
+            const [conn, parentDepth] = parent
+            const depth = parentDepth + 1
+            const name = savepointName(depth)
+            return conn.run(dialect.savepoint(name), noParams, "raw", false).pipe(
+              Effect.mapError(mapError),
+              Effect.zipRight(
+                Effect.exit(Effect.locally(restore(effect), FiberRef.currentContext, txContext(context, conn, depth)))
+              ),
+              Effect.flatMap((exit): Effect.Effect<A, E | E2> =>
+                Exit.isSuccess(exit)
+                  ? Effect.as(
+                    Effect.mapError(conn.run(dialect.releaseSavepoint(name), noParams, "raw", false), mapError),
+                    exit.value
+                  )
+                  : Effect.zipRight(rollbackQuietly(conn, dialect.rollbackSavepoint(name)), exit)
+              )
+            )
+          }
+          return Effect.flatMap(Effect.mapError(restore(pool.acquire), mapError), (lease) => {
+            const conn = lease.conn
+            return begin(conn, options).pipe(
+              Effect.mapError(mapError),
+              Effect.zipRight(
+                Effect.exit(Effect.locally(restore(effect), FiberRef.currentContext, txContext(context, conn, 0)))
+              ),
+              Effect.flatMap((exit): Effect.Effect<A, E | E2> =>
+                Exit.isSuccess(exit)
+                  ? Effect.as(Effect.mapError(conn.run(dialect.commit, noParams, "raw", false), mapError), exit.value)
+                  : Effect.zipRight(rollbackQuietly(conn, rollbackSql), exit)
+              ),
+              Effect.ensuring(pool.release(lease))
+            )
+          })
+        })
+      )
+
+    const begin = (conn: DalConnection, options: WithTransactionOptions): Effect.Effect<void, DbError> => {
+      const statements = dialect.begin(options)
+      return statements.length === 1
+        ? conn.run(statements[0]!, noParams, "raw", false)
+        : Effect.forEach(statements, (s) => conn.run(s, noParams, "raw", false), { discard: true })
+    }
+
+    const handle = (conn: DalConnection, depth: number): Transaction => ({
+      depth,
+      execute: executeOn(conn),
+      executeMany: executeManyOn(conn)
+    })
+
+    const transaction: Effect.Effect<Transaction, DbError, Scope.Scope> = Effect.uninterruptibleMask((restore) =>
+      Effect.withFiberRuntime<Transaction, DbError, Scope.Scope>((fiber) => {
+        const parent = currentTx(fiber.currentContext)
+        const bind = (conn: DalConnection, depth: number) =>
+          Effect.as(
+            Effect.locallyScopedWith(FiberRef.currentContext, (ctx) => txContext(ctx, conn, depth)),
+            handle(conn, depth)
+          )
+        if (parent !== undefined) {
+          const [conn, parentDepth] = parent
+          const depth = parentDepth + 1
+          const name = savepointName(depth)
+          return conn.run(dialect.savepoint(name), noParams, "raw", false).pipe(
+            Effect.zipRight(Effect.addFinalizer((exit) =>
+              Exit.isSuccess(exit)
+                ? Effect.orDie(conn.run(dialect.releaseSavepoint(name), noParams, "raw", false))
+                : rollbackQuietly(conn, dialect.rollbackSavepoint(name))
+            )),
+            Effect.zipRight(bind(conn, depth))
+          )
+        }
+        return Effect.flatMap(restore(pool.acquire), (lease) =>
+          begin(lease.conn, {}).pipe(
+            Effect.tapError(() => pool.release(lease)),
+            Effect.zipRight(Effect.addFinalizer((exit) =>
+              Effect.ensuring(
+                Exit.isSuccess(exit)
+                  ? Effect.orDie(lease.conn.run(dialect.commit, noParams, "raw", false))
+                  : rollbackQuietly(lease.conn, rollbackSql),
+                pool.release(lease)
+              )
+            )),
+            Effect.zipRight(bind(lease.conn, 0))
+          ))
+      })
+    )
+
+    const acquireForSql: Effect.Effect<DalConnection, SqlError, Scope.Scope> = Effect.mapError(
+      pool.scoped,
+      toSqlError
+    )
+
+    const sqlClient = yield* SqlClient.make({
+      acquirer: acquireForSql,
+      transactionAcquirer: acquireForSql,
+      compiler: driver.compiler,
+      spanAttributes: [
+        ...driver.spanAttributes,
+        ["db.system.name", driver.system],
+        ["db.namespace", config.database],
+        ["server.address", config.host],
+        ["server.port", config.port]
+      ],
+      transformRows: driver.transformRows
+    }).pipe(Effect.provide(Reactivity.layer))
+
+    // `sql.withTransaction` shares our transaction machinery, so it and `Db.withTransaction` nest and mix freely
+    const sql: SqlClient.SqlClient = Object.assign(sqlClient, {
+      withTransaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => runTransaction(effect, {}, toSqlError)
+    })
+
+    const service: DbService = {
+      alias: config.alias,
+      env: config.env,
+      dialect,
+      config,
+      poolStats: pool.stats,
+      execute: executeOn(undefined),
+      executeMany: executeManyOn(undefined),
+      transaction,
+      withTransaction: (effect, options) => runTransaction(effect, options ?? {}, identity),
+      sql
+    }
+    return service
+  })

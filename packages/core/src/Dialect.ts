@@ -1,0 +1,93 @@
+/**
+ * What the core needs to know about an engine's SQL dialect: how to write a
+ * placeholder and quote an identifier, how its string literals escape, and
+ * the SQL of its transaction statements.
+ *
+ * @since 0.1.0
+ */
+
+/**
+ * Transaction isolation levels, as the SQL standard names them.
+ *
+ * @since 0.1.0
+ */
+export type IsolationLevel = "read uncommitted" | "read committed" | "repeatable read" | "serializable"
+
+/**
+ * Options of a top-level transaction.
+ *
+ * @since 0.1.0
+ */
+export interface TransactionOptions {
+  readonly isolation?: IsolationLevel | undefined
+  readonly readOnly?: boolean | undefined
+}
+
+/**
+ * An engine's dialect.
+ *
+ * @since 0.1.0
+ */
+export interface Dialect {
+  readonly name: "pg" | "mysql"
+  /** Native placeholder for the 1-based parameter `index`. */
+  readonly placeholder: (index: number) => string
+  /** Native placeholders are `$1, $2` (pg) or `?` (mysql). */
+  readonly nativePlaceholders: "dollar" | "question"
+  /** Quote character of identifiers. */
+  readonly identifierQuote: "\"" | "`"
+  /** `$tag$ ... $tag$` bodies exist (PostgreSQL). */
+  readonly dollarQuotes: boolean
+  /** Backslash escapes inside every '...' literal (MySQL's default). */
+  readonly backslashEscapes: boolean
+  /** `"..."` is a string literal rather than an identifier (MySQL's default). */
+  readonly doubleQuoteIsString: boolean
+  /** The most bind parameters one statement may carry. */
+  readonly maxParameters: number
+  /** The statements that open a transaction, in order. */
+  readonly begin: (options: TransactionOptions) => ReadonlyArray<string>
+  readonly commit: string
+  readonly rollback: string
+  readonly savepoint: (name: string) => string
+  readonly rollbackSavepoint: (name: string) => string
+  readonly releaseSavepoint: (name: string) => string
+}
+
+/**
+ * Quotes an identifier for the dialect, doubling embedded quote characters.
+ *
+ * @since 0.1.0
+ */
+export const quoteIdentifier = (dialect: Dialect, name: string): string => {
+  const q = dialect.identifierQuote
+  return q + name.split(".").map((part) => part.split(q).join(q + q)).join(q + "." + q) + q
+}
+
+const isolationSql = (level: IsolationLevel): string => `ISOLATION LEVEL ${level.toUpperCase()}`
+
+/**
+ * PostgreSQL's dialect (also PGlite's).
+ *
+ * @since 0.1.0
+ */
+export const postgres: Dialect = {
+  name: "pg",
+  placeholder: (i) => `$${i}`,
+  nativePlaceholders: "dollar",
+  identifierQuote: "\"",
+  dollarQuotes: true,
+  backslashEscapes: false,
+  doubleQuoteIsString: false,
+  maxParameters: 65535,
+  begin: (options) => {
+    let sql = "BEGIN"
+    if (options.isolation !== undefined) sql += " " + isolationSql(options.isolation)
+    if (options.readOnly === true) sql += " READ ONLY"
+    return [sql]
+  },
+  commit: "COMMIT",
+  rollback: "ROLLBACK",
+  savepoint: (name) => `SAVEPOINT ${name}`,
+  rollbackSavepoint: (name) => `ROLLBACK TO SAVEPOINT ${name}`,
+  releaseSavepoint: (name) => `RELEASE SAVEPOINT ${name}`
+}

@@ -1,0 +1,86 @@
+/**
+ * The seam between the core and an engine. An engine package implements a
+ * `Driver`; the pool, transactions, timeouts and the `SqlClient` adapter are
+ * written once in the core against it.
+ *
+ * @since 0.1.0
+ */
+import type * as Statement from "@effect/sql/Statement"
+import type * as Effect from "effect/Effect"
+import type * as Stream from "effect/Stream"
+import type { ConnectionError, DbError } from "./DbError.js"
+import type { Dialect } from "./Dialect.js"
+
+/**
+ * How a statement's result is returned:
+ * - `rows`: an array of row objects (an array of such arrays for a multi-statement query);
+ * - `values`: an array of row value arrays;
+ * - `result`: rows plus the affected row count, normalized;
+ * - `raw`: the driver's own result object.
+ *
+ * @since 0.1.0
+ */
+export type QueryMode = "rows" | "values" | "result" | "raw"
+
+/**
+ * The normalized result of `QueryMode` `result`.
+ *
+ * @since 0.1.0
+ */
+export interface QueryResult {
+  readonly rows: ReadonlyArray<any>
+  readonly affected: number
+}
+
+/**
+ * One open connection of an engine.
+ *
+ * Every effect returned must, when interrupted, cancel the running statement
+ * on the server and wait until the connection is idle again (or mark it
+ * broken), so that a cancel can never hit the next borrower's statement.
+ *
+ * @since 0.1.0
+ */
+export interface DriverConnection {
+  /** Runs one statement with native placeholders. `prepared` allows the statement cache. */
+  readonly query: (
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    mode: QueryMode,
+    prepared: boolean
+  ) => Effect.Effect<any, DbError>
+  /** Reads a result incrementally, with back-pressure. */
+  readonly stream: (sql: string, params: ReadonlyArray<unknown>, chunkSize: number) => Stream.Stream<any, DbError>
+  /** A cheap round trip. */
+  readonly ping: Effect.Effect<void, DbError>
+  /**
+   * The transaction state the server last reported: `idle`, `transaction`
+   * or `failed` (inside a failed transaction), or `unknown`.
+   */
+  readonly transactionState: () => "idle" | "transaction" | "failed" | "unknown"
+  /** Whether the connection is known to be unusable. */
+  readonly isBroken: () => boolean
+  /** Closes the connection; never fails. */
+  readonly close: Effect.Effect<void>
+  /** A server-side identifier (backend pid, thread id), for logs and tests. */
+  readonly serverId: () => number | undefined
+}
+
+/**
+ * An engine driver.
+ *
+ * @since 0.1.0
+ */
+export interface Driver {
+  /** `db.system.name` in OpenTelemetry terms, e.g. `postgresql`. */
+  readonly system: string
+  readonly dialect: Dialect
+  /** Opens one connection. */
+  readonly connect: Effect.Effect<DriverConnection, ConnectionError | DbError>
+  /** The `@effect/sql` compiler of the engine, for `SqlClient` templates. */
+  readonly compiler: Statement.Compiler
+  /** Row transform for `SqlClient` results (`transformResultNames`). */
+  readonly transformRows?: (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
+  /** Extra span attributes for `SqlClient` statements. */
+  readonly spanAttributes: ReadonlyArray<readonly [string, unknown]>
+}

@@ -1,0 +1,544 @@
+/**
+ * An engine-agnostic connection pool written on Effect.
+ *
+ * The hot path (an idle connection is available, the connection comes back
+ * clean) is synchronous bookkeeping on plain arrays: no fibers, no queues, no
+ * scopes. Only waiting, creating, validating and destroying involve effects.
+ * Waiters are served first-come first-served and never wait past
+ * `acquireTimeout`.
+ *
+ * @since 0.1.0
+ */
+import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
+import * as Runtime from "effect/Runtime"
+import type * as Scope from "effect/Scope"
+import type { DbError } from "./DbError.js"
+import { PoolClosed, PoolTimeout } from "./DbError.js"
+
+/**
+ * Pool settings, every one with a default (see `defaults`).
+ *
+ * @since 0.1.0
+ */
+export interface PoolOptions {
+  /** Connections kept open and warm. */
+  readonly min?: number | undefined
+  /** The most connections the pool opens. */
+  readonly max?: number | undefined
+  /** How long a caller may wait for a connection before `PoolTimeout`. */
+  readonly acquireTimeout?: Duration.DurationInput | undefined
+  /** How long closing waits for borrowed connections before closing them anyway. */
+  readonly closeTimeout?: Duration.DurationInput | undefined
+  /** Idle connections above `min` close after this long. */
+  readonly idleTimeout?: Duration.DurationInput | undefined
+  /** Connections retire after this long (with a spread of up to 5%). */
+  readonly maxLifetime?: Duration.DurationInput | undefined
+  /** A connection idle longer than this is pinged before it is handed out. */
+  readonly validationWindow?: Duration.DurationInput | undefined
+  /** Idle connections are pinged this often. */
+  readonly keepaliveInterval?: Duration.DurationInput | undefined
+  /** First delay of the connect backoff after a failed connection attempt. */
+  readonly connectBackoffBase?: Duration.DurationInput | undefined
+  /** Largest delay of the connect backoff. */
+  readonly connectBackoffCap?: Duration.DurationInput | undefined
+}
+
+/**
+ * Pool settings with every default applied, in milliseconds.
+ *
+ * @since 0.1.0
+ */
+export interface PoolConfig {
+  readonly min: number
+  readonly max: number
+  readonly acquireTimeout: number
+  readonly closeTimeout: number
+  readonly idleTimeout: number
+  readonly maxLifetime: number
+  readonly validationWindow: number
+  readonly keepaliveInterval: number
+  readonly connectBackoffBase: number
+  readonly connectBackoffCap: number
+}
+
+/**
+ * The defaults of every pool option.
+ *
+ * @since 0.1.0
+ */
+export const defaults: PoolConfig = {
+  min: 1,
+  max: 10,
+  acquireTimeout: 10_000,
+  closeTimeout: 5_000,
+  idleTimeout: 60_000,
+  maxLifetime: 30 * 60_000,
+  validationWindow: 500,
+  keepaliveInterval: 120_000,
+  connectBackoffBase: 50,
+  connectBackoffCap: 5_000
+}
+
+const millis = (d: Duration.DurationInput | undefined, fallback: number): number =>
+  d === undefined ? fallback : Duration.toMillis(Duration.decode(d))
+
+/**
+ * Applies the defaults to pool options.
+ *
+ * @since 0.1.0
+ */
+export const resolveOptions = (options: PoolOptions | undefined): PoolConfig => {
+  const o = options ?? {}
+  return {
+    min: o.min ?? Math.min(defaults.min, o.max ?? defaults.max),
+    max: o.max ?? Math.max(defaults.max, o.min ?? 0),
+    acquireTimeout: millis(o.acquireTimeout, defaults.acquireTimeout),
+    closeTimeout: millis(o.closeTimeout, defaults.closeTimeout),
+    idleTimeout: millis(o.idleTimeout, defaults.idleTimeout),
+    maxLifetime: millis(o.maxLifetime, defaults.maxLifetime),
+    validationWindow: millis(o.validationWindow, defaults.validationWindow),
+    keepaliveInterval: millis(o.keepaliveInterval, defaults.keepaliveInterval),
+    connectBackoffBase: millis(o.connectBackoffBase, defaults.connectBackoffBase),
+    connectBackoffCap: millis(o.connectBackoffCap, defaults.connectBackoffCap)
+  }
+}
+
+/**
+ * What the pool needs to manage a kind of connection.
+ *
+ * @since 0.1.0
+ */
+export interface PoolHooks<C> {
+  /** Opens a new connection. */
+  readonly create: Effect.Effect<C, DbError>
+  /** Closes a connection; must not fail. */
+  readonly destroy: (conn: C) => Effect.Effect<void>
+  /** A cheap round trip that proves the connection alive. */
+  readonly validate: (conn: C) => Effect.Effect<void, DbError>
+  /** Whether the connection is known to be unusable. */
+  readonly isBroken: (conn: C) => boolean
+  /**
+   * Cleanup a returned connection needs before reuse (a rollback, a session
+   * reset), or `undefined` when it is clean. A failing cleanup destroys it.
+   */
+  readonly recycle: (conn: C) => Effect.Effect<void, DbError> | undefined
+}
+
+/**
+ * A snapshot of the pool's counts.
+ *
+ * @since 0.1.0
+ */
+export interface PoolStats {
+  /** Open connections, idle or borrowed. */
+  readonly size: number
+  readonly idle: number
+  /** Borrowed connections. */
+  readonly active: number
+  /** Callers waiting for a connection. */
+  readonly pending: number
+  /** Connection attempts under way. */
+  readonly creating: number
+  readonly min: number
+  readonly max: number
+}
+
+/**
+ * A borrowed connection. Hand it back with `Pool.release` exactly once.
+ *
+ * @since 0.1.0
+ */
+export interface Lease<C> {
+  readonly conn: C
+}
+
+class Entry<C> implements Lease<C> {
+  state: "idle" | "active" | "closing" = "idle"
+  lastUsed: number
+  readonly expiresAt: number
+  constructor(readonly conn: C, now: number, lifetime: number) {
+    this.lastUsed = now
+    // spread retirements so that connections opened together do not all close together
+    this.expiresAt = now + lifetime * (1 - Math.random() * 0.05)
+  }
+}
+
+class Waiter<C> {
+  entry: Entry<C> | undefined = undefined
+  done = false
+  resume: ((effect: Effect.Effect<Entry<C>, PoolTimeout | PoolClosed>) => void) | undefined = undefined
+  timer: ReturnType<typeof setTimeout> | undefined = undefined
+}
+
+/**
+ * A pool of connections of type `C`.
+ *
+ * @since 0.1.0
+ */
+export interface Pool<C> {
+  readonly alias: string
+  readonly config: PoolConfig
+  /** The current counts. */
+  readonly stats: () => PoolStats
+  /** Borrows a connection; the caller must `release` it. */
+  readonly acquire: Effect.Effect<Lease<C>, PoolTimeout | PoolClosed>
+  /** Returns a borrowed connection, cleaning or destroying it as needed. */
+  readonly release: (lease: Lease<C>) => Effect.Effect<void>
+  /** Destroys a borrowed connection instead of returning it. */
+  readonly invalidate: (lease: Lease<C>) => Effect.Effect<void>
+  /** Borrows a connection for the duration of `f`. */
+  readonly withConnection: <A, E, R>(
+    f: (conn: C) => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | PoolTimeout | PoolClosed, R>
+  /** Borrows a connection until the scope closes. */
+  readonly scoped: Effect.Effect<C, PoolTimeout | PoolClosed, Scope.Scope>
+  /** Drains borrowed connections up to `closeTimeout`, then closes every connection. */
+  readonly close: Effect.Effect<void>
+}
+
+/**
+ * Makes a pool. Connections up to `min` are opened in the background, so a
+ * pool can be made while the database is still down.
+ *
+ * @since 0.1.0
+ */
+export const make = <C>(options: {
+  readonly alias: string
+  readonly config: PoolConfig
+  readonly hooks: PoolHooks<C>
+}): Effect.Effect<Pool<C>> =>
+  // background fibers inherit the runtime's flags: they must stay interruptible even when
+  // the pool is made inside an uninterruptible region such as a layer's acquireRelease
+  Effect.map(Effect.interruptible(Effect.runtime<never>()), (runtime) => makeWithRuntime(options, runtime))
+
+const makeWithRuntime = <C>(
+  options: { readonly alias: string; readonly config: PoolConfig; readonly hooks: PoolHooks<C> },
+  runtime: Runtime.Runtime<never>
+): Pool<C> => {
+  const { alias, config, hooks } = options
+  const idle: Array<Entry<C>> = []
+  const all = new Set<Entry<C>>()
+  let waiters: Array<Waiter<C>> = []
+  let waitersHead = 0
+  let pending = 0
+  let active = 0
+  let creating = 0
+  let failures = 0
+  let lastError: DbError | undefined = undefined
+  let closed = false
+  const background = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
+  let drained: Deferred.Deferred<void> | undefined = undefined
+  let reaper: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
+
+  const runFork = Runtime.runFork(runtime)
+  const fork = (effect: Effect.Effect<unknown>): void => {
+    const fiber = runFork(effect)
+    background.add(fiber)
+    fiber.addObserver(() => background.delete(fiber))
+  }
+
+  const checkDrained = (): void => {
+    if (drained !== undefined && active === 0 && creating === 0) {
+      Deferred.unsafeDone(drained, Exit.void)
+    }
+  }
+
+  const nextWaiter = (): Waiter<C> | undefined => {
+    while (waitersHead < waiters.length) {
+      const w = waiters[waitersHead]!
+      waiters[waitersHead] = undefined as never
+      waitersHead++
+      if (waitersHead > 1024 && waitersHead * 2 > waiters.length) {
+        waiters = waiters.slice(waitersHead)
+        waitersHead = 0
+      }
+      if (!w.done) return w
+    }
+    return undefined
+  }
+
+  const destroyEntry = (entry: Entry<C>): void => {
+    if (entry.state === "closing") return
+    if (entry.state === "active") active--
+    entry.state = "closing"
+    all.delete(entry)
+    fork(hooks.destroy(entry.conn))
+    checkDrained()
+    fill()
+  }
+
+  /** Hands a usable connection to the first waiter, or parks it idle. */
+  const offer = (entry: Entry<C>): void => {
+    if (closed) {
+      destroyEntry(entry)
+      return
+    }
+    entry.lastUsed = Date.now()
+    const w = nextWaiter()
+    if (w !== undefined) {
+      pending--
+      w.done = true
+      w.entry = entry
+      if (w.timer !== undefined) clearTimeout(w.timer)
+      entry.state = "active"
+      active++
+      w.resume!(Effect.succeed(entry))
+      return
+    }
+    entry.state = "idle"
+    idle.push(entry)
+  }
+
+  const backoff = (): number => {
+    if (failures === 0) return 0
+    const ceiling = Math.min(config.connectBackoffCap, config.connectBackoffBase * 2 ** Math.min(failures - 1, 30))
+    return Math.random() * ceiling
+  }
+
+  const startCreate = (): void => {
+    creating++
+    const delay = backoff()
+    const attempt = delay > 0 ? Effect.zipRight(Effect.sleep(delay), hooks.create) : hooks.create
+    fork(Effect.onExit(Effect.exit(attempt), (exit) =>
+      Effect.sync(() => {
+        creating--
+        const result = Exit.isSuccess(exit) ? exit.value : undefined
+        if (result !== undefined && Exit.isSuccess(result)) {
+          failures = 0
+          lastError = undefined
+          const entry = new Entry(result.value, Date.now(), config.maxLifetime)
+          all.add(entry)
+          offer(entry)
+        } else {
+          if (result !== undefined && Exit.isFailure(result)) {
+            failures++
+            const failure = Cause.failureOption(result.cause)
+            lastError = failure._tag === "Some" ? failure.value : undefined
+          }
+        }
+        checkDrained()
+        fill()
+      })))
+  }
+
+  /** Opens connections for waiters and up to `min`; one probe at a time while connecting fails. */
+  const fill = (): void => {
+    if (closed) return
+    while (all.size + creating < config.max) {
+      const wanted = pending > creating || all.size + creating < config.min
+      if (!wanted) return
+      if (failures > 0 && creating > 0) return
+      startCreate()
+    }
+  }
+
+  const timeoutError = (): PoolTimeout => {
+    const unavailable = lastError !== undefined && all.size < config.max
+    return new PoolTimeout({
+      reason: unavailable ? "unavailable" : "exhausted",
+      alias,
+      timeoutMillis: config.acquireTimeout,
+      busy: active,
+      waiting: pending,
+      size: all.size,
+      max: config.max,
+      ...(unavailable ? { cause: lastError } : {})
+    })
+  }
+
+  const wait: Effect.Effect<Entry<C>, PoolTimeout | PoolClosed> = Effect.suspend(() => {
+    const w = new Waiter<C>()
+    return Effect.async<Entry<C>, PoolTimeout | PoolClosed>((resume) => {
+      w.resume = resume
+      waiters.push(w)
+      pending++
+      w.timer = setTimeout(() => {
+        if (w.done) return
+        w.done = true
+        const error = timeoutError()
+        pending--
+        resume(Effect.fail(error))
+      }, config.acquireTimeout)
+      fill()
+      return Effect.sync(() => {
+        if (!w.done) {
+          w.done = true
+          pending--
+          clearTimeout(w.timer)
+        }
+      })
+    }).pipe(
+      // the connection may have been handed over just before the interruption landed
+      Effect.onInterrupt(() => Effect.suspend(() => (w.entry === undefined ? Effect.void : release(w.entry))))
+    )
+  })
+
+  const validated = (entry: Entry<C>): Effect.Effect<Entry<C>, PoolTimeout | PoolClosed> =>
+    hooks.validate(entry.conn).pipe(
+      Effect.matchEffect({
+        onFailure: () => {
+          destroyEntry(entry)
+          return acquireEntry
+        },
+        onSuccess: () => {
+          entry.lastUsed = Date.now()
+          return Effect.succeed(entry)
+        }
+      }),
+      Effect.onInterrupt(() => Effect.sync(() => destroyEntry(entry)))
+    )
+
+  const acquireEntry: Effect.Effect<Entry<C>, PoolTimeout | PoolClosed> = Effect.suspend(() => {
+    if (closed) return Effect.fail(new PoolClosed({ alias }))
+    if (pending === 0) {
+      let entry: Entry<C> | undefined
+      while ((entry = idle.pop()) !== undefined) {
+        const now = Date.now()
+        if (now >= entry.expiresAt) {
+          destroyEntry(entry)
+          continue
+        }
+        entry.state = "active"
+        active++
+        if (now - entry.lastUsed > config.validationWindow) return validated(entry)
+        return Effect.succeed(entry)
+      }
+    }
+    return wait
+  })
+
+  const release = (lease: Lease<C>): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      const entry = lease as Entry<C>
+      if (entry.state !== "active") return Effect.void
+      if (closed || hooks.isBroken(entry.conn) || Date.now() >= entry.expiresAt) {
+        destroyEntry(entry)
+        return Effect.void
+      }
+      const cleanup = hooks.recycle(entry.conn)
+      if (cleanup === undefined) {
+        active--
+        offer(entry)
+        checkDrained()
+        return Effect.void
+      }
+      return Effect.matchEffect(cleanup, {
+        onFailure: () => Effect.sync(() => destroyEntry(entry)),
+        onSuccess: () =>
+          Effect.sync(() => {
+            if (hooks.isBroken(entry.conn)) return destroyEntry(entry)
+            active--
+            offer(entry)
+            checkDrained()
+          })
+      })
+    })
+
+  const invalidate = (lease: Lease<C>): Effect.Effect<void> =>
+    Effect.sync(() => {
+      const entry = lease as Entry<C>
+      if (entry.state === "active") destroyEntry(entry)
+    })
+
+  const withConnection = <A, E, R>(
+    f: (conn: C) => Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | PoolTimeout | PoolClosed, R> =>
+    Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(
+        restore(acquireEntry),
+        (entry) => Effect.onExit(restore(f(entry.conn)), () => release(entry))
+      )
+    )
+
+  /** Closes idle connections above `min` after `idleTimeout`, retires old ones, pings the rest. */
+  const maintain = Effect.suspend(() => {
+    const now = Date.now()
+    const pings: Array<Effect.Effect<void>> = []
+    for (let i = 0; i < idle.length;) {
+      const entry = idle[i]!
+      const idleFor = now - entry.lastUsed
+      if (now >= entry.expiresAt || (idleFor >= config.idleTimeout && all.size > config.min)) {
+        idle.splice(i, 1)
+        destroyEntry(entry)
+        continue
+      }
+      if (idleFor >= config.keepaliveInterval) {
+        idle.splice(i, 1)
+        entry.state = "active"
+        active++
+        pings.push(Effect.matchEffect(hooks.validate(entry.conn), {
+          onFailure: () => Effect.sync(() => destroyEntry(entry)),
+          onSuccess: () =>
+            Effect.sync(() => {
+              active--
+              offer(entry)
+              checkDrained()
+            })
+        }))
+        continue
+      }
+      i++
+    }
+    fill()
+    return pings.length === 0 ? Effect.void : Effect.all(pings, { concurrency: "unbounded", discard: true })
+  })
+
+  const reaperInterval = Math.max(
+    25,
+    Math.min(1_000, config.idleTimeout / 4, config.keepaliveInterval / 4, config.maxLifetime / 4)
+  )
+
+  const close: Effect.Effect<void> = Effect.suspend(() => {
+    if (closed) return Effect.void
+    closed = true
+    drained = Deferred.unsafeMake<void>(FiberId.none)
+    let w: Waiter<C> | undefined
+    while ((w = nextWaiter()) !== undefined) {
+      w.done = true
+      pending--
+      clearTimeout(w.timer)
+      w.resume!(Effect.fail(new PoolClosed({ alias })))
+    }
+    let entry: Entry<C> | undefined
+    while ((entry = idle.pop()) !== undefined) destroyEntry(entry)
+    checkDrained()
+    const d = drained
+    return Effect.gen(function*() {
+      if (reaper !== undefined) yield* Fiber.interrupt(reaper)
+      yield* Effect.timeoutOption(Deferred.await(d), config.closeTimeout)
+      for (const e of Array.from(all)) destroyEntry(e)
+      // wait for in-flight creations and every close to finish: no socket outlives the pool
+      while (background.size > 0) yield* Fiber.awaitAll(Array.from(background))
+    })
+  })
+
+  const pool: Pool<C> = {
+    alias,
+    config,
+    stats: () => ({
+      size: all.size,
+      idle: idle.length,
+      active,
+      pending,
+      creating,
+      min: config.min,
+      max: config.max
+    }),
+    acquire: acquireEntry,
+    release,
+    invalidate,
+    withConnection,
+    scoped: Effect.acquireRelease(acquireEntry, release).pipe(Effect.map((entry) => entry.conn)),
+    close
+  }
+
+  reaper = runFork(Effect.forever(Effect.zipRight(Effect.sleep(reaperInterval), maintain)))
+  fill()
+  return pool
+}

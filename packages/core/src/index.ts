@@ -1,0 +1,26 @@
+/**
+ * @effect-dal/core: the engine-agnostic core of effect-dal.
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as DatabaseConfig from "./DatabaseConfig.js"
+/** @since 0.1.0 */
+export { Db } from "./Db.js"
+/** @since 0.1.0 */
+export type { DbService, ExecuteOptions, Executor, Transaction, WithTransactionOptions } from "./Db.js"
+/** @since 0.1.0 */
+export * as DbModule from "./Db.js"
+/** @since 0.1.0 */
+export * as DbError from "./DbError.js"
+/** @since 0.1.0 */
+export * as Dialect from "./Dialect.js"
+/** @since 0.1.0 */
+export * as Driver from "./Driver.js"
+/** @since 0.1.0 */
+export * as Pool from "./Pool.js"
+/** @since 0.1.0 */
+export * as PortableSql from "./PortableSql.js"
+/** @since 0.1.0 */
+export * as QueryTags from "./QueryTags.js"

@@ -1,0 +1,10 @@
+/**
+ * @effect-dal/pg: the PostgreSQL engine of effect-dal.
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as PgDatabase from "./PgDatabase.js"
+/** @since 0.1.0 */
+export * as PgErrors from "./PgErrors.js"

@@ -1,0 +1,252 @@
+import type { DatabaseConfig, DbError, Driver } from "@effect-dal/core"
+import { Dialect } from "@effect-dal/core"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as Statement from "@effect/sql/Statement"
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Stream from "effect/Stream"
+import type { ConnectionOptions } from "node:tls"
+import * as Pg from "pg"
+import Cursor from "pg-cursor"
+import { classify } from "../PgErrors.js"
+
+/** How long a cancelled statement may take to give its connection back before we close it. */
+const CANCEL_GRACE_MS = 5_000
+/** How long a graceful close may take before the socket is destroyed. */
+const CLOSE_GRACE_MS = 1_000
+
+/** @internal */
+export interface PgDriverOptions {
+  readonly ssl?: boolean | ConnectionOptions | undefined
+  readonly applicationName?: string | undefined
+  readonly types?: Pg.CustomTypesConfig | undefined
+  readonly transformQueryNames?: ((name: string) => string) | undefined
+  readonly transformResultNames?: ((name: string) => string) | undefined
+  readonly transformJson?: boolean | undefined
+  readonly spanAttributes?: Record<string, unknown> | undefined
+}
+
+type Endpoint = { readonly host: string; readonly port: number }
+
+/** Sends a PostgreSQL CancelRequest for one backend over a fresh socket; best effort. */
+const sendCancel = (endpoint: Endpoint, processID: number, secretKey: number): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    // pg's typings omit the protocol-level methods that a CancelRequest needs
+    const con = new Pg.Connection() as Pg.Connection & {
+      connect(portOrPath: number | string, host?: string | number): void
+      cancel(processID: number, secretKey: number): void
+    }
+    let finished = false
+    const finish = () => {
+      if (finished) return
+      finished = true
+      con.stream.destroy()
+      resume(Effect.void)
+    }
+    con.on("error", finish)
+    con.on("end", finish)
+    con.on("connect", () => con.cancel(processID, secretKey))
+    if (endpoint.host.startsWith("/")) con.connect(`${endpoint.host}/.s.PGSQL.${endpoint.port}`, 0)
+    else con.connect(endpoint.port, endpoint.host)
+    const timer = setTimeout(finish, CANCEL_GRACE_MS)
+    con.stream.once("close", () => {
+      clearTimeout(timer)
+      finish()
+    })
+  })
+
+class PgConnection implements Driver.DriverConnection {
+  private broken = false
+  private txStatus: "I" | "T" | "E" | undefined = undefined
+  /** Called once the statement in flight settles, for a canceller waiting on it. */
+  private onSettle: (() => void) | undefined = undefined
+
+  constructor(readonly client: Pg.Client, private readonly endpoint: Endpoint) {
+    client.on("error", () => {
+      this.broken = true
+    })
+    client.on("end", () => {
+      this.broken = true
+    })
+    const connection = (client as unknown as { connection: Pg.Connection }).connection
+    connection.on("readyForQuery", (msg: { status?: string }) => {
+      this.txStatus = msg.status as "I" | "T" | "E"
+    })
+  }
+
+  query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode, _prepared: boolean) {
+    return Effect.async<any, DbError.DbError>((resume) => {
+      let settled = false
+      const config: Pg.QueryConfig = mode === "values"
+        ? { text: sql, values: params as Array<unknown>, rowMode: "array" } as Pg.QueryArrayConfig
+        : { text: sql, values: params as Array<unknown> }
+      this.client.query(config, (err: Error | null, result: Pg.QueryResult | Array<Pg.QueryResult>) => {
+        settled = true
+        const onSettle = this.onSettle
+        this.onSettle = undefined
+        if (onSettle !== undefined) return onSettle()
+        if (err) {
+          const error = classify(err, sql, "query")
+          if (error._tag === "ConnectionError") this.broken = true
+          resume(Effect.fail(error))
+        } else {
+          resume(Effect.succeed(shape(result, mode)))
+        }
+      })
+      return Effect.suspend(() => (settled ? Effect.void : this.cancelInFlight()))
+    })
+  }
+
+  /**
+   * Cancels the running statement on the server, then waits until pg reports
+   * it settled, so the next borrower's statement can never be the one hit.
+   */
+  private cancelInFlight(): Effect.Effect<void> {
+    const client = this.client as unknown as { processID?: number; secretKey?: number }
+    const settledSignal = Effect.async<void>((resume) => {
+      this.onSettle = () => resume(Effect.void)
+    })
+    const cancel = client.processID === undefined || client.secretKey === undefined || this.broken
+      ? Effect.void
+      : sendCancel(this.endpoint, client.processID, client.secretKey)
+    return Effect.zipRight(cancel, settledSignal).pipe(
+      Effect.timeoutOption(CANCEL_GRACE_MS),
+      Effect.flatMap((settled) =>
+        Effect.sync(() => {
+          if (Option.isNone(settled)) {
+            this.broken = true
+            this.onSettle = undefined
+          }
+        })
+      )
+    )
+  }
+
+  stream(sql: string, params: ReadonlyArray<unknown>, chunkSize: number): Stream.Stream<any, DbError.DbError> {
+    const client = this.client
+    return Stream.unwrapScoped(Effect.gen(function*() {
+      const cursor = client.query(new Cursor(sql, params as Array<unknown>))
+      yield* Effect.addFinalizer(() =>
+        Effect.async<void>((resume) => {
+          cursor.close(() => resume(Effect.void))
+        })
+      )
+      const pull = Effect.async<Chunk.Chunk<any>, Option.Option<DbError.DbError>>((resume) => {
+        cursor.read(chunkSize, (err, rows) => {
+          if (err) resume(Effect.fail(Option.some(classify(err, sql, "query"))))
+          else if (rows.length === 0) resume(Effect.fail(Option.none()))
+          else resume(Effect.succeed(Chunk.unsafeFromArray(rows)))
+        })
+      })
+      return Stream.repeatEffectChunkOption(pull)
+    }))
+  }
+
+  get ping() {
+    return Effect.asVoid(this.query("SELECT 1", [], "raw", false))
+  }
+
+  transactionState() {
+    switch (this.txStatus) {
+      case "I":
+        return "idle" as const
+      case "T":
+        return "transaction" as const
+      case "E":
+        return "failed" as const
+      default:
+        return "unknown" as const
+    }
+  }
+
+  isBroken() {
+    return this.broken
+  }
+
+  serverId() {
+    return (this.client as unknown as { processID?: number }).processID
+  }
+
+  get close(): Effect.Effect<void> {
+    return Effect.async<void>((resume) => {
+      this.broken = true
+      const stream = (this.client as unknown as { connection: { stream: { destroy(): void } } }).connection.stream
+      const timer = setTimeout(() => {
+        stream.destroy()
+        resume(Effect.void)
+      }, CLOSE_GRACE_MS)
+      this.client.end(() => {
+        clearTimeout(timer)
+        resume(Effect.void)
+      })
+    })
+  }
+}
+
+const shape = (result: Pg.QueryResult | Array<Pg.QueryResult>, mode: Driver.QueryMode): unknown => {
+  switch (mode) {
+    case "raw":
+      return result
+    case "result":
+      return Array.isArray(result)
+        ? { rows: result.flatMap((r) => r.rows ?? []), affected: result.reduce((n, r) => n + (r.rowCount ?? 0), 0) }
+        : { rows: result.rows ?? [], affected: result.rowCount ?? 0 }
+    default:
+      // a multi-statement query returns each result set in order
+      return Array.isArray(result) ? result.map((r) => r.rows ?? []) : result.rows ?? []
+  }
+}
+
+/** @internal */
+export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDriverOptions): Driver.Driver => {
+  const endpoint = { host: config.host, port: config.port }
+  const sslFromUrl = config.params["sslmode"] !== undefined && config.params["sslmode"] !== "disable"
+  const clientConfig: Pg.ClientConfig = {
+    host: config.host,
+    port: config.port,
+    database: config.database,
+    application_name: options.applicationName ?? config.alias,
+    connectionTimeoutMillis: config.connectTimeout,
+    keepAlive: true,
+    ...(config.user === undefined ? {} : { user: config.user }),
+    ...(config.password === undefined ? {} : { password: Redacted.value(config.password) }),
+    ...(options.ssl !== undefined ? { ssl: options.ssl } : sslFromUrl ? { ssl: true } : {}),
+    ...(options.types === undefined ? {} : { types: options.types })
+  }
+  const connect = Effect.async<Driver.DriverConnection, DbError.DbError>((resume) => {
+    const client = new Pg.Client(clientConfig)
+    let done = false
+    // until connected, a socket error is reported through connect's callback; afterwards through the connection
+    const swallow = () => {}
+    client.on("error", swallow)
+    client.connect((err: Error | undefined) => {
+      if (done) return
+      done = true
+      if (err) {
+        client.end(() => {})
+        resume(Effect.fail(classify(err, undefined, "connect")))
+      } else {
+        resume(Effect.succeed(new PgConnection(client, endpoint)))
+      }
+    })
+    return Effect.sync(() => {
+      if (!done) {
+        done = true
+        client.end(() => {})
+      }
+    })
+  })
+  const transformRows = options.transformResultNames
+    ? Statement.defaultTransforms(options.transformResultNames, options.transformJson).array
+    : undefined
+  return {
+    system: "postgresql",
+    dialect: Dialect.postgres,
+    connect,
+    compiler: PgClient.makeCompiler(options.transformQueryNames, options.transformJson),
+    transformRows,
+    spanAttributes: options.spanAttributes ? Object.entries(options.spanAttributes) : []
+  }
+}
