@@ -511,7 +511,8 @@ const makeWithRuntime = <C>(
     const d = drained
     return Effect.gen(function*() {
       if (reaper !== undefined) yield* Fiber.interrupt(reaper)
-      yield* Effect.timeoutOption(Deferred.await(d), config.closeTimeout)
+      // close usually runs in a finalizer: the wait must be interruptible for the timeout to end it
+      yield* Effect.timeoutOption(Effect.interruptible(Deferred.await(d)), config.closeTimeout)
       for (const e of Array.from(all)) destroyEntry(e)
       // wait for in-flight creations and every close to finish: no socket outlives the pool
       while (background.size > 0) yield* Fiber.awaitAll(Array.from(background))

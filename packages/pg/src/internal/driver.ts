@@ -57,11 +57,15 @@ const sendCancel = (endpoint: Endpoint, processID: number, secretKey: number): E
     })
   })
 
+/** A statement on the wire; a canceller waits on `onSettle` instead of the caller. */
+interface InFlight {
+  settled: boolean
+  onSettle: (() => void) | undefined
+}
+
 class PgConnection implements Driver.DriverConnection {
   private broken = false
   private txStatus: "I" | "T" | "E" | undefined = undefined
-  /** Called once the statement in flight settles, for a canceller waiting on it. */
-  private onSettle: (() => void) | undefined = undefined
 
   constructor(readonly client: Pg.Client, private readonly endpoint: Endpoint) {
     client.on("error", () => {
@@ -78,15 +82,13 @@ class PgConnection implements Driver.DriverConnection {
 
   query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode, _prepared: boolean) {
     return Effect.async<any, DbError.DbError>((resume) => {
-      let settled = false
+      const inFlight: InFlight = { settled: false, onSettle: undefined }
       const config: Pg.QueryConfig = mode === "values"
         ? { text: sql, values: params as Array<unknown>, rowMode: "array" } as Pg.QueryArrayConfig
         : { text: sql, values: params as Array<unknown> }
       this.client.query(config, (err: Error | null, result: Pg.QueryResult | Array<Pg.QueryResult>) => {
-        settled = true
-        const onSettle = this.onSettle
-        this.onSettle = undefined
-        if (onSettle !== undefined) return onSettle()
+        inFlight.settled = true
+        if (inFlight.onSettle !== undefined) return inFlight.onSettle()
         if (err) {
           const error = classify(err, sql, "query")
           if (error._tag === "ConnectionError") this.broken = true
@@ -95,7 +97,7 @@ class PgConnection implements Driver.DriverConnection {
           resume(Effect.succeed(shape(result, mode)))
         }
       })
-      return Effect.suspend(() => (settled ? Effect.void : this.cancelInFlight()))
+      return Effect.suspend(() => (inFlight.settled ? Effect.void : this.cancelInFlight(inFlight)))
     })
   }
 
@@ -103,22 +105,21 @@ class PgConnection implements Driver.DriverConnection {
    * Cancels the running statement on the server, then waits until pg reports
    * it settled, so the next borrower's statement can never be the one hit.
    */
-  private cancelInFlight(): Effect.Effect<void> {
+  private cancelInFlight(inFlight: InFlight): Effect.Effect<void> {
     const client = this.client as unknown as { processID?: number; secretKey?: number }
-    const settledSignal = Effect.async<void>((resume) => {
-      this.onSettle = () => resume(Effect.void)
+    const settled = Effect.async<void>((resume) => {
+      if (inFlight.settled) return resume(Effect.void)
+      inFlight.onSettle = () => resume(Effect.void)
     })
     const cancel = client.processID === undefined || client.secretKey === undefined || this.broken
       ? Effect.void
       : sendCancel(this.endpoint, client.processID, client.secretKey)
-    return Effect.zipRight(cancel, settledSignal).pipe(
+    // this runs as an interruption handler, which is uninterruptible: the wait must opt back in
+    return Effect.interruptible(Effect.zipRight(cancel, settled)).pipe(
       Effect.timeoutOption(CANCEL_GRACE_MS),
-      Effect.flatMap((settled) =>
+      Effect.flatMap((done) =>
         Effect.sync(() => {
-          if (Option.isNone(settled)) {
-            this.broken = true
-            this.onSettle = undefined
-          }
+          if (Option.isNone(done)) this.broken = true
         })
       )
     )

@@ -1,0 +1,37 @@
+import * as Effect from "effect/Effect"
+import * as Pg from "pg"
+
+/** The shared local server; tests isolate themselves by schema and alias. */
+export const PG_URL = process.env["TEST_PG_URL"] ?? "postgres://postgres@127.0.0.1:5432/test"
+
+let counter = 0
+/** A name unique to this process and call, usable as an identifier and an application_name. */
+export const unique = (prefix: string): string =>
+  `${prefix}_${process.pid}_${Date.now().toString(36)}_${(counter++).toString(36)}`
+
+/** Runs `f` on a short-lived admin connection that is not ours. */
+export const admin = <A>(f: (client: Pg.Client) => Promise<A>): Effect.Effect<A> =>
+  Effect.promise(async () => {
+    const client = new Pg.Client({ connectionString: PG_URL, application_name: "effect-dal-test-admin" })
+    await client.connect()
+    try {
+      return await f(client)
+    } finally {
+      await client.end()
+    }
+  })
+
+/** Our server-side connections, found by application_name. */
+export const backends = (applicationName: string) =>
+  admin(async (c) =>
+    (await c.query<{ pid: number; state: string | null; query: string }>(
+      "SELECT pid, state, query FROM pg_stat_activity WHERE application_name = $1",
+      [applicationName]
+    )).rows
+  )
+
+/** Makes a schema for one test file and drops it afterwards. */
+export const schemaFor = (name: string) => ({
+  create: admin((c) => c.query(`CREATE SCHEMA IF NOT EXISTS "${name}"`)),
+  drop: admin((c) => c.query(`DROP SCHEMA IF EXISTS "${name}" CASCADE`))
+})
