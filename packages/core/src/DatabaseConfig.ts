@@ -39,6 +39,12 @@ export interface DatabaseOptions {
   /** The default hard timeout of a statement; none by default. */
   readonly statementTimeout?: Duration.DurationInput | undefined
   readonly pool?: PoolOptions | undefined
+  /**
+   * What to do with DDL inside a transaction on an engine that commits DDL
+   * implicitly (MySQL): `fail` (default) with `DdlInTransaction` before
+   * anything is sent, `warn` and run it, or `allow` it silently.
+   */
+  readonly ddlInTransaction?: "fail" | "warn" | "allow" | undefined
 }
 
 /**
@@ -57,6 +63,7 @@ export interface DatabaseConfig {
   readonly connectTimeout: number
   readonly statementTimeout: number | undefined
   readonly pool: PoolConfig
+  readonly ddlInTransaction: "fail" | "warn" | "allow"
   /** Query parameters of the URL (`sslmode`, ...), for the driver. */
   readonly params: Readonly<Record<string, string>>
   /** Stable across runs, independent of the password: configs with one hash share one pool. */
@@ -143,7 +150,9 @@ const checkDuration = (
  */
 export const resolve = (
   options: DatabaseOptions,
-  engine: EngineDefaults
+  engine: EngineDefaults,
+  /** Engine-specific settings that must also keep pools apart (JSON-serializable parts count). */
+  hashExtras?: unknown
 ): Effect.Effect<DatabaseConfig, ConfigError.ConfigError> =>
   Effect.suspend(() => {
     let fromUrl: ReturnType<typeof parseUrl> = Either.right({ params: {} })
@@ -193,6 +202,10 @@ export const resolve = (
     const statementTimeout = options.statementTimeout === undefined
       ? undefined
       : Duration.toMillis(options.statementTimeout)
+    const ddlInTransaction = options.ddlInTransaction ?? "fail"
+    if (!["fail", "warn", "allow"].includes(ddlInTransaction)) {
+      return Effect.fail(invalid("ddlInTransaction", "must be \"fail\", \"warn\" or \"allow\""))
+    }
     const hash = createHash("sha256").update(JSON.stringify([
       engine.engine,
       host,
@@ -204,7 +217,9 @@ export const resolve = (
       connectTimeout,
       statementTimeout ?? null,
       poolConfig,
-      Object.entries(u.params).sort()
+      ddlInTransaction,
+      Object.entries(u.params).sort(),
+      hashExtras ?? null
     ])).digest("hex").slice(0, 16)
     return Effect.succeed({
       database,
@@ -217,6 +232,7 @@ export const resolve = (
       connectTimeout,
       statementTimeout,
       pool: poolConfig,
+      ddlInTransaction,
       params: u.params,
       hash
     })

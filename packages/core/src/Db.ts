@@ -16,14 +16,14 @@ import * as FiberRef from "effect/FiberRef"
 import type * as Scope from "effect/Scope"
 import type { DatabaseConfig } from "./DatabaseConfig.js"
 import type { DbError } from "./DbError.js"
-import { InvalidQuery, StatementTimeout } from "./DbError.js"
+import { DdlInTransaction, InvalidQuery, StatementTimeout } from "./DbError.js"
 import type { Dialect, IsolationLevel } from "./Dialect.js"
-import type { Driver, QueryResult } from "./Driver.js"
+import type { Driver, DriverConnection, QueryResult } from "./Driver.js"
 import { DalConnection, toSqlError } from "./internal/connection.js"
 import { acquireShared } from "./internal/registry.js"
 import * as Pool from "./Pool.js"
 import type { Translated } from "./PortableSql.js"
-import { isFailure, makeTranslator } from "./PortableSql.js"
+import { isFailure, isImplicitCommitDdl, makeTranslator } from "./PortableSql.js"
 import type { QueryTags } from "./QueryTags.js"
 import { withTags as withTagsImpl } from "./QueryTags.js"
 
@@ -151,6 +151,21 @@ export class Db extends Context.Tag("@effect-dal/core/Db")<Db, DbService>() {
 
 const noParams: ReadonlyArray<unknown> = []
 
+/** On engines that commit DDL implicitly, stops (or flags) DDL sent inside a transaction. */
+const makeDdlGuard = (
+  dialect: Dialect,
+  config: DatabaseConfig
+): ((sql: string, conn: DriverConnection) => Effect.Effect<void, DbError> | undefined) | undefined => {
+  if (!dialect.implicitCommitDdl || config.ddlInTransaction === "allow") return undefined
+  return (sql, conn) => {
+    if (conn.transactionState() !== "transaction" || !isImplicitCommitDdl(sql)) return undefined
+    return config.ddlInTransaction === "fail"
+      ? Effect.fail(new DdlInTransaction({ sql }))
+      : Effect.logWarning("DDL inside a transaction commits it implicitly; earlier statements can no longer roll back")
+        .pipe(Effect.annotateLogs({ alias: config.alias, sql }))
+  }
+}
+
 /**
  * Builds a `Db` for an engine's driver. Configs with the same `hash` share
  * one pool, which closes when the last of them is released.
@@ -163,13 +178,14 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
     const translator = makeTranslator(dialect)
     const rollbackSql = dialect.rollback
 
+    const ddlGuard = makeDdlGuard(dialect, config)
     const pool = yield* acquireShared(
       config.hash,
       Pool.make<DalConnection>({
         alias: config.alias,
         config: config.pool,
         hooks: {
-          create: Effect.map(driver.connect, (dc) => new DalConnection(dc, config.hash)),
+          create: Effect.map(driver.connect, (dc) => new DalConnection(dc, config.hash, ddlGuard)),
           destroy: (conn) => conn.driver.close,
           validate: (conn) => conn.driver.ping,
           isBroken: (conn) => conn.driver.isBroken(),
@@ -179,7 +195,8 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
             return state === "transaction" || state === "failed" ? conn.run(rollbackSql, noParams, "raw", false) : undefined
           }
         }
-      })
+      }),
+      driver.shutdown
     )
     // layers that share a pool (same hash) share its transactions; any other client's connection is not ours
     const isOwn = (conn: unknown): conn is DalConnection => conn instanceof DalConnection && conn.owner === config.hash

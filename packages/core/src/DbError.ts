@@ -77,9 +77,13 @@ export class QueryError extends Data.TaggedError("QueryError")<{
   readonly transient: boolean
   readonly sql: string | undefined
   readonly cause: unknown
+  /** The server's message with any quoted values removed, when the driver had to remove some. */
+  readonly detail?: string | undefined
 }> {
   override get message(): string {
-    return `${this.category} error${codeSuffix(this.code)}: ${causeMessage(this.cause)}${sqlSuffix(this.sql)}`
+    return `${this.category} error${codeSuffix(this.code)}: ${this.detail ?? causeMessage(this.cause)}${
+      sqlSuffix(this.sql)
+    }`
   }
 }
 
@@ -102,6 +106,8 @@ export class ConstraintViolation extends Data.TaggedError("ConstraintViolation")
   readonly code: string | undefined
   readonly sql: string | undefined
   readonly cause: unknown
+  /** The server's message with any quoted values removed, when the driver had to remove some. */
+  readonly detail?: string | undefined
 }> {
   /** @since 0.1.0 */
   readonly category = "constraint" as const
@@ -109,7 +115,7 @@ export class ConstraintViolation extends Data.TaggedError("ConstraintViolation")
   readonly transient = false
   override get message(): string {
     const name = this.constraint === undefined ? "" : ` "${this.constraint}"`
-    return `${this.kind} constraint${name} violated${codeSuffix(this.code)}: ${causeMessage(this.cause)}${
+    return `${this.kind} constraint${name} violated${codeSuffix(this.code)}: ${this.detail ?? causeMessage(this.cause)}${
       sqlSuffix(this.sql)
     }`
   }
@@ -235,6 +241,29 @@ export class InvalidQuery extends Data.TaggedError("InvalidQuery")<{
 }
 
 /**
+ * DDL was sent inside a transaction on an engine that commits DDL implicitly
+ * (MySQL), which would make the earlier statements impossible to roll back.
+ * Nothing was sent. See the `ddlInTransaction` option.
+ *
+ * @since 0.1.0
+ */
+export class DdlInTransaction extends Data.TaggedError("DdlInTransaction")<{
+  readonly sql: string
+}> {
+  /** @since 0.1.0 */
+  readonly category = "invalidInput" as const
+  /** @since 0.1.0 */
+  readonly transient = false
+  /** @since 0.1.0 */
+  readonly code = undefined
+  override get message(): string {
+    return `DDL inside a transaction would commit it implicitly on this engine; nothing was sent (set ddlInTransaction to "warn" or "allow" to change this)${
+      sqlSuffix(this.sql)
+    }`
+  }
+}
+
+/**
  * Every error a `Db` operation can fail with.
  *
  * @since 0.1.0
@@ -247,6 +276,7 @@ export type DbError =
   | PoolClosed
   | StatementTimeout
   | InvalidQuery
+  | DdlInTransaction
 
 const tags: ReadonlySet<string> = new Set([
   "QueryError",
@@ -255,7 +285,8 @@ const tags: ReadonlySet<string> = new Set([
   "PoolTimeout",
   "PoolClosed",
   "StatementTimeout",
-  "InvalidQuery"
+  "InvalidQuery",
+  "DdlInTransaction"
 ])
 
 /**

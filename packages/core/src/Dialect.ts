@@ -44,6 +44,8 @@ export interface Dialect {
   readonly doubleQuoteIsString: boolean
   /** The most bind parameters one statement may carry. */
   readonly maxParameters: number
+  /** DDL commits the open transaction implicitly (MySQL), so it cannot be rolled back. */
+  readonly implicitCommitDdl: boolean
   /** The statements that open a transaction, in order. */
   readonly begin: (options: TransactionOptions) => ReadonlyArray<string>
   readonly commit: string
@@ -79,11 +81,41 @@ export const postgres: Dialect = {
   backslashEscapes: false,
   doubleQuoteIsString: false,
   maxParameters: 65535,
+  implicitCommitDdl: false,
   begin: (options) => {
     let sql = "BEGIN"
     if (options.isolation !== undefined) sql += " " + isolationSql(options.isolation)
     if (options.readOnly === true) sql += " READ ONLY"
     return [sql]
+  },
+  commit: "COMMIT",
+  rollback: "ROLLBACK",
+  savepoint: (name) => `SAVEPOINT ${name}`,
+  rollbackSavepoint: (name) => `ROLLBACK TO SAVEPOINT ${name}`,
+  releaseSavepoint: (name) => `RELEASE SAVEPOINT ${name}`
+}
+
+/**
+ * MySQL's and MariaDB's dialect.
+ *
+ * @since 0.1.0
+ */
+export const mysql: Dialect = {
+  name: "mysql",
+  placeholder: () => "?",
+  nativePlaceholders: "question",
+  identifierQuote: "`",
+  dollarQuotes: false,
+  backslashEscapes: true,
+  doubleQuoteIsString: true,
+  maxParameters: 65535,
+  implicitCommitDdl: true,
+  begin: (options) => {
+    // SET TRANSACTION applies to the next transaction only, which is the one we start
+    const start = options.readOnly === true ? "START TRANSACTION READ ONLY" : "START TRANSACTION"
+    return options.isolation === undefined
+      ? [start]
+      : [`SET TRANSACTION ${isolationSql(options.isolation)}`, start]
   },
   commit: "COMMIT",
   rollback: "ROLLBACK",

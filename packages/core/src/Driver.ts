@@ -83,4 +83,6 @@ export interface Driver {
   readonly transformRows?: (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
   /** Extra span attributes for `SqlClient` statements. */
   readonly spanAttributes: ReadonlyArray<readonly [string, unknown]>
+  /** Releases what the driver holds beyond its connections (an embedded database), after the pool closed. */
+  readonly shutdown?: Effect.Effect<void> | undefined
 }

@@ -270,3 +270,47 @@ export const makeTranslator = (dialect: Dialect, capacity = 2048): Translator =>
  * @since 0.1.0
  */
 export const isFailure = (t: Translated | TranslateFailure): t is TranslateFailure => "_tag" in t
+
+const leadingWords = (sql: string, count: number): Array<string> => {
+  const words: Array<string> = []
+  let i = 0
+  const n = sql.length
+  while (i < n && words.length < count) {
+    const c = sql.charCodeAt(i)
+    if (isSpace(c) || c === 40 || c === 59) {
+      i++
+    } else if (c === 45 && sql.charCodeAt(i + 1) === 45) {
+      const end = sql.indexOf("\n", i)
+      i = end === -1 ? n : end + 1
+    } else if (c === 35) {
+      const end = sql.indexOf("\n", i)
+      i = end === -1 ? n : end + 1
+    } else if (c === 47 && sql.charCodeAt(i + 1) === 42) {
+      const end = sql.indexOf("*/", i + 2)
+      i = end === -1 ? n : end + 2
+    } else if (isIdentStart(c)) {
+      let j = i + 1
+      while (j < n && isIdentChar(sql.charCodeAt(j))) j++
+      words.push(sql.slice(i, j).toUpperCase())
+      i = j
+    } else {
+      break
+    }
+  }
+  return words
+}
+
+const IMPLICIT_COMMIT = new Set(["CREATE", "ALTER", "DROP", "TRUNCATE", "RENAME"])
+
+/**
+ * Whether a statement is DDL that MySQL commits implicitly: `CREATE`,
+ * `ALTER`, `DROP`, `TRUNCATE` or `RENAME`, except temporary tables, which do
+ * not commit.
+ *
+ * @since 0.1.0
+ */
+export const isImplicitCommitDdl = (sql: string): boolean => {
+  const [first, second] = leadingWords(sql, 2)
+  if (first === undefined || !IMPLICIT_COMMIT.has(first)) return false
+  return !((first === "CREATE" || first === "DROP") && second === "TEMPORARY")
+}

@@ -42,7 +42,10 @@ export const engine: DatabaseConfig.EngineDefaults = {
 export const make = (
   options: PgDatabaseOptions
 ): Effect.Effect<DbModule.DbService, ConfigError.ConfigError, Scope.Scope> =>
-  Effect.flatMap(DatabaseConfig.resolve(options, engine), (config) => DbModule.make(makeDriver(config, options), config))
+  Effect.flatMap(
+    DatabaseConfig.resolve(options, engine, { ssl: options.ssl ?? null, applicationName: options.applicationName }),
+    (config) => DbModule.make(makeDriver(config, options), config)
+  )
 
 /**
  * The PostgreSQL layer: provides `Db` and `SqlClient.SqlClient`. Invalid

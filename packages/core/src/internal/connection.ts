@@ -19,28 +19,39 @@ type TransformRows = (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArra
  * @internal
  */
 export class DalConnection implements SqlConnection.Connection {
-  constructor(readonly driver: DriverConnection, readonly owner: string) {}
+  constructor(
+    readonly driver: DriverConnection,
+    readonly owner: string,
+    /** Checks a statement before it is sent; `undefined` when the engine needs no check. */
+    private readonly guard: ((sql: string, conn: DriverConnection) => Effect.Effect<void, DbError> | undefined) | undefined
+  ) {}
 
   run(sql: string, params: ReadonlyArray<unknown>, mode: QueryMode, prepared = true): Effect.Effect<any, DbError> {
-    return this.driver.query(sql, params, mode, prepared)
+    const check = this.guard === undefined ? undefined : this.guard(sql, this.driver)
+    const query = this.driver.query(sql, params, mode, prepared)
+    return check === undefined ? query : Effect.zipRight(check, query)
+  }
+
+  private runSql(sql: string, params: ReadonlyArray<unknown>, mode: QueryMode, prepared: boolean) {
+    return Effect.mapError(this.run(sql, params, mode, prepared), toSqlError)
   }
 
   execute(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
-    const run = this.driver.query(sql, params, "rows", true)
-    return Effect.mapError(transformRows === undefined ? run : Effect.map(run, transformRows), toSqlError)
+    const run = this.runSql(sql, params, "rows", true)
+    return transformRows === undefined ? run : Effect.map(run, transformRows)
   }
 
   executeRaw(sql: string, params: ReadonlyArray<unknown>) {
-    return Effect.mapError(this.driver.query(sql, params, "raw", true), toSqlError)
+    return this.runSql(sql, params, "raw", true)
   }
 
   executeValues(sql: string, params: ReadonlyArray<unknown>) {
-    return Effect.mapError(this.driver.query(sql, params, "values", true), toSqlError)
+    return this.runSql(sql, params, "values", true)
   }
 
   executeUnprepared(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {
-    const run = this.driver.query(sql, params, "rows", false)
-    return Effect.mapError(transformRows === undefined ? run : Effect.map(run, transformRows), toSqlError)
+    const run = this.runSql(sql, params, "rows", false)
+    return transformRows === undefined ? run : Effect.map(run, transformRows)
   }
 
   executeStream(sql: string, params: ReadonlyArray<unknown>, transformRows: TransformRows) {

@@ -4,6 +4,7 @@ import type { Pool } from "../Pool.js"
 
 interface Shared {
   readonly pool: Pool<any>
+  readonly shutdown: Effect.Effect<void>
   refs: number
 }
 
@@ -16,7 +17,9 @@ const pools = new Map<string, Shared>()
 /** @internal */
 export const acquireShared = <C>(
   hash: string,
-  make: Effect.Effect<Pool<C>>
+  make: Effect.Effect<Pool<C>>,
+  /** Runs after the pool closes; the first layer's is the one kept. */
+  shutdown: Effect.Effect<void> = Effect.void
 ): Effect.Effect<Pool<C>, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.suspend(() => {
@@ -26,7 +29,7 @@ export const acquireShared = <C>(
         return Effect.succeed(shared.pool as Pool<C>)
       }
       return Effect.map(make, (pool) => {
-        pools.set(hash, { pool, refs: 1 })
+        pools.set(hash, { pool, shutdown, refs: 1 })
         return pool
       })
     }),
@@ -37,7 +40,7 @@ export const acquireShared = <C>(
         shared.refs--
         if (shared.refs > 0) return Effect.void
         pools.delete(hash)
-        return pool.close
+        return Effect.zipRight(pool.close, shared.shutdown)
       })
   )
 

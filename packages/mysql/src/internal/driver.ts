@@ -1,0 +1,264 @@
+import type { DatabaseConfig, DbError, Driver } from "@effect-dal/core"
+import { Dialect } from "@effect-dal/core"
+import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
+import * as Statement from "@effect/sql/Statement"
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Stream from "effect/Stream"
+import * as Mysql from "mysql2"
+import { classify } from "../MysqlErrors.js"
+
+/** How long a killed statement may take to give its connection back before we close it. */
+const CANCEL_GRACE_MS = 5_000
+const CLOSE_GRACE_MS = 1_000
+/** SERVER_STATUS_IN_TRANS in the status flags of an OK packet. */
+const SERVER_STATUS_IN_TRANS = 1
+
+/** @internal */
+export interface MysqlDriverOptions {
+  readonly ssl?: string | Mysql.SslOptions | undefined
+  readonly charset?: string | undefined
+  readonly transformQueryNames?: ((name: string) => string) | undefined
+  readonly transformResultNames?: ((name: string) => string) | undefined
+  readonly spanAttributes?: Record<string, unknown> | undefined
+  /** Extra `mysql2` connection options, applied under ours. */
+  readonly connectionOptions?: Mysql.ConnectionOptions | undefined
+}
+
+interface InFlight {
+  settled: boolean
+  onSettle: (() => void) | undefined
+}
+
+interface Header {
+  readonly affectedRows: number
+  readonly serverStatus?: number
+}
+
+const isHeader = (u: unknown): u is Header =>
+  typeof u === "object" && u !== null && !Array.isArray(u) && "affectedRows" in u && "fieldCount" in u
+
+const openConnection = (options: Mysql.ConnectionOptions) =>
+  Effect.async<Mysql.Connection, unknown>((resume) => {
+    const conn = Mysql.createConnection(options)
+    let done = false
+    // until connected, errors arrive through connect's callback; afterwards through the connection
+    conn.on("error", () => {})
+    conn.connect((err) => {
+      if (done) return
+      done = true
+      if (err) {
+        conn.destroy()
+        resume(Effect.fail(err))
+      } else {
+        resume(Effect.succeed(conn))
+      }
+    })
+    return Effect.sync(() => {
+      if (!done) {
+        done = true
+        conn.destroy()
+      }
+    })
+  })
+
+const plainQuery = (conn: Mysql.Connection, sql: string) =>
+  Effect.async<unknown, unknown>((resume) => {
+    conn.query(sql, (err, result) => (err ? resume(Effect.fail(err)) : resume(Effect.succeed(result))))
+  })
+
+class MysqlConnection implements Driver.DriverConnection {
+  private broken = false
+  private inTransaction: boolean | undefined = undefined
+
+  constructor(readonly conn: Mysql.Connection, private readonly kill: (threadId: number) => Effect.Effect<void>) {
+    conn.on("error", () => {
+      this.broken = true
+    })
+    conn.on("end", () => {
+      this.broken = true
+    })
+  }
+
+  private track(results: unknown): void {
+    const last = Array.isArray(results) && results.length > 0 && isHeader(results[results.length - 1])
+      ? results[results.length - 1]
+      : results
+    if (isHeader(last) && typeof last.serverStatus === "number") {
+      this.inTransaction = (last.serverStatus & SERVER_STATUS_IN_TRANS) !== 0
+    }
+  }
+
+  query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode, prepared: boolean) {
+    return Effect.async<any, DbError.DbError>((resume) => {
+      const inFlight: InFlight = { settled: false, onSettle: undefined }
+      const options = { sql, values: params as Array<any>, rowsAsArray: mode === "values" }
+      const callback = (err: Mysql.QueryError | null, results: any, fields: any) => {
+        inFlight.settled = true
+        if (inFlight.onSettle !== undefined) return inFlight.onSettle()
+        if (err) {
+          const error = classify(err, sql, "query")
+          if (error._tag === "ConnectionError") this.broken = true
+          return resume(Effect.fail(error))
+        }
+        this.track(results)
+        resume(Effect.succeed(shape(results, fields, mode)))
+      }
+      // server-side prepared statements (cached per connection by mysql2) for parameterized
+      // statements; the text protocol for the rest, which also allows multiple statements
+      if (prepared && params.length > 0) this.conn.execute(options, callback)
+      else this.conn.query(options, callback)
+      return Effect.suspend(() => (inFlight.settled ? Effect.void : this.cancelInFlight(inFlight)))
+    })
+  }
+
+  /** KILL QUERY on this exact thread, then wait until the statement has settled. */
+  private cancelInFlight(inFlight: InFlight): Effect.Effect<void> {
+    const settled = Effect.async<void>((resume) => {
+      if (inFlight.settled) return resume(Effect.void)
+      inFlight.onSettle = () => resume(Effect.void)
+    })
+    const cancel = this.broken ? Effect.void : this.kill(this.conn.threadId)
+    return Effect.interruptible(Effect.zipRight(cancel, settled)).pipe(
+      Effect.timeoutOption(CANCEL_GRACE_MS),
+      Effect.flatMap((done) =>
+        Effect.sync(() => {
+          if (Option.isNone(done)) this.broken = true
+        })
+      )
+    )
+  }
+
+  stream(sql: string, params: ReadonlyArray<unknown>, chunkSize: number): Stream.Stream<any, DbError.DbError> {
+    const conn = this.conn
+    return Stream.async<any, DbError.DbError>((emit) => {
+      const query = conn.query(sql, params as Array<any>)
+      const rows = query.stream({ highWaterMark: chunkSize })
+      let buffer: Array<any> = []
+      const flush = () => {
+        if (buffer.length === 0) return
+        const chunk = buffer
+        buffer = []
+        rows.pause()
+        // back-pressure: read on only once the consumer has taken the chunk
+        void emit.chunk(Chunk.unsafeFromArray(chunk)).then(() => rows.resume())
+      }
+      rows.on("data", (row: any) => {
+        buffer.push(row)
+        if (buffer.length >= chunkSize) flush()
+      })
+      rows.on("error", (err: unknown) => void emit.fail(classify(err, sql, "query")))
+      rows.on("end", () => {
+        flush()
+        void emit.end()
+      })
+      return Effect.sync(() => rows.destroy())
+    }, 2)
+  }
+
+  get ping() {
+    return Effect.async<void, DbError.DbError>((resume) => {
+      this.conn.ping((err) => {
+        if (err) {
+          this.broken = true
+          resume(Effect.fail(classify(err, undefined, "query")))
+        } else resume(Effect.void)
+      })
+    })
+  }
+
+  transactionState() {
+    return this.inTransaction === undefined ? "unknown" as const : this.inTransaction ? "transaction" as const : "idle" as const
+  }
+
+  isBroken() {
+    return this.broken
+  }
+
+  serverId() {
+    return this.conn.threadId
+  }
+
+  get close(): Effect.Effect<void> {
+    return Effect.async<void>((resume) => {
+      this.broken = true
+      const timer = setTimeout(() => {
+        this.conn.destroy()
+        resume(Effect.void)
+      }, CLOSE_GRACE_MS)
+      this.conn.end(() => {
+        clearTimeout(timer)
+        resume(Effect.void)
+      })
+    })
+  }
+}
+
+const shape = (results: any, fields: any, mode: Driver.QueryMode): unknown => {
+  // a multi-statement query reports one field list (or none) per statement
+  const multi = Array.isArray(fields) && fields.length > 0 && fields.every((f) => f === undefined || Array.isArray(f))
+    && Array.isArray(results) && results.length === fields.length
+  switch (mode) {
+    case "raw":
+      return results
+    case "result": {
+      const parts: Array<any> = multi ? results : [results]
+      let affected = 0
+      const rows: Array<any> = []
+      for (const part of parts) {
+        if (isHeader(part)) affected += part.affectedRows
+        else if (Array.isArray(part)) rows.push(...part)
+      }
+      return { rows, affected }
+    }
+    default:
+      if (multi) return (results as Array<any>).map((r) => (Array.isArray(r) ? r : []))
+      return Array.isArray(results) ? results : []
+  }
+}
+
+/** @internal */
+export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: MysqlDriverOptions): Driver.Driver => {
+  const connectionOptions: Mysql.ConnectionOptions = {
+    ...options.connectionOptions,
+    host: config.host,
+    port: config.port,
+    database: config.database,
+    connectTimeout: config.connectTimeout,
+    multipleStatements: true,
+    supportBigNumbers: true,
+    // dates travel as UTC both ways; the session time zone is set to match on connect
+    timezone: "Z",
+    charset: options.charset ?? "utf8mb4",
+    ...(config.user === undefined ? {} : { user: config.user }),
+    ...(config.password === undefined ? {} : { password: Redacted.value(config.password) }),
+    ...(options.ssl === undefined ? {} : { ssl: options.ssl })
+  }
+  const kill = (threadId: number) =>
+    Effect.acquireUseRelease(
+      openConnection(connectionOptions),
+      (conn) => plainQuery(conn, `KILL QUERY ${threadId}`),
+      (conn) => Effect.sync(() => conn.destroy())
+    ).pipe(Effect.ignore)
+  const connect = Effect.flatMap(
+    Effect.mapError(openConnection(connectionOptions), (err) => classify(err, undefined, "connect")),
+    (conn) =>
+      plainQuery(conn, "SET time_zone = '+00:00'").pipe(
+        Effect.mapError((err) => classify(err, "SET time_zone = '+00:00'", "connect")),
+        Effect.tapError(() => Effect.sync(() => conn.destroy())),
+        Effect.as(new MysqlConnection(conn, kill) as Driver.DriverConnection)
+      )
+  )
+  return {
+    system: "mysql",
+    dialect: Dialect.mysql,
+    connect,
+    compiler: MysqlClient.makeCompiler(options.transformQueryNames),
+    transformRows: options.transformResultNames
+      ? Statement.defaultTransforms(options.transformResultNames).array
+      : undefined,
+    spanAttributes: options.spanAttributes ? Object.entries(options.spanAttributes) : []
+  }
+}
