@@ -2,28 +2,22 @@
  * effect-dal quick start: a table, a few rows, a transaction that commits and
  * one that rolls back, and the same pool used through `@effect/sql`.
  *
- * Runs against `DATABASE_URL` (default: the local PostgreSQL's `test` database).
+ * Runs on the embedded PGlite by default, or on `DATABASE_URL`
+ * (`postgres://…` or `mysql://…`).
  */
 import { Db } from "@effect-dal/core"
-import { PgDatabase } from "@effect-dal/pg"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
-import * as Redacted from "effect/Redacted"
+import { DatabaseLive as makeDatabaseLive, engineOf } from "./DatabaseLive.js"
 
-const url = process.env["DATABASE_URL"] ?? "postgres://postgres@127.0.0.1:5432/test"
-
-const DatabaseLive = PgDatabase.layer({
-  url: Redacted.make(url),
-  alias: "quickstart",
-  env: "dev",
-  pool: { min: 1, max: 5, acquireTimeout: "5 seconds" }
-})
+const DatabaseLive = makeDatabaseLive({ alias: "quickstart", pool: { min: 1, max: 5, acquireTimeout: "5 seconds" } })
 
 const table = `quickstart_accounts_${process.pid}`
 
 const program = Effect.gen(function*() {
-  yield* Db.execute(`CREATE TABLE [${table}] (id int PRIMARY KEY, owner text NOT NULL, balance int NOT NULL)`)
+  yield* Console.log(`engine: ${engineOf(process.env["DATABASE_URL"])}`)
+  yield* Db.execute(`CREATE TABLE [${table}] (id int PRIMARY KEY, owner varchar(50) NOT NULL, balance int NOT NULL)`)
   yield* Console.log(`created table ${table}`)
 
   const inserted = yield* Db.executeMany(`INSERT INTO [${table}] (id, owner, balance) VALUES (?, ?, ?)`, [

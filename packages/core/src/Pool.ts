@@ -10,6 +10,7 @@
  * @since 0.1.0
  */
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -237,8 +238,10 @@ const makeWithRuntime = <C>(
   let reaper: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
 
   const runFork = Runtime.runFork(runtime)
+  // the pool keeps real time even when it was built under a TestClock
+  const liveClock = Clock.make()
   const fork = (effect: Effect.Effect<unknown>): void => {
-    const fiber = runFork(effect)
+    const fiber = runFork(Effect.withClock(effect, liveClock))
     background.add(fiber)
     fiber.addObserver(() => background.delete(fiber))
   }
@@ -339,7 +342,8 @@ const makeWithRuntime = <C>(
   }
 
   const timeoutError = (): PoolTimeout => {
-    const unavailable = lastError !== undefined && all.size < config.max
+    // with free slots, the wait was for the database (failing or slow to connect), not for a busy pool
+    const unavailable = (lastError !== undefined || creating > 0) && active < config.max
     return new PoolTimeout({
       reason: unavailable ? "unavailable" : "exhausted",
       alias,
@@ -348,7 +352,9 @@ const makeWithRuntime = <C>(
       waiting: pending,
       size: all.size,
       max: config.max,
-      ...(unavailable ? { cause: lastError } : {})
+      ...(unavailable
+        ? { cause: lastError ?? new Error(`${creating} connection attempt(s) still under way`) }
+        : {})
     })
   }
 
@@ -539,7 +545,7 @@ const makeWithRuntime = <C>(
     close
   }
 
-  reaper = runFork(Effect.forever(Effect.zipRight(Effect.sleep(reaperInterval), maintain)))
+  reaper = runFork(Effect.withClock(Effect.forever(Effect.zipRight(Effect.sleep(reaperInterval), maintain)), liveClock))
   fill()
   return pool
 }

@@ -98,6 +98,7 @@ export const classify = (cause: unknown, sql: string | undefined, phase: "connec
     case "53300": // too_many_connections
       return query("resource", true)
     case "42501":
+    case "25006": // a write in a READ ONLY transaction
       return query("permission", false)
     case "28000":
     case "28P01":

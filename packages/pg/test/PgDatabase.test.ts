@@ -246,6 +246,21 @@ describe("PgDatabase: transactions", () => {
   })
 })
 
+describe("PgDatabase: DDL", () => {
+  it.live("DDL inside a transaction rolls back with it (no DdlInTransaction on PostgreSQL)", () => {
+    const { layer, table } = setup()
+    return Effect.gen(function*() {
+      const exit = yield* Effect.exit(Db.withTransaction(Effect.zipRight(
+        Db.execute(`CREATE TABLE [${table}] (id int)`),
+        Effect.fail("undo")
+      )))
+      expect(exit).toEqual(Exit.fail("undo"))
+      const missing = yield* Effect.flip(Db.execute(`SELECT * FROM [${table}]`))
+      expect(missing).toMatchObject({ _tag: "QueryError", code: "42P01" })
+    }).pipe(Effect.provide(layer))
+  })
+})
+
 describe("PgDatabase: errors", () => {
   it.live("syntax errors, constraint violations and missing tables come back typed, and the pool keeps working", () => {
     const { layer, table, createTable } = setup({ max: 1 })

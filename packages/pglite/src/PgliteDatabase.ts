@@ -13,6 +13,7 @@
  * @since 0.1.0
  */
 import { DatabaseConfig, Db, DbModule } from "@effect-dal/core"
+import type { DbError } from "@effect-dal/core"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
@@ -49,14 +50,14 @@ export const engine: DatabaseConfig.EngineDefaults = { engine: "pglite", port: 5
 let memoryDatabases = 0
 
 /**
- * Builds the embedded `Db` in a scope. The database closes with the last
- * layer that uses it.
+ * Builds the embedded `Db` in a scope: the database is open when this
+ * succeeds, and closes with the last layer that uses it.
  *
  * @since 0.1.0
  */
 export const make = (
   options: PgliteDatabaseOptions = {}
-): Effect.Effect<DbModule.DbService, ConfigError.ConfigError, Scope.Scope> =>
+): Effect.Effect<DbModule.DbService, ConfigError.ConfigError | DbError.DbError, Scope.Scope> =>
   Effect.flatMap(
     DatabaseConfig.resolve(
       {
@@ -79,7 +80,11 @@ export const make = (
       // each in-memory database is its own; layers on one data directory share one
       { dataDir: options.dataDir ?? `memory:${process.pid}:${++memoryDatabases}` }
     ),
-    (config) => DbModule.make(makeDriver(options), config)
+    (config) => {
+      const driver = makeDriver(options)
+      // open the database while the layer builds: it takes seconds, longer than a caller should wait
+      return Effect.zipRight(driver.connect, DbModule.make(driver, config))
+    }
   )
 
 /**
@@ -89,7 +94,7 @@ export const make = (
  */
 export const layer = (
   options: PgliteDatabaseOptions = {}
-): Layer.Layer<Db | SqlClient.SqlClient, ConfigError.ConfigError> =>
+): Layer.Layer<Db | SqlClient.SqlClient, ConfigError.ConfigError | DbError.DbError> =>
   Layer.scopedContext(
     Effect.map(make(options), (db) => Context.make(Db, db).pipe(Context.add(SqlClient.SqlClient, db.sql)))
   )

@@ -232,6 +232,8 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: Mysql
     // dates travel as UTC both ways; the session time zone is set to match on connect
     timezone: "Z",
     charset: options.charset ?? "utf8mb4",
+    // MySQL's counterpart of application_name, visible in performance_schema.session_connect_attrs
+    connectAttributes: { ...options.connectionOptions?.connectAttributes, program_name: config.alias },
     ...(config.user === undefined ? {} : { user: config.user }),
     ...(config.password === undefined ? {} : { password: Redacted.value(config.password) }),
     ...(options.ssl === undefined ? {} : { ssl: options.ssl })

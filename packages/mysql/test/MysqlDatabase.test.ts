@@ -1,0 +1,110 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Db } from "@effect-dal/core"
+import { MysqlDatabase, MysqlErrors } from "@effect-dal/mysql"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Logger from "effect/Logger"
+import { admin, MYSQL_URL, scopedDatabase, threads, unique } from "./helpers.js"
+
+const tableExists = (table: string) =>
+  admin(async (c) => {
+    const [rows] = await c.query("SELECT count(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'test' AND TABLE_NAME = ?", [table])
+    return Number((rows as Array<{ n: number }>)[0]!.n) > 0
+  })
+
+describe("MysqlDatabase: DDL inside a transaction", () => {
+  it.live("fails by default with DdlInTransaction before anything is sent, and the transaction still rolls back", () => {
+    const table = unique("ddl")
+    const created = unique("ddl_new")
+    return Effect.gen(function*() {
+      yield* Db.execute(`CREATE TABLE [${table}] (id int PRIMARY KEY)`)
+      const error = yield* Effect.flip(Db.withTransaction(Effect.gen(function*() {
+        yield* Db.execute(`INSERT INTO [${table}] VALUES (?)`, [1])
+        yield* Db.execute(`CREATE TABLE [${created}] (id int)`)
+      })))
+      expect(error._tag).toBe("DdlInTransaction")
+      expect(error.message).toContain("nothing was sent")
+      expect(yield* tableExists(created)).toBe(false)
+      // the insert before the DDL was rolled back, which an implicit commit would have made impossible
+      expect(yield* Db.execute(`SELECT id FROM [${table}]`)).toEqual([])
+      // temporary tables do not commit implicitly, so they are allowed
+      yield* Db.withTransaction(Db.execute("CREATE TEMPORARY TABLE dal_tmp (id int)"))
+      // outside a transaction DDL runs as usual
+      yield* Db.execute(`DROP TABLE [${table}]`)
+      expect(yield* tableExists(table)).toBe(false)
+    }).pipe(Effect.provide(MysqlDatabase.layer({ url: MYSQL_URL, alias: unique("ddl") })))
+  })
+
+  it.live("'warn' logs a warning and runs the DDL; 'allow' runs it silently", () => {
+    const table = unique("ddlw")
+    const logs: Array<string> = []
+    const logger = Logger.make(({ message }) => void logs.push(String(message)))
+    return Effect.gen(function*() {
+      yield* Db.withTransaction(Db.execute(`CREATE TABLE [${table}] (id int)`)).pipe(
+        Effect.provide(MysqlDatabase.layer({ url: MYSQL_URL, alias: unique("w"), ddlInTransaction: "warn" }))
+      )
+      expect(yield* tableExists(table)).toBe(true)
+      expect(logs.some((l) => l.includes("commits it implicitly"))).toBe(true)
+      const before = logs.length
+      yield* Db.withTransaction(Db.execute(`DROP TABLE [${table}]`)).pipe(
+        Effect.provide(MysqlDatabase.layer({ url: MYSQL_URL, alias: unique("a"), ddlInTransaction: "allow" }))
+      )
+      expect(yield* tableExists(table)).toBe(false)
+      expect(logs.length).toBe(before)
+    }).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
+  })
+})
+
+describe("MysqlDatabase: timeouts, shutdown and errors", () => {
+  it.live("a hard timeout kills the statement on the server (KILL QUERY) and the connection stays usable", () => {
+    const database = unique("dal_to")
+    return Effect.gen(function*() {
+      yield* scopedDatabase(database)
+      yield* Effect.gen(function*() {
+        const start = Date.now()
+        const error = yield* Effect.flip(Db.execute("SELECT SLEEP(10)", [], { timeout: "200 millis" }))
+        expect(error).toMatchObject({ _tag: "StatementTimeout", timeoutMillis: 200 })
+        expect(Date.now() - start).toBeLessThan(500)
+        const running = (yield* threads(database)).filter((t) => t.command === "Query")
+        expect(running).toEqual([])
+        expect(yield* Db.execute("SELECT 1 AS ok")).toEqual([{ ok: 1 }])
+      }).pipe(Effect.provide(MysqlDatabase.layer({ url: MYSQL_URL, database, pool: { max: 1 } })))
+      // the layer closed: no connection of ours is left on the server
+      expect(yield* threads(database)).toEqual([])
+    }).pipe(Effect.scoped)
+  })
+
+  it.live("duplicate-key messages name the key but never the value", () => {
+    const table = unique("dup")
+    return Effect.gen(function*() {
+      yield* Db.execute(`CREATE TABLE [${table}] (id int PRIMARY KEY, email varchar(100), UNIQUE KEY uq_email (email))`)
+      yield* Db.execute(`INSERT INTO [${table}] VALUES (?, ?)`, [1, "secret@example.com"])
+      const error = yield* Effect.flip(Db.execute(`INSERT INTO [${table}] VALUES (?, ?)`, [2, "secret@example.com"]))
+      expect(error).toMatchObject({ _tag: "ConstraintViolation", kind: "unique", code: "1062" })
+      expect(error.message).toContain("uq_email")
+      expect(error.message).not.toContain("secret@example.com")
+      yield* Db.execute(`DROP TABLE [${table}]`)
+    }).pipe(Effect.provide(MysqlDatabase.layer({ url: MYSQL_URL, alias: unique("dup") })))
+  })
+
+  it("classifies connection, deadlock, resource and timeout errors", () => {
+    const c = (errno: number | undefined, code?: string) =>
+      MysqlErrors.classify({ errno, code, message: "m" }, "SELECT 1", "query")
+    expect(c(1213)).toMatchObject({ _tag: "QueryError", category: "deadlock", transient: true, code: "1213" })
+    expect(c(2013)).toMatchObject({ _tag: "ConnectionError", transient: true })
+    expect(c(undefined, "PROTOCOL_CONNECTION_LOST")).toMatchObject({ _tag: "ConnectionError" })
+    expect(c(1040)).toMatchObject({ _tag: "QueryError", category: "resource", transient: true })
+    expect(c(1969)).toMatchObject({ _tag: "QueryError", category: "cancelled" })
+  })
+
+  it.live("an unreachable server fails with PoolTimeout 'unavailable' carrying the connect error", () =>
+    Effect.gen(function*() {
+      const exit = yield* Effect.exit(Db.execute("SELECT 1"))
+      expect(Exit.isFailure(exit)).toBe(true)
+      const error = yield* Effect.flip(Db.execute("SELECT 1"))
+      expect(error).toMatchObject({ _tag: "PoolTimeout", reason: "unavailable" })
+      expect((error as { cause: unknown }).cause).toMatchObject({ _tag: "ConnectionError", code: "ECONNREFUSED" })
+    }).pipe(Effect.provide(
+      MysqlDatabase.layer({ host: "127.0.0.1", port: 1, database: "test", alias: unique("down"), pool: { acquireTimeout: 300 } })
+    )))
+})

@@ -1,0 +1,372 @@
+/**
+ * The cross-engine conformance suite: written once, run against every
+ * engine (pg, mysql, pglite) by a one-line test file in each engine package,
+ * as kysely runs each test once per dialect.
+ *
+ * @since 0.1.0
+ */
+import { Db } from "@effect-dal/core"
+import type { DbError, Pool } from "@effect-dal/core"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { describe, expect, layer } from "@effect/vitest"
+import type * as ConfigError from "effect/ConfigError"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import type * as Layer from "effect/Layer"
+
+/**
+ * What the suite needs to know about an engine.
+ *
+ * @since 0.1.0
+ */
+export interface EngineProfile {
+  readonly name: string
+  /** A layer with a distinct alias (its connections' name on the server) and pool options. */
+  readonly layer: (options: {
+    readonly alias: string
+    readonly pool?: Pool.PoolOptions
+  }) => Layer.Layer<Db | SqlClient.SqlClient, ConfigError.ConfigError | DbError.DbError>
+  /** Column types for the round trips. */
+  readonly types: {
+    readonly bool: string
+    readonly bigint: string
+    readonly decimal: string
+    readonly text: string
+    readonly bytes: string
+    readonly json: string
+    readonly timestamptz: string
+  }
+  /** Engine codes of the typed errors. */
+  readonly codes: {
+    readonly unique: string
+    readonly foreignKey: string
+    readonly syntax: string
+    readonly missingTable: string
+  }
+  /** SQL that sleeps for `seconds`. */
+  readonly sleep: (seconds: number) => string
+  /**
+   * Counts our connections on the server by alias; `undefined` for an
+   * engine with a single embedded session.
+   */
+  readonly countConnections: ((alias: string) => Effect.Effect<number>) | undefined
+  /** A NUL byte in a text parameter is rejected (PostgreSQL) rather than stored. */
+  readonly rejectsNulInText: boolean
+}
+
+let counter = 0
+const uniqueName = (prefix: string) => `${prefix}_${process.pid}_${Date.now().toString(36)}_${(counter++).toString(36)}`
+
+/** Creates a uniquely named table, runs `f` with its name, and drops it whatever happens. */
+const withTable = <A, E, R>(columns: string, f: (table: string) => Effect.Effect<A, E, R>) => {
+  const table = uniqueName("conf")
+  return Effect.acquireUseRelease(
+    Effect.as(Db.execute(`CREATE TABLE [${table}] (${columns})`), table),
+    f,
+    () => Effect.ignore(Db.execute(`DROP TABLE IF EXISTS [${table}]`))
+  )
+}
+
+/**
+ * Registers the conformance suite for one engine.
+ *
+ * @since 0.1.0
+ */
+export const conformance = (profile: EngineProfile): void => {
+  const t = profile.types
+  const alias = uniqueName(`conf_${profile.name}`)
+
+  layer(profile.layer({ alias, pool: { min: 1, max: 4 } }), { excludeTestServices: true, timeout: 60_000 })(
+    `conformance: ${profile.name}`,
+    (it) => {
+      it.effect("translates ? placeholders and quotes [identifiers], leaving literals alone", () =>
+        withTable("[id] int PRIMARY KEY, [select] int, [mixed Case] varchar(50)", (table) =>
+          Effect.gen(function*() {
+            yield* Db.execute(`INSERT INTO [${table}] ([id], [select], [mixed Case]) VALUES (?, ?, ?)`, [1, 2, "x?"])
+            const rows = yield* Db.execute<Record<string, unknown>>(
+              `SELECT [select], [mixed Case], 'what? [no]' AS [q] FROM [${table}] WHERE [id] = ? -- really?`,
+              [1]
+            )
+            expect(rows).toEqual([{ select: 2, "mixed Case": "x?", q: "what? [no]" }])
+          })))
+
+      it.effect("round-trips null, boolean, int, bigint, decimal, text, bytes, json and timestamps", () =>
+        withTable(
+          `id int PRIMARY KEY, b ${t.bool}, i int, big ${t.bigint}, d ${t.decimal}, s ${t.text}, bin ${t.bytes}, j ${t.json}, ts ${t.timestamptz}, n ${t.text}`,
+          (table) =>
+            Effect.gen(function*() {
+              const values = {
+                b: true,
+                i: -2147483648,
+                big: "9007199254740993",
+                d: "12345678901234567890.123456789",
+                s: "héllo wörld 🌍👩‍👩‍👧 日本語 ✓",
+                bin: Buffer.from([0, 1, 2, 127, 128, 255]),
+                j: { a: 1, b: [true, null], c: "ü" },
+                ts: new Date("2024-02-29T12:34:56.789Z")
+              }
+              yield* Db.execute(`INSERT INTO [${table}] VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, [
+                1,
+                values.b,
+                values.i,
+                values.big,
+                values.d,
+                values.s,
+                values.bin,
+                JSON.stringify(values.j),
+                values.ts,
+                null
+              ])
+              const [row] = yield* Db.execute<Record<string, any>>(`SELECT * FROM [${table}]`)
+              expect(row!["n"]).toBeNull()
+              expect(Boolean(row!["b"])).toBe(true)
+              expect(row!["i"]).toBe(values.i)
+              expect(String(row!["big"])).toBe(values.big)
+              expect(String(row!["d"])).toBe(values.d)
+              expect(row!["s"]).toBe(values.s)
+              expect(Buffer.from(row!["bin"]).equals(values.bin)).toBe(true)
+              const json = typeof row!["j"] === "string" ? JSON.parse(row!["j"]) : row!["j"]
+              expect(json).toEqual(values.j)
+              expect(new Date(row!["ts"]).getTime()).toBe(values.ts.getTime())
+            })
+        ))
+
+      it.effect("commits, and rolls back on failure", () =>
+        withTable("id int PRIMARY KEY", (table) =>
+          Effect.gen(function*() {
+            yield* Db.withTransaction(Db.execute(`INSERT INTO [${table}] VALUES (?)`, [1]))
+            const failed = yield* Effect.exit(Db.withTransaction(Effect.zipRight(
+              Db.execute(`INSERT INTO [${table}] VALUES (?)`, [2]),
+              Effect.fail("nope")
+            )))
+            expect(failed).toEqual(Exit.fail("nope"))
+            expect(yield* Db.execute(`SELECT id FROM [${table}]`)).toEqual([{ id: 1 }])
+          })))
+
+      it.effect("rolls back a savepoint inside a committed outer transaction", () =>
+        withTable("id int PRIMARY KEY", (table) =>
+          Effect.gen(function*() {
+            yield* Effect.scoped(Effect.gen(function*() {
+              const tx = yield* Db.transaction
+              yield* tx.execute(`INSERT INTO [${table}] VALUES (?)`, [1])
+              const inner = yield* Effect.exit(Db.withTransaction(Effect.zipRight(
+                Db.execute(`INSERT INTO [${table}] VALUES (?)`, [2]),
+                Effect.fail("inner")
+              )))
+              expect(Exit.isFailure(inner)).toBe(true)
+              yield* Db.withTransaction(Db.execute(`INSERT INTO [${table}] VALUES (?)`, [3]))
+            }))
+            expect(yield* Db.execute(`SELECT id FROM [${table}] ORDER BY id`)).toEqual([{ id: 1 }, { id: 3 }])
+          })))
+
+      it.effect("rolls back on interruption", () =>
+        withTable("id int PRIMARY KEY", (table) =>
+          Effect.gen(function*() {
+            const inserted = yield* Deferred.make<void>()
+            const fiber = yield* Effect.fork(Db.withTransaction(Effect.gen(function*() {
+              yield* Db.execute(`INSERT INTO [${table}] VALUES (?)`, [1])
+              yield* Deferred.succeed(inserted, undefined)
+              return yield* Effect.never
+            })))
+            yield* Deferred.await(inserted)
+            yield* Fiber.interrupt(fiber)
+            expect(yield* Db.execute(`SELECT id FROM [${table}]`)).toEqual([])
+            // the connection came back clean: a new transaction starts normally
+            yield* Db.withTransaction(Db.execute(`INSERT INTO [${table}] VALUES (?)`, [2]))
+            expect(yield* Db.execute(`SELECT id FROM [${table}]`)).toEqual([{ id: 2 }])
+          })))
+
+      it.effect("applies read-only transactions", () =>
+        withTable("id int PRIMARY KEY", (table) =>
+          Effect.gen(function*() {
+            const error = yield* Effect.flip(
+              Db.withTransaction(Db.execute(`INSERT INTO [${table}] VALUES (?)`, [1]), { readOnly: true })
+            )
+            expect(error._tag).toBe("QueryError")
+            expect((error as DbError.QueryError).category).toBe("permission")
+            expect(yield* Db.execute(`SELECT id FROM [${table}]`)).toEqual([])
+          })))
+
+      it.effect("fails with typed errors carrying the engine code", () =>
+        Effect.gen(function*() {
+          const parent = uniqueName("conf_parent")
+          const child = uniqueName("conf_child")
+          yield* Db.execute(`CREATE TABLE [${parent}] (id int PRIMARY KEY)`)
+          yield* Db.execute(
+            `CREATE TABLE [${child}] (id int PRIMARY KEY, parent_id int, FOREIGN KEY (parent_id) REFERENCES [${parent}] (id))`
+          )
+          yield* Effect.gen(function*() {
+            yield* Db.execute(`INSERT INTO [${parent}] VALUES (?)`, [1])
+            const unique = yield* Effect.flip(Db.execute(`INSERT INTO [${parent}] VALUES (?)`, [1]))
+            expect(unique).toMatchObject({ _tag: "ConstraintViolation", kind: "unique", code: profile.codes.unique })
+            const fk = yield* Effect.flip(Db.execute(`INSERT INTO [${child}] VALUES (?, ?)`, [1, 42]))
+            expect(fk).toMatchObject({ _tag: "ConstraintViolation", kind: "foreignKey", code: profile.codes.foreignKey })
+            const syntax = yield* Effect.flip(Db.execute("SELEC 1"))
+            expect(syntax).toMatchObject({ _tag: "QueryError", category: "syntax", code: profile.codes.syntax })
+            const missing = yield* Effect.flip(Db.execute(`SELECT * FROM [${uniqueName("missing")}]`))
+            expect(missing).toMatchObject({ _tag: "QueryError", code: profile.codes.missingTable })
+            for (const error of [unique, fk, syntax, missing]) expect(error.transient).toBe(false)
+            expect(yield* Db.execute("SELECT 1 AS ok")).toEqual([{ ok: 1 }])
+          }).pipe(Effect.ensuring(Effect.ignore(Effect.zipRight(
+            Db.execute(`DROP TABLE IF EXISTS [${child}]`),
+            Db.execute(`DROP TABLE IF EXISTS [${parent}]`)
+          ))))
+        }))
+
+      it.effect("executeMany inserts every row in one transaction", () =>
+        withTable("id int PRIMARY KEY, v varchar(10)", (table) =>
+          Effect.gen(function*() {
+            const rows = Array.from({ length: 50 }, (_, i) => [i, `v${i}`])
+            expect(yield* Db.executeMany(`INSERT INTO [${table}] VALUES (?, ?)`, rows)).toBe(50)
+            const dup = yield* Effect.flip(Db.executeMany(`INSERT INTO [${table}] VALUES (?, ?)`, [[100, "x"], [0, "dup"]]))
+            expect(dup._tag).toBe("ConstraintViolation")
+            const [count] = yield* Db.execute<{ n: unknown }>(`SELECT count(*) AS n FROM [${table}]`)
+            expect(Number(count!.n)).toBe(50)
+          })))
+
+      it.effect("sql templates of @effect/sql run on the same pool and join transactions", () =>
+        withTable("id int PRIMARY KEY", (table) =>
+          Effect.gen(function*() {
+            const sql = yield* SqlClient.SqlClient
+            yield* Db.withTransaction(Effect.gen(function*() {
+              yield* Db.execute(`INSERT INTO [${table}] VALUES (?)`, [7])
+              const seen = yield* sql<{ id: number }>`SELECT id FROM ${sql(table)}`
+              expect(seen).toEqual([{ id: 7 }])
+            }))
+          })))
+
+      it.effect("rejects bad input with typed errors and stays healthy", () =>
+        Effect.gen(function*() {
+          const empty = yield* Effect.flip(Db.execute(""))
+          expect(empty).toMatchObject({ _tag: "InvalidQuery", reason: "empty" })
+          const many = Array.from({ length: 65536 }, (_, i) => i)
+          const tooMany = yield* Effect.flip(Db.execute(`SELECT 1 WHERE 1 IN (${many.map(() => "?").join(",")})`, many))
+          expect(tooMany).toMatchObject({ _tag: "InvalidQuery", reason: "tooManyParameters" })
+          const big = "x".repeat(1024 * 1024 - 3) + "é✓"
+          const [echo] = yield* Db.execute<{ v: string }>("SELECT ? AS v", [big])
+          expect(echo!.v.length).toBe(big.length)
+          expect(echo!.v === big).toBe(true)
+          const nul = yield* Effect.exit(Db.execute<{ v: string }>("SELECT ? AS v", ["a\u0000b"]))
+          if (profile.rejectsNulInText) {
+            expect(Exit.isFailure(nul)).toBe(true)
+            const error = Exit.isFailure(nul) && nul.cause._tag === "Fail" ? nul.cause.error : undefined
+            expect(error).toMatchObject({ _tag: "QueryError", category: "data" })
+          } else {
+            expect(nul).toEqual(Exit.succeed([{ v: "a\u0000b" }]))
+          }
+          expect(yield* Db.execute("SELECT 1 AS ok")).toEqual([{ ok: 1 }])
+        }))
+    }
+  )
+
+  const countConnections = profile.countConnections
+  if (countConnections !== undefined) {
+    describe(`conformance: ${profile.name}: pool limits and isolation`, () => {
+      const limited = uniqueName(`conf_${profile.name}_lim`)
+      layer(profile.layer({ alias: limited, pool: { min: 0, max: 3, acquireTimeout: 300 } }), {
+        excludeTestServices: true
+      })("pool of 3", (it) => {
+        it.effect("20 concurrent callers never open more than 3 connections", () =>
+          Effect.gen(function*() {
+            let peak = 0
+            const sampler = yield* Effect.fork(Effect.forever(
+              Effect.flatMap(countConnections(limited), (n) => Effect.sync(() => void (peak = Math.max(peak, n))))
+            ))
+            yield* Effect.forEach(Array.from({ length: 20 }), () => Db.execute(profile.sleep(0.03)), {
+              concurrency: 20
+            })
+            yield* Fiber.interrupt(sampler)
+            expect(peak).toBeGreaterThan(0)
+            expect(peak).toBeLessThanOrEqual(3)
+          }))
+
+        it.effect("with every connection held, a caller gets PoolTimeout within acquireTimeout + 200 ms", () =>
+          Effect.gen(function*() {
+            const release = yield* Deferred.make<void>()
+            const held = yield* Effect.forEach([1, 2, 3], () =>
+              Effect.fork(Effect.scoped(Effect.zipRight(Db.transaction, Deferred.await(release)))))
+            yield* Effect.sleep(100)
+            const start = Date.now()
+            const error = yield* Effect.flip(Db.execute("SELECT 1"))
+            expect(error).toMatchObject({ _tag: "PoolTimeout", reason: "exhausted", busy: 3 })
+            expect(Date.now() - start).toBeLessThan(500)
+            yield* Deferred.succeed(release, undefined)
+            yield* Fiber.joinAll(held)
+          }))
+
+        it.effect("isolation levels: read committed sees a concurrent commit, repeatable read does not", () =>
+          withTable("id int PRIMARY KEY, v int", (table) =>
+            Effect.gen(function*() {
+              yield* Db.execute(`INSERT INTO [${table}] VALUES (?, ?)`, [1, 1])
+              const readTwice = (isolation: "read committed" | "repeatable read", next: number) =>
+                Db.withTransaction(
+                  Effect.gen(function*() {
+                    const [a] = yield* Db.execute<{ v: number }>(`SELECT v FROM [${table}] WHERE id = ?`, [1])
+                    // a concurrent commit from another connection (outside this fiber's transaction)
+                    yield* outsideTransaction(Db.execute(`UPDATE [${table}] SET v = ? WHERE id = ?`, [next, 1]))
+                    const [b] = yield* Db.execute<{ v: number }>(`SELECT v FROM [${table}] WHERE id = ?`, [1])
+                    return [a!.v, b!.v] as const
+                  }),
+                  { isolation }
+                )
+              expect(yield* readTwice("read committed", 2)).toEqual([1, 2])
+              expect(yield* readTwice("repeatable read", 3)).toEqual([2, 2])
+              expect(yield* Db.execute(`SELECT v FROM [${table}]`)).toEqual([{ v: 3 }])
+            })))
+      })
+    })
+  } else {
+    describe(`conformance: ${profile.name}: a single embedded session`, () => {
+      layer(profile.layer({ alias: uniqueName("conf_single"), pool: { acquireTimeout: 300 } }), {
+        excludeTestServices: true
+      })("one session", (it) => {
+        it.effect("concurrent transactions queue for the single session and never interleave", () =>
+          withTable("id int PRIMARY KEY, writer varchar(10)", (table) =>
+            Effect.gen(function*() {
+              const db = yield* Db
+              expect(db.poolStats().max).toBe(1)
+              const writer = (name: string, base: number) =>
+                Db.withTransaction(Effect.gen(function*() {
+                  yield* Db.execute(`INSERT INTO [${table}] VALUES (?, ?)`, [base, name])
+                  yield* Effect.sleep(30)
+                  yield* Db.execute(`INSERT INTO [${table}] VALUES (?, ?)`, [base + 1, name])
+                  // inside its transaction a writer sees only its own rows: the other never interleaved
+                  return yield* Db.execute<{ writer: string }>(`SELECT writer FROM [${table}] WHERE writer <> ?`, [name])
+                }))
+              const [a, b] = yield* Effect.all([writer("a", 10), writer("b", 20)], { concurrency: 2 })
+              expect(a!.length + b!.length).toBe(2) // the second saw the first's committed rows, never the reverse
+              expect(Math.min(a!.length, b!.length)).toBe(0)
+            })))
+
+        it.effect("a caller waiting longer than acquireTimeout for the session gets PoolTimeout", () =>
+          Effect.gen(function*() {
+            const release = yield* Deferred.make<void>()
+            const held = yield* Effect.fork(Effect.scoped(Effect.zipRight(Db.transaction, Deferred.await(release))))
+            yield* Effect.sleep(50)
+            const error = yield* Effect.flip(Db.execute("SELECT 1"))
+            expect(error).toMatchObject({ _tag: "PoolTimeout", reason: "exhausted", busy: 1, max: 1 })
+            yield* Deferred.succeed(release, undefined)
+            yield* Fiber.join(held)
+          }))
+
+        it.effect("isolation levels are applied", () =>
+          Effect.gen(function*() {
+            for (const level of ["read committed", "repeatable read", "serializable"] as const) {
+              const [row] = yield* Db.withTransaction(
+                Db.execute<{ transaction_isolation: string }>("SHOW transaction_isolation"),
+                { isolation: level }
+              )
+              expect(row!.transaction_isolation).toBe(level)
+            }
+          }))
+      })
+    })
+  }
+}
+
+/** Runs `effect` outside the current fiber's transaction, on a connection of its own. */
+const outsideTransaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.mapInputContext(effect, (context: Context.Context<R>) => Context.omit(SqlClient.TransactionConnection)(context) as Context.Context<R>)
