@@ -143,6 +143,19 @@ const checkDuration = (
   return Either.void
 }
 
+const poolDurations = [
+  "acquireTimeout",
+  "closeTimeout",
+  "idleTimeout",
+  "maxLifetime",
+  "validationWindow",
+  "keepaliveInterval",
+  "connectBackoffBase",
+  "connectBackoffCap",
+  "validationTimeout",
+  "leakDetectionThreshold"
+] as const
+
 /**
  * Validates options and applies the defaults.
  *
@@ -179,15 +192,16 @@ export const resolve = (
         return Effect.fail(invalid(`pool.${field}`, `must be an integer of at least ${field === "max" ? 1 : 0}`))
       }
     }
+    if (pool.leakAction !== undefined && pool.leakAction !== "warn" && pool.leakAction !== "reclaim") {
+      return Effect.fail(invalid("pool.leakAction", "must be \"warn\" or \"reclaim\""))
+    }
     if (pool.min !== undefined && pool.max !== undefined && pool.min > pool.max) {
       return Effect.fail(invalid("pool.min", `must not exceed pool.max (${pool.max})`))
     }
     const durations: Array<[string, Duration.DurationInput | undefined]> = [
       ["connectTimeout", options.connectTimeout],
       ["statementTimeout", options.statementTimeout],
-      ...(Object.entries(pool).filter(([k]) => k !== "min" && k !== "max").map(([k, v]) =>
-        [`pool.${k}`, v as Duration.DurationInput] as [string, Duration.DurationInput]
-      ))
+      ...(poolDurations.map((k) => [`pool.${k}`, pool[k]] as [string, Duration.DurationInput | undefined]))
     ]
     for (const [field, d] of durations) {
       const checked = checkDuration(field, d)

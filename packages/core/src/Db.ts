@@ -179,6 +179,11 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
     const rollbackSql = dialect.rollback
 
     const ddlGuard = makeDdlGuard(dialect, config)
+    const needsRollback = (conn: DalConnection) => {
+      const state = conn.driver.transactionState()
+      return state === "transaction" || state === "failed"
+    }
+    const rollbackOf = (conn: DalConnection) => conn.run(rollbackSql, noParams, "raw", false)
     const pool = yield* acquireShared(
       config.hash,
       Pool.make<DalConnection>({
@@ -188,11 +193,13 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
           create: Effect.map(driver.connect, (dc) => new DalConnection(dc, config.hash, ddlGuard)),
           destroy: (conn) => conn.driver.close,
           validate: (conn) => conn.driver.ping,
-          isBroken: (conn) => conn.driver.isBroken(),
+          // a session whose state was changed (SET, temp tables, ...) is closed rather than passed on
+          isBroken: (conn) => conn.sessionDirty || conn.driver.isBroken(),
           recycle: (conn) => {
             // a connection must never come back inside a transaction: roll it back, or destroy it
-            const state = conn.driver.transactionState()
-            return state === "transaction" || state === "failed" ? conn.run(rollbackSql, noParams, "raw", false) : undefined
+            const settle = conn.driver.settle()
+            if (settle === undefined) return needsRollback(conn) ? rollbackOf(conn) : undefined
+            return Effect.zipRight(settle, Effect.suspend(() => needsRollback(conn) ? rollbackOf(conn) : Effect.void))
           }
         }
       }),
@@ -302,6 +309,14 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
     const rollbackQuietly = (conn: DalConnection, sql: string) =>
       Effect.catchAll(conn.run(sql, noParams, "raw", false), () => Effect.void)
 
+    /**
+     * Ends a failed top-level transaction. While an interrupted statement is
+     * still being cancelled, the caller does not wait: the pool rolls back in
+     * the background before the connection is reused.
+     */
+    const rollbackTop = (conn: DalConnection) =>
+      Effect.suspend(() => (conn.driver.settle() === undefined ? rollbackQuietly(conn, rollbackSql) : Effect.void))
+
     /** The shared machinery of `withTransaction` and `sql.withTransaction`: `mapError` types our own failures. */
     const runTransaction = <A, E, R, E2>(
       effect: Effect.Effect<A, E, R>,
@@ -341,7 +356,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
               Effect.flatMap((exit): Effect.Effect<A, E | E2> =>
                 Exit.isSuccess(exit)
                   ? Effect.as(Effect.mapError(conn.run(dialect.commit, noParams, "raw", false), mapError), exit.value)
-                  : Effect.zipRight(rollbackQuietly(conn, rollbackSql), exit)
+                  : Effect.zipRight(rollbackTop(conn), exit)
               ),
               Effect.ensuring(pool.release(lease))
             )
@@ -390,7 +405,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
               Effect.ensuring(
                 Exit.isSuccess(exit)
                   ? Effect.orDie(lease.conn.run(dialect.commit, noParams, "raw", false))
-                  : rollbackQuietly(lease.conn, rollbackSql),
+                  : rollbackTop(lease.conn),
                 pool.release(lease)
               )
             )),

@@ -35,9 +35,10 @@ export interface QueryResult {
 /**
  * One open connection of an engine.
  *
- * Every effect returned must, when interrupted, cancel the running statement
- * on the server and wait until the connection is idle again (or mark it
- * broken), so that a cancel can never hit the next borrower's statement.
+ * Every effect returned must, when interrupted, return at once and cancel the
+ * running statement on the server in the background; until that cancel has
+ * settled, `settle` says so, and the core runs nothing else on the connection
+ * and does not pass it on. So a cancel can never hit another statement.
  *
  * @since 0.1.0
  */
@@ -60,6 +61,12 @@ export interface DriverConnection {
   readonly transactionState: () => "idle" | "transaction" | "failed" | "unknown"
   /** Whether the connection is known to be unusable. */
   readonly isBroken: () => boolean
+  /**
+   * When an interrupted statement is still being cancelled: waits until the
+   * server has let go of it (or the connection was given up as broken).
+   * `undefined` when nothing is pending, which is the usual case.
+   */
+  readonly settle: () => Effect.Effect<void> | undefined
   /** Closes the connection; never fails. */
   readonly close: Effect.Effect<void>
   /** A server-side identifier (backend pid, thread id), for logs and tests. */

@@ -21,6 +21,8 @@ import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import type { DbError } from "./DbError.js"
 import { PoolClosed, PoolTimeout } from "./DbError.js"
+import type { QueryTags } from "./QueryTags.js"
+import { currentTags } from "./QueryTags.js"
 
 /**
  * Pool settings, every one with a default (see `defaults`).
@@ -48,6 +50,14 @@ export interface PoolOptions {
   readonly connectBackoffBase?: Duration.DurationInput | undefined
   /** Largest delay of the connect backoff. */
   readonly connectBackoffCap?: Duration.DurationInput | undefined
+  /** How long a validation ping may take before the connection counts as dead. */
+  readonly validationTimeout?: Duration.DurationInput | undefined
+  /** A connection borrowed longer than this is reported as a suspected leak; 0 turns detection off. */
+  readonly leakDetectionThreshold?: Duration.DurationInput | undefined
+  /** Leak detection details: `captureStack` records where each connection was acquired (costly). */
+  readonly leakDetection?: { readonly captureStack?: boolean | undefined } | undefined
+  /** On a suspected leak: `warn` only, or `reclaim` (interrupt the holder and destroy the connection). */
+  readonly leakAction?: "warn" | "reclaim" | undefined
 }
 
 /**
@@ -66,6 +76,10 @@ export interface PoolConfig {
   readonly keepaliveInterval: number
   readonly connectBackoffBase: number
   readonly connectBackoffCap: number
+  readonly validationTimeout: number
+  readonly leakDetectionThreshold: number
+  readonly captureStack: boolean
+  readonly leakAction: "warn" | "reclaim"
 }
 
 /**
@@ -83,7 +97,11 @@ export const defaults: PoolConfig = {
   validationWindow: 500,
   keepaliveInterval: 120_000,
   connectBackoffBase: 50,
-  connectBackoffCap: 5_000
+  connectBackoffCap: 1_000,
+  validationTimeout: 5_000,
+  leakDetectionThreshold: 60_000,
+  captureStack: false,
+  leakAction: "warn"
 }
 
 const millis = (d: Duration.DurationInput | undefined, fallback: number): number =>
@@ -106,7 +124,11 @@ export const resolveOptions = (options: PoolOptions | undefined): PoolConfig => 
     validationWindow: millis(o.validationWindow, defaults.validationWindow),
     keepaliveInterval: millis(o.keepaliveInterval, defaults.keepaliveInterval),
     connectBackoffBase: millis(o.connectBackoffBase, defaults.connectBackoffBase),
-    connectBackoffCap: millis(o.connectBackoffCap, defaults.connectBackoffCap)
+    connectBackoffCap: millis(o.connectBackoffCap, defaults.connectBackoffCap),
+    validationTimeout: millis(o.validationTimeout, defaults.validationTimeout),
+    leakDetectionThreshold: millis(o.leakDetectionThreshold, defaults.leakDetectionThreshold),
+    captureStack: o.leakDetection?.captureStack ?? defaults.captureStack,
+    leakAction: o.leakAction ?? defaults.leakAction
   }
 }
 
@@ -148,6 +170,8 @@ export interface PoolStats {
   readonly creating: number
   readonly min: number
   readonly max: number
+  /** Suspected leaks reported since the pool was made. */
+  readonly leaks: number
 }
 
 /**
@@ -163,6 +187,12 @@ class Entry<C> implements Lease<C> {
   state: "idle" | "active" | "closing" = "idle"
   lastUsed: number
   readonly expiresAt: number
+  // the current borrower, for leak detection
+  leasedAt = 0
+  leakReported = false
+  holder: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
+  tags: QueryTags = {}
+  stack: string | undefined = undefined
   constructor(readonly conn: C, now: number, lifetime: number) {
     this.lastUsed = now
     // spread retirements so that connections opened together do not all close together
@@ -232,6 +262,7 @@ const makeWithRuntime = <C>(
   let creating = 0
   let failures = 0
   let lastError: DbError | undefined = undefined
+  let leaks = 0
   let closed = false
   const background = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
   let drained: Deferred.Deferred<void> | undefined = undefined
@@ -283,6 +314,7 @@ const makeWithRuntime = <C>(
       return
     }
     entry.lastUsed = Date.now()
+    entry.holder = undefined // do not keep the last borrower's fiber alive
     const w = nextWaiter()
     if (w !== undefined) {
       pending--
@@ -358,39 +390,52 @@ const makeWithRuntime = <C>(
     })
   }
 
-  const wait: Effect.Effect<Entry<C>, PoolTimeout | PoolClosed> = Effect.suspend(() => {
-    const w = new Waiter<C>()
-    return Effect.async<Entry<C>, PoolTimeout | PoolClosed>((resume) => {
-      w.resume = resume
-      waiters.push(w)
-      pending++
-      w.timer = setTimeout(() => {
-        if (w.done) return
-        w.done = true
-        const error = timeoutError()
-        pending--
-        resume(Effect.fail(error))
-      }, config.acquireTimeout)
-      fill()
-      return Effect.sync(() => {
-        if (!w.done) {
+  const wait = (deadline: number): Effect.Effect<Entry<C>, PoolTimeout | PoolClosed> =>
+    Effect.suspend(() => {
+      const w = new Waiter<C>()
+      return Effect.async<Entry<C>, PoolTimeout | PoolClosed>((resume) => {
+        w.resume = resume
+        waiters.push(w)
+        pending++
+        w.timer = setTimeout(() => {
+          if (w.done) return
           w.done = true
+          const error = timeoutError()
           pending--
-          clearTimeout(w.timer)
-        }
-      })
-    }).pipe(
-      // the connection may have been handed over just before the interruption landed
-      Effect.onInterrupt(() => Effect.suspend(() => (w.entry === undefined ? Effect.void : release(w.entry))))
-    )
-  })
+          resume(Effect.fail(error))
+        }, Math.max(0, deadline - Date.now()))
+        fill()
+        return Effect.sync(() => {
+          if (!w.done) {
+            w.done = true
+            pending--
+            clearTimeout(w.timer)
+          }
+        })
+      }).pipe(
+        // the connection may have been handed over just before the interruption landed
+        Effect.onInterrupt(() => Effect.suspend(() => (w.entry === undefined ? Effect.void : release(w.entry))))
+      )
+    })
 
-  const validated = (entry: Entry<C>): Effect.Effect<Entry<C>, PoolTimeout | PoolClosed> =>
+  const validationFailed = Effect.fail("validation timed out" as const)
+
+  /** Pings a connection idle past `validationWindow`; a dead or silent one is replaced, within the same deadline. */
+  const validated = (
+    entry: Entry<C>,
+    deadline: number,
+    fiber: Fiber.RuntimeFiber<unknown, unknown>
+  ): Effect.Effect<Entry<C>, PoolTimeout | PoolClosed> =>
     hooks.validate(entry.conn).pipe(
+      // a silent connection (a blackholed network) must not hold the caller past its deadline
+      Effect.timeoutFail({
+        duration: Math.max(0, Math.min(config.validationTimeout, deadline - Date.now())),
+        onTimeout: () => validationFailed
+      }),
       Effect.matchEffect({
         onFailure: () => {
           destroyEntry(entry)
-          return acquireEntry
+          return acquireUntil(deadline, fiber)
         },
         onSuccess: () => {
           entry.lastUsed = Date.now()
@@ -400,24 +445,45 @@ const makeWithRuntime = <C>(
       Effect.onInterrupt(() => Effect.sync(() => destroyEntry(entry)))
     )
 
-  const acquireEntry: Effect.Effect<Entry<C>, PoolTimeout | PoolClosed> = Effect.suspend(() => {
+  const leakDetection = config.leakDetectionThreshold > 0
+
+  const markLeased = (entry: Entry<C>, fiber: Fiber.RuntimeFiber<unknown, unknown>, now: number): Entry<C> => {
+    entry.leasedAt = now
+    if (leakDetection) {
+      entry.leakReported = false
+      entry.holder = fiber
+      entry.tags = fiber.getFiberRef(currentTags)
+      if (config.captureStack) entry.stack = new Error("connection acquired here").stack
+    }
+    return entry
+  }
+
+  const acquireUntil = (
+    deadline: number,
+    fiber: Fiber.RuntimeFiber<unknown, unknown>
+  ): Effect.Effect<Entry<C>, PoolTimeout | PoolClosed> => {
     if (closed) return Effect.fail(new PoolClosed({ alias }))
     if (pending === 0) {
       let entry: Entry<C> | undefined
       while ((entry = idle.pop()) !== undefined) {
         const now = Date.now()
-        if (now >= entry.expiresAt) {
+        if (now >= entry.expiresAt || hooks.isBroken(entry.conn)) {
           destroyEntry(entry)
           continue
         }
         entry.state = "active"
         active++
-        if (now - entry.lastUsed > config.validationWindow) return validated(entry)
+        markLeased(entry, fiber, now)
+        if (now - entry.lastUsed > config.validationWindow) return validated(entry, deadline, fiber)
         return Effect.succeed(entry)
       }
     }
-    return wait
-  })
+    return Effect.map(wait(deadline), (entry) => markLeased(entry, fiber, Date.now()))
+  }
+
+  const acquireEntry: Effect.Effect<Entry<C>, PoolTimeout | PoolClosed> = Effect.withFiberRuntime((fiber) =>
+    acquireUntil(Date.now() + config.acquireTimeout, fiber)
+  )
 
   const release = (lease: Lease<C>): Effect.Effect<void> =>
     Effect.suspend(() => {
@@ -434,7 +500,9 @@ const makeWithRuntime = <C>(
         checkDrained()
         return Effect.void
       }
-      return Effect.matchEffect(cleanup, {
+      // cleaning runs in the background: the caller is done, and the connection stays
+      // out of the pool until it is clean
+      fork(Effect.matchEffect(cleanup, {
         onFailure: () => Effect.sync(() => destroyEntry(entry)),
         onSuccess: () =>
           Effect.sync(() => {
@@ -443,7 +511,8 @@ const makeWithRuntime = <C>(
             offer(entry)
             checkDrained()
           })
-      })
+      }))
+      return Effect.void
     })
 
   const invalidate = (lease: Lease<C>): Effect.Effect<void> =>
@@ -469,7 +538,10 @@ const makeWithRuntime = <C>(
     for (let i = 0; i < idle.length;) {
       const entry = idle[i]!
       const idleFor = now - entry.lastUsed
-      if (now >= entry.expiresAt || (idleFor >= config.idleTimeout && all.size > config.min)) {
+      if (
+        now >= entry.expiresAt || hooks.isBroken(entry.conn) ||
+        (idleFor >= config.idleTimeout && all.size > config.min)
+      ) {
         idle.splice(i, 1)
         destroyEntry(entry)
         continue
@@ -478,6 +550,7 @@ const makeWithRuntime = <C>(
         idle.splice(i, 1)
         entry.state = "active"
         active++
+        entry.leakReported = true // the pool's own ping is no leak
         pings.push(Effect.matchEffect(hooks.validate(entry.conn), {
           onFailure: () => Effect.sync(() => destroyEntry(entry)),
           onSuccess: () =>
@@ -491,13 +564,53 @@ const makeWithRuntime = <C>(
       }
       i++
     }
+    if (leakDetection) {
+      for (const entry of all) {
+        if (entry.state === "active" && !entry.leakReported && now - entry.leasedAt > config.leakDetectionThreshold) {
+          entry.leakReported = true
+          leaks++
+          pings.push(reportLeak(entry, now - entry.leasedAt))
+        }
+      }
+    }
     fill()
     return pings.length === 0 ? Effect.void : Effect.all(pings, { concurrency: "unbounded", discard: true })
   })
 
+  const reportLeak = (entry: Entry<C>, heldMillis: number): Effect.Effect<void> => {
+    const holder = entry.holder
+    const reclaim = config.leakAction === "reclaim"
+    const log = Effect.logWarning(
+      reclaim
+        ? `connection leak: held for ${heldMillis} ms; reclaiming it (the holder is interrupted)`
+        : `connection leak suspected: held for ${heldMillis} ms`
+    ).pipe(
+      Effect.annotateLogs({
+        alias,
+        heldMillis,
+        tags: entry.tags,
+        ...(entry.stack === undefined ? {} : { acquiredAt: entry.stack })
+      })
+    )
+    if (!reclaim) return log
+    return Effect.zipRight(
+      log,
+      Effect.sync(() => {
+        destroyEntry(entry)
+        if (holder !== undefined) holder.unsafeInterruptAsFork(FiberId.none)
+      })
+    )
+  }
+
   const reaperInterval = Math.max(
     25,
-    Math.min(1_000, config.idleTimeout / 4, config.keepaliveInterval / 4, config.maxLifetime / 4)
+    Math.min(
+      1_000,
+      config.idleTimeout / 4,
+      config.keepaliveInterval / 4,
+      config.maxLifetime / 4,
+      leakDetection ? config.leakDetectionThreshold / 4 : Infinity
+    )
   )
 
   const close: Effect.Effect<void> = Effect.suspend(() => {
@@ -535,7 +648,8 @@ const makeWithRuntime = <C>(
       pending,
       creating,
       min: config.min,
-      max: config.max
+      max: config.max,
+      leaks
     }),
     acquire: acquireEntry,
     release,

@@ -314,3 +314,47 @@ export const isImplicitCommitDdl = (sql: string): boolean => {
   if (first === undefined || !IMPLICIT_COMMIT.has(first)) return false
   return !((first === "CREATE" || first === "DROP") && second === "TEMPORARY")
 }
+
+const upper = (c: number): number => (c >= 97 && c <= 122 ? c - 32 : c)
+
+/**
+ * Whether a statement changes session state that would outlive it and leak
+ * to the next borrower of the connection: `SET` (but not `SET LOCAL`,
+ * `SET TRANSACTION` or `SET CONSTRAINTS`, which end with the transaction),
+ * `RESET`, `CREATE TEMP[ORARY]`, `LISTEN`, `PREPARE`, `DECLARE … WITH HOLD`,
+ * `LOAD` and MySQL's `USE`. It looks at the first words only, so a change made
+ * inside a function (`set_config(…, false)`) is not seen.
+ *
+ * @since 0.1.0
+ */
+export const changesSessionState = (sql: string): boolean => {
+  let i = 0
+  while (i < sql.length && isSpace(sql.charCodeAt(i))) i++
+  // a cheap first-letter filter keeps this off the path of SELECT, INSERT, UPDATE and DELETE
+  const c0 = upper(sql.charCodeAt(i))
+  if (c0 === 83 /* S */) {
+    if (upper(sql.charCodeAt(i + 1)) !== 69 || upper(sql.charCodeAt(i + 2)) !== 84 || isIdentChar(sql.charCodeAt(i + 3))) {
+      return false
+    }
+  } else if (c0 !== 82 && c0 !== 67 && c0 !== 76 && c0 !== 80 && c0 !== 68 && c0 !== 85) {
+    return false
+  }
+  const [first, second, third] = leadingWords(sql, 3)
+  switch (first) {
+    case "SET":
+      return second !== "LOCAL" && second !== "TRANSACTION" && second !== "CONSTRAINTS" &&
+        !(second === "SESSION" && third === "CHARACTERISTICS")
+    case "RESET":
+    case "LISTEN":
+    case "PREPARE":
+    case "LOAD":
+    case "USE":
+      return true
+    case "CREATE":
+      return second === "TEMP" || second === "TEMPORARY" || (second === "GLOBAL" || second === "LOCAL") && third !== undefined && third.startsWith("TEMP")
+    case "DECLARE":
+      return /\bWITH\s+HOLD\b/i.test(sql)
+    default:
+      return false
+  }
+}

@@ -5,6 +5,8 @@
  */
 
 /** @since 0.1.0 */
+export { CancelGate } from "./Cancellation.js"
+/** @since 0.1.0 */
 export * as DatabaseConfig from "./DatabaseConfig.js"
 /** @since 0.1.0 */
 export { Db } from "./Db.js"

@@ -3,6 +3,7 @@ import { Db } from "@effect-dal/core"
 import { MysqlDatabase, MysqlErrors } from "@effect-dal/mysql"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Logger from "effect/Logger"
 import { admin, MYSQL_URL, scopedDatabase, threads, unique } from "./helpers.js"
 
@@ -53,6 +54,38 @@ describe("MysqlDatabase: DDL inside a transaction", () => {
       expect(logs.length).toBe(before)
     }).pipe(Effect.provide(Logger.replace(Logger.defaultLogger, logger)))
   })
+})
+
+describe("MysqlDatabase: recovery", () => {
+  it.live("KILL of a pooled connection: the next call succeeds on a new connection", () =>
+    Effect.gen(function*() {
+      const [first] = yield* Db.execute<{ id: number }>("SELECT CONNECTION_ID() AS id")
+      yield* admin((c) => c.query(`KILL ${Number(first!.id)}`))
+      yield* Effect.sleep(100)
+      const [next] = yield* Db.execute<{ id: number }>("SELECT CONNECTION_ID() AS id")
+      expect(next!.id).not.toBe(first!.id)
+    }).pipe(Effect.provide(MysqlDatabase.layer({ url: MYSQL_URL, alias: unique("kill"), pool: { min: 1, max: 1 } }))))
+
+  it.live("KILL during a query fails that call with a typed ConnectionError; the process lives and the next call succeeds", () =>
+    Effect.gen(function*() {
+      const [first] = yield* Db.execute<{ id: number }>("SELECT CONNECTION_ID() AS id")
+      const fiber = yield* Effect.fork(Db.execute("SELECT SLEEP(5)"))
+      yield* Effect.sleep(200)
+      yield* admin((c) => c.query(`KILL ${Number(first!.id)}`))
+      const error = yield* Effect.flip(Fiber.join(fiber))
+      expect(error._tag).toBe("ConnectionError")
+      expect(yield* Db.execute("SELECT 1 AS ok")).toEqual([{ ok: 1 }])
+    }).pipe(Effect.provide(MysqlDatabase.layer({ url: MYSQL_URL, alias: unique("killq"), pool: { min: 1, max: 1 } }))))
+
+  it.live("session state does not leak: a changed session is closed, not reused", () =>
+    Effect.gen(function*() {
+      const [first] = yield* Db.execute<{ id: number }>("SELECT CONNECTION_ID() AS id")
+      yield* Db.execute("SET @dal_secret = 42")
+      const [v] = yield* Db.execute<{ v: unknown }>("SELECT @dal_secret AS v")
+      expect(v!.v).toBeNull()
+      const [next] = yield* Db.execute<{ id: number }>("SELECT CONNECTION_ID() AS id")
+      expect(next!.id).not.toBe(first!.id)
+    }).pipe(Effect.provide(MysqlDatabase.layer({ url: MYSQL_URL, alias: unique("sess"), pool: { min: 0, max: 1 } }))))
 })
 
 describe("MysqlDatabase: timeouts, shutdown and errors", () => {

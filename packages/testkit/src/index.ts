@@ -1,8 +1,13 @@
 /**
- * @effect-dal/testkit (private): the conformance suite shared by every engine.
+ * @effect-dal/testkit (private): the conformance suite shared by every engine,
+ * and the tools of the fault tests.
  *
  * @since 0.1.0
  */
 
 /** @since 0.1.0 */
 export * as Conformance from "./Conformance.js"
+/** @since 0.1.0 */
+export * as FaultProxy from "./FaultProxy.js"
+/** @since 0.1.0 */
+export * as PgCluster from "./PgCluster.js"

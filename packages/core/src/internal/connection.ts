@@ -5,6 +5,7 @@ import * as Effect from "effect/Effect"
 import * as Stream from "effect/Stream"
 import type { DbError } from "../DbError.js"
 import type { DriverConnection, QueryMode } from "../Driver.js"
+import { changesSessionState } from "../PortableSql.js"
 
 /** @internal */
 export const toSqlError = (error: DbError): SqlError => new SqlError({ cause: error, message: error.message })
@@ -19,6 +20,9 @@ type TransformRows = (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArra
  * @internal
  */
 export class DalConnection implements SqlConnection.Connection {
+  /** Set once a statement changed session state: the connection is then closed on return, never reused. */
+  sessionDirty = false
+
   constructor(
     readonly driver: DriverConnection,
     readonly owner: string,
@@ -27,9 +31,13 @@ export class DalConnection implements SqlConnection.Connection {
   ) {}
 
   run(sql: string, params: ReadonlyArray<unknown>, mode: QueryMode, prepared = true): Effect.Effect<any, DbError> {
+    if (!this.sessionDirty && changesSessionState(sql)) this.sessionDirty = true
     const check = this.guard === undefined ? undefined : this.guard(sql, this.driver)
-    const query = this.driver.query(sql, params, mode, prepared)
-    return check === undefined ? query : Effect.zipRight(check, query)
+    const settle = this.driver.settle()
+    let query = this.driver.query(sql, params, mode, prepared)
+    if (check !== undefined) query = Effect.zipRight(check, query)
+    // a statement cancelled earlier must have let go before anything else runs here
+    return settle === undefined ? query : Effect.zipRight(settle, query)
   }
 
   private runSql(sql: string, params: ReadonlyArray<unknown>, mode: QueryMode, prepared: boolean) {

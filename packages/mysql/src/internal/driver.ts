@@ -1,17 +1,14 @@
 import type { DatabaseConfig, DbError, Driver } from "@effect-dal/core"
-import { Dialect } from "@effect-dal/core"
+import { CancelGate, Dialect } from "@effect-dal/core"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import * as Statement from "@effect/sql/Statement"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
-import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Stream from "effect/Stream"
 import * as Mysql from "mysql2"
 import { classify } from "../MysqlErrors.js"
 
-/** How long a killed statement may take to give its connection back before we close it. */
-const CANCEL_GRACE_MS = 5_000
 const CLOSE_GRACE_MS = 1_000
 /** SERVER_STATUS_IN_TRANS in the status flags of an OK packet. */
 const SERVER_STATUS_IN_TRANS = 1
@@ -25,11 +22,6 @@ export interface MysqlDriverOptions {
   readonly spanAttributes?: Record<string, unknown> | undefined
   /** Extra `mysql2` connection options, applied under ours. */
   readonly connectionOptions?: Mysql.ConnectionOptions | undefined
-}
-
-interface InFlight {
-  settled: boolean
-  onSettle: (() => void) | undefined
 }
 
 interface Header {
@@ -72,8 +64,16 @@ const plainQuery = (conn: Mysql.Connection, sql: string) =>
 class MysqlConnection implements Driver.DriverConnection {
   private broken = false
   private inTransaction: boolean | undefined = undefined
+  private readonly gate: CancelGate
 
-  constructor(readonly conn: Mysql.Connection, private readonly kill: (threadId: number) => Effect.Effect<void>) {
+  constructor(readonly conn: Mysql.Connection, kill: (threadId: number) => Effect.Effect<void>) {
+    // KILL QUERY on this exact thread
+    this.gate = new CancelGate(
+      () => (this.broken ? Effect.void : kill(conn.threadId)),
+      () => {
+        this.broken = true
+      }
+    )
     conn.on("error", () => {
       this.broken = true
     })
@@ -92,43 +92,26 @@ class MysqlConnection implements Driver.DriverConnection {
   }
 
   query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode, prepared: boolean) {
-    return Effect.async<any, DbError.DbError>((resume) => {
-      const inFlight: InFlight = { settled: false, onSettle: undefined }
+    return this.gate.run<any>((done) => {
       const options = { sql, values: params as Array<any>, rowsAsArray: mode === "values" }
       const callback = (err: Mysql.QueryError | null, results: any, fields: any) => {
-        inFlight.settled = true
-        if (inFlight.onSettle !== undefined) return inFlight.onSettle()
         if (err) {
           const error = classify(err, sql, "query")
           if (error._tag === "ConnectionError") this.broken = true
-          return resume(Effect.fail(error))
+          return done(Effect.fail(error))
         }
         this.track(results)
-        resume(Effect.succeed(shape(results, fields, mode)))
+        done(Effect.succeed(shape(results, fields, mode)))
       }
       // server-side prepared statements (cached per connection by mysql2) for parameterized
       // statements; the text protocol for the rest, which also allows multiple statements
       if (prepared && params.length > 0) this.conn.execute(options, callback)
       else this.conn.query(options, callback)
-      return Effect.suspend(() => (inFlight.settled ? Effect.void : this.cancelInFlight(inFlight)))
     })
   }
 
-  /** KILL QUERY on this exact thread, then wait until the statement has settled. */
-  private cancelInFlight(inFlight: InFlight): Effect.Effect<void> {
-    const settled = Effect.async<void>((resume) => {
-      if (inFlight.settled) return resume(Effect.void)
-      inFlight.onSettle = () => resume(Effect.void)
-    })
-    const cancel = this.broken ? Effect.void : this.kill(this.conn.threadId)
-    return Effect.interruptible(Effect.zipRight(cancel, settled)).pipe(
-      Effect.timeoutOption(CANCEL_GRACE_MS),
-      Effect.flatMap((done) =>
-        Effect.sync(() => {
-          if (Option.isNone(done)) this.broken = true
-        })
-      )
-    )
+  settle() {
+    return this.gate.settle()
   }
 
   stream(sql: string, params: ReadonlyArray<unknown>, chunkSize: number): Stream.Stream<any, DbError.DbError> {

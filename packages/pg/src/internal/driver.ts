@@ -1,5 +1,5 @@
 import type { DatabaseConfig, DbError, Driver } from "@effect-dal/core"
-import { Dialect } from "@effect-dal/core"
+import { CancelGate, Dialect } from "@effect-dal/core"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Statement from "@effect/sql/Statement"
 import * as Chunk from "effect/Chunk"
@@ -12,7 +12,7 @@ import * as Pg from "pg"
 import Cursor from "pg-cursor"
 import { classify } from "../PgErrors.js"
 
-/** How long a cancelled statement may take to give its connection back before we close it. */
+/** How long a cancel request may take to reach the server. */
 const CANCEL_GRACE_MS = 5_000
 /** How long a graceful close may take before the socket is destroyed. */
 const CLOSE_GRACE_MS = 1_000
@@ -57,17 +57,12 @@ const sendCancel = (endpoint: Endpoint, processID: number, secretKey: number): E
     })
   })
 
-/** A statement on the wire; a canceller waits on `onSettle` instead of the caller. */
-interface InFlight {
-  settled: boolean
-  onSettle: (() => void) | undefined
-}
-
 class PgConnection implements Driver.DriverConnection {
   private broken = false
   private txStatus: "I" | "T" | "E" | undefined = undefined
+  private readonly gate: CancelGate
 
-  constructor(readonly client: Pg.Client, private readonly endpoint: Endpoint) {
+  constructor(readonly client: Pg.Client, endpoint: Endpoint) {
     client.on("error", () => {
       this.broken = true
     })
@@ -78,51 +73,37 @@ class PgConnection implements Driver.DriverConnection {
     connection.on("readyForQuery", (msg: { status?: string }) => {
       this.txStatus = msg.status as "I" | "T" | "E"
     })
+    const keys = client as unknown as { processID?: number; secretKey?: number }
+    this.gate = new CancelGate(
+      () =>
+        keys.processID === undefined || keys.secretKey === undefined || this.broken
+          ? Effect.void
+          : sendCancel(endpoint, keys.processID, keys.secretKey),
+      () => {
+        this.broken = true
+      }
+    )
   }
 
   query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode, _prepared: boolean) {
-    return Effect.async<any, DbError.DbError>((resume) => {
-      const inFlight: InFlight = { settled: false, onSettle: undefined }
+    return this.gate.run<any>((done) => {
       const config: Pg.QueryConfig = mode === "values"
         ? { text: sql, values: params as Array<unknown>, rowMode: "array" } as Pg.QueryArrayConfig
         : { text: sql, values: params as Array<unknown> }
       this.client.query(config, (err: Error | null, result: Pg.QueryResult | Array<Pg.QueryResult>) => {
-        inFlight.settled = true
-        if (inFlight.onSettle !== undefined) return inFlight.onSettle()
         if (err) {
           const error = classify(err, sql, "query")
           if (error._tag === "ConnectionError") this.broken = true
-          resume(Effect.fail(error))
+          done(Effect.fail(error))
         } else {
-          resume(Effect.succeed(shape(result, mode)))
+          done(Effect.succeed(shape(result, mode)))
         }
       })
-      return Effect.suspend(() => (inFlight.settled ? Effect.void : this.cancelInFlight(inFlight)))
     })
   }
 
-  /**
-   * Cancels the running statement on the server, then waits until pg reports
-   * it settled, so the next borrower's statement can never be the one hit.
-   */
-  private cancelInFlight(inFlight: InFlight): Effect.Effect<void> {
-    const client = this.client as unknown as { processID?: number; secretKey?: number }
-    const settled = Effect.async<void>((resume) => {
-      if (inFlight.settled) return resume(Effect.void)
-      inFlight.onSettle = () => resume(Effect.void)
-    })
-    const cancel = client.processID === undefined || client.secretKey === undefined || this.broken
-      ? Effect.void
-      : sendCancel(this.endpoint, client.processID, client.secretKey)
-    // this runs as an interruption handler, which is uninterruptible: the wait must opt back in
-    return Effect.interruptible(Effect.zipRight(cancel, settled)).pipe(
-      Effect.timeoutOption(CANCEL_GRACE_MS),
-      Effect.flatMap((done) =>
-        Effect.sync(() => {
-          if (Option.isNone(done)) this.broken = true
-        })
-      )
-    )
+  settle() {
+    return this.gate.settle()
   }
 
   stream(sql: string, params: ReadonlyArray<unknown>, chunkSize: number): Stream.Stream<any, DbError.DbError> {

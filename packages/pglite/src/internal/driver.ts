@@ -66,6 +66,11 @@ class PgliteConnection implements Driver.DriverConnection {
     }))
   }
 
+  /** Nothing is ever cancelled: PGlite itself queues the next statement behind a running one. */
+  settle() {
+    return undefined
+  }
+
   get ping() {
     return Effect.asVoid(this.query("SELECT 1", [], "raw", false))
   }
