@@ -12,7 +12,9 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Redacted from "effect/Redacted"
 import { createHash } from "node:crypto"
+import type { CircuitBreakerOptions } from "./CircuitBreaker.js"
 import type { PoolConfig, PoolOptions } from "./Pool.js"
+import type { RetryPolicy } from "./Retry.js"
 import { resolveOptions } from "./Pool.js"
 
 /**
@@ -39,6 +41,14 @@ export interface DatabaseOptions {
   /** The default hard timeout of a statement; none by default. */
   readonly statementTimeout?: Duration.DurationInput | undefined
   readonly pool?: PoolOptions | undefined
+  /** A transaction longer than this is rolled back with `StatementTimeout` (kind `transaction`); none by default. */
+  readonly transactionTimeout?: Duration.DurationInput | undefined
+  /** The soft timeout: a statement slower than this is logged as slow and runs on; default 1 second. */
+  readonly slowQueryThreshold?: Duration.DurationInput | undefined
+  /** Retries of what is safe to retry; default 3 retries, exponential backoff with full jitter. */
+  readonly retry?: RetryPolicy | undefined
+  /** The circuit breaker of this alias, or `false` for none. */
+  readonly circuitBreaker?: CircuitBreakerOptions | false | undefined
   /**
    * What to do with DDL inside a transaction on an engine that commits DDL
    * implicitly (MySQL): `fail` (default) with `DdlInTransaction` before
@@ -62,6 +72,11 @@ export interface DatabaseConfig {
   readonly env: string
   readonly connectTimeout: number
   readonly statementTimeout: number | undefined
+  readonly transactionTimeout: number | undefined
+  readonly slowQueryThreshold: number
+  /** Not part of the hash: policies hold functions. */
+  readonly retry: RetryPolicy | undefined
+  readonly circuitBreaker: CircuitBreakerOptions | false
   readonly pool: PoolConfig
   readonly ddlInTransaction: "fail" | "warn" | "allow"
   /** Query parameters of the URL (`sslmode`, ...), for the driver. */
@@ -201,6 +216,8 @@ export const resolve = (
     const durations: Array<[string, Duration.DurationInput | undefined]> = [
       ["connectTimeout", options.connectTimeout],
       ["statementTimeout", options.statementTimeout],
+      ["transactionTimeout", options.transactionTimeout],
+      ["slowQueryThreshold", options.slowQueryThreshold],
       ...(poolDurations.map((k) => [`pool.${k}`, pool[k]] as [string, Duration.DurationInput | undefined]))
     ]
     for (const [field, d] of durations) {
@@ -245,6 +262,14 @@ export const resolve = (
       env,
       connectTimeout,
       statementTimeout,
+      transactionTimeout: options.transactionTimeout === undefined
+        ? undefined
+        : Duration.toMillis(options.transactionTimeout),
+      slowQueryThreshold: options.slowQueryThreshold === undefined
+        ? 1_000
+        : Duration.toMillis(options.slowQueryThreshold),
+      retry: options.retry,
+      circuitBreaker: options.circuitBreaker ?? {},
       pool: poolConfig,
       ddlInTransaction,
       params: u.params,

@@ -1,6 +1,7 @@
 /**
  * The `Db` service: portable SQL, scoped transactions and batches over an
- * Effect-native pool, for any engine that supplies a `Driver`.
+ * Effect-native pool, for any engine that supplies a `Driver`, with the
+ * circuit breaker, safe retries and timeouts on every call.
  *
  * @since 0.1.0
  */
@@ -8,24 +9,36 @@ import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { Row } from "@effect/sql/SqlConnection"
 import type { SqlError } from "@effect/sql/SqlError"
+import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
 import type * as Scope from "effect/Scope"
+import * as CircuitBreaker from "./CircuitBreaker.js"
 import type { DatabaseConfig } from "./DatabaseConfig.js"
 import type { DbError } from "./DbError.js"
-import { DdlInTransaction, InvalidQuery, StatementTimeout } from "./DbError.js"
+import {
+  DdlInTransaction,
+  InvalidQuery,
+  isDbError,
+  isInfrastructure,
+  OutcomeUnknown,
+  StatementTimeout
+} from "./DbError.js"
 import type { Dialect, IsolationLevel } from "./Dialect.js"
 import type { Driver, DriverConnection, QueryResult } from "./Driver.js"
+import type { StatementHooks } from "./internal/connection.js"
 import { DalConnection, toSqlError } from "./internal/connection.js"
 import { acquireShared } from "./internal/registry.js"
 import * as Pool from "./Pool.js"
 import type { Translated } from "./PortableSql.js"
 import { isFailure, isImplicitCommitDdl, makeTranslator } from "./PortableSql.js"
 import type { QueryTags } from "./QueryTags.js"
-import { withTags as withTagsImpl } from "./QueryTags.js"
+import { currentTags, withTags as withTagsImpl } from "./QueryTags.js"
+import type { RetryPolicy } from "./Retry.js"
+import { isReadOnlyStatement, isRetryableStatement, isRetryableTransaction, toSchedule } from "./Retry.js"
 
 /**
  * Options of one statement.
@@ -33,21 +46,35 @@ import { withTags as withTagsImpl } from "./QueryTags.js"
  * @since 0.1.0
  */
 export interface ExecuteOptions {
-  /** A hard timeout for this call, acquisition included. */
+  /** A hard timeout for this call, acquisition and retries included. */
   readonly timeout?: Duration.DurationInput | undefined
   /** Labels for this call, merged over `Db.withTags`. */
   readonly tags?: QueryTags | undefined
+  /** This call's retry policy, over the layer's; `false` for none. */
+  readonly retry?: RetryPolicy | undefined
+  /** The statement may run twice (so a write lost with its connection can be retried). */
+  readonly idempotent?: boolean | undefined
 }
 
 /**
- * Options of `withTransaction`. Isolation and read-only apply to a top-level
- * transaction; a nested one becomes a savepoint of its parent.
+ * Options of `withTransaction`. Isolation, read-only, retry and timeout apply
+ * to a top-level transaction; a nested one becomes a savepoint of its parent.
  *
  * @since 0.1.0
  */
 export interface WithTransactionOptions {
   readonly isolation?: IsolationLevel | undefined
   readonly readOnly?: boolean | undefined
+  /**
+   * Re-run the whole body after a serialization failure, a deadlock, or a
+   * connection lost before COMMIT was sent: `true` for the layer's policy, or
+   * a policy of its own. Off by default: the body must be safe to re-run.
+   */
+  readonly retry?: boolean | RetryPolicy | undefined
+  /** The whole transaction may run twice: a COMMIT lost with its connection is then retried too. */
+  readonly idempotent?: boolean | undefined
+  /** A hard timeout for the whole transaction, over the layer's `transactionTimeout`. */
+  readonly timeout?: Duration.DurationInput | undefined
 }
 
 /**
@@ -82,6 +109,16 @@ export interface Transaction extends Executor {
 }
 
 /**
+ * Counters of the resilience machinery.
+ *
+ * @since 0.1.0
+ */
+export interface ResilienceStats {
+  /** Statements and transactions run again after a retryable failure. */
+  readonly retries: number
+}
+
+/**
  * The service behind the `Db` tag.
  *
  * @since 0.1.0
@@ -93,6 +130,9 @@ export interface DbService extends Executor {
   readonly config: DatabaseConfig
   /** The current pool counts. */
   readonly poolStats: () => Pool.PoolStats
+  /** The circuit breaker of this alias, if enabled. */
+  readonly breaker: CircuitBreaker.CircuitBreaker | undefined
+  readonly resilienceStats: () => ResilienceStats
   /**
    * A transaction as a scoped resource: BEGIN on acquisition, COMMIT when the
    * scope closes successfully, ROLLBACK on failure, defect or interruption.
@@ -155,9 +195,9 @@ const noParams: ReadonlyArray<unknown> = []
 const makeDdlGuard = (
   dialect: Dialect,
   config: DatabaseConfig
-): ((sql: string, conn: DriverConnection) => Effect.Effect<void, DbError> | undefined) | undefined => {
+): StatementHooks["guard"] => {
   if (!dialect.implicitCommitDdl || config.ddlInTransaction === "allow") return undefined
-  return (sql, conn) => {
+  return (sql: string, conn: DriverConnection) => {
     if (conn.transactionState() !== "transaction" || !isImplicitCommitDdl(sql)) return undefined
     return config.ddlInTransaction === "fail"
       ? Effect.fail(new DdlInTransaction({ sql }))
@@ -166,9 +206,12 @@ const makeDdlGuard = (
   }
 }
 
+const identity = <A>(a: A): A => a
+
 /**
  * Builds a `Db` for an engine's driver. Configs with the same `hash` share
- * one pool, which closes when the last of them is released.
+ * one pool, which closes when the last of them is released; one circuit
+ * breaker serves each alias.
  *
  * @since 0.1.0
  */
@@ -177,20 +220,44 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
     const dialect = driver.dialect
     const translator = makeTranslator(dialect)
     const rollbackSql = dialect.rollback
+    const breaker = config.circuitBreaker === false ? undefined : yield* acquireShared(
+      `breaker:${config.alias}`,
+      CircuitBreaker.make(config.alias, config.circuitBreaker),
+      () => Effect.void
+    )
+    let retries = 0
 
-    const ddlGuard = makeDdlGuard(dialect, config)
+    /** Every statement's outcome feeds the breaker; a slow one is logged (the soft timeout). */
+    const observe = (sql: string, exit: Exit.Exit<unknown, DbError>, millis: number): Effect.Effect<void> => {
+      if (breaker !== undefined) {
+        if (Exit.isSuccess(exit)) breaker.record(false, millis)
+        else {
+          const failure = Cause.failureOption(exit.cause)
+          // an interrupted statement is not an outcome; a timeout is recorded where it is decided
+          if (failure._tag === "Some") breaker.record(isInfrastructure(failure.value), millis)
+        }
+      }
+      if (millis < config.slowQueryThreshold) return Effect.void
+      return Effect.flatMap(FiberRef.get(currentTags), (tags) =>
+        Effect.logWarning(`slow query: ${Math.round(millis)} ms`).pipe(
+          Effect.annotateLogs({ alias: config.alias, sql, durationMillis: Math.round(millis), tags })
+        ))
+    }
+    const hooks: StatementHooks = { guard: makeDdlGuard(dialect, config), observe }
+
     const needsRollback = (conn: DalConnection) => {
       const state = conn.driver.transactionState()
       return state === "transaction" || state === "failed"
     }
     const rollbackOf = (conn: DalConnection) => conn.run(rollbackSql, noParams, "raw", false)
+
     const pool = yield* acquireShared(
-      config.hash,
+      `pool:${config.hash}`,
       Pool.make<DalConnection>({
         alias: config.alias,
         config: config.pool,
         hooks: {
-          create: Effect.map(driver.connect, (dc) => new DalConnection(dc, config.hash, ddlGuard)),
+          create: Effect.map(driver.connect, (dc) => new DalConnection(dc, config.hash, hooks)),
           destroy: (conn) => conn.driver.close,
           validate: (conn) => conn.driver.ping,
           // a session whose state was changed (SET, temp tables, ...) is closed rather than passed on
@@ -203,8 +270,9 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
           }
         }
       }),
-      driver.shutdown
+      (pool) => driver.shutdown === undefined ? pool.close : Effect.zipRight(pool.close, driver.shutdown)
     )
+
     // layers that share a pool (same hash) share its transactions; any other client's connection is not ours
     const isOwn = (conn: unknown): conn is DalConnection => conn instanceof DalConnection && conn.owner === config.hash
 
@@ -215,10 +283,21 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       return isOwn(conn) ? [conn, depth] : undefined
     }
 
-    const prepare = (
-      sql: string,
-      params: ReadonlyArray<unknown>
-    ): Translated | InvalidQuery => {
+    /** Fails fast while the breaker is open; counts a failed acquisition against it. */
+    const acquire: Effect.Effect<Pool.Lease<DalConnection>, DbError> = breaker === undefined
+      ? pool.acquire
+      : Effect.suspend((): Effect.Effect<Pool.Lease<DalConnection>, DbError> => {
+        const denied = breaker.permit()
+        if (denied !== undefined) return Effect.fail(denied)
+        return Effect.tapError(pool.acquire, () => Effect.sync(() => breaker.record(true, 0)))
+      })
+
+    const withConnection = <A, E>(f: (conn: DalConnection) => Effect.Effect<A, E>): Effect.Effect<A, E | DbError> =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.flatMap(restore(acquire), (lease) => Effect.onExit(restore(f(lease.conn)), () => pool.release(lease)))
+      )
+
+    const prepare = (sql: string, params: ReadonlyArray<unknown>): Translated | InvalidQuery => {
       const t = translator.translate(sql)
       if (isFailure(t)) return new InvalidQuery({ reason: t.reason, detail: t.detail, sql })
       if (t.parameterCount !== params.length) {
@@ -238,27 +317,66 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       return t
     }
 
-    const withTimeout = <A>(
+    const withTimeout = <A, E, R>(
+      effect: Effect.Effect<A, E, R>,
+      millis: number | undefined,
+      kind: "statement" | "transaction",
+      sql: string | undefined
+    ): Effect.Effect<A, E | StatementTimeout, R> =>
+      millis === undefined ? effect : Effect.timeoutFail(effect, {
+        duration: millis,
+        onTimeout: () => {
+          breaker?.record(true, millis)
+          return new StatementTimeout({ kind, timeoutMillis: millis, sql })
+        }
+      })
+
+    const statementTimeout = (options: ExecuteOptions | undefined) =>
+      options?.timeout === undefined ? config.statementTimeout : Duration.toMillis(options.timeout)
+
+    const withRetry = <A>(
       effect: Effect.Effect<A, DbError>,
-      options: ExecuteOptions | undefined,
-      sql: string
+      policy: RetryPolicy | undefined,
+      retryable: (error: DbError) => boolean
     ): Effect.Effect<A, DbError> => {
-      const timeout = options?.timeout === undefined
-        ? config.statementTimeout
-        : Duration.toMillis(options.timeout)
-      const tagged = options?.tags === undefined ? effect : withTagsImpl(options.tags)(effect)
-      if (timeout === undefined) return tagged
-      return Effect.timeoutFail(tagged, {
-        duration: timeout,
-        onTimeout: () => new StatementTimeout({ kind: "statement", timeoutMillis: timeout, sql })
+      const schedule = toSchedule(policy)
+      if (schedule === undefined) return effect
+      return Effect.retry(effect, {
+        schedule,
+        while: (error) => {
+          const again = retryable(error)
+          if (again) retries++
+          return again
+        }
       })
     }
 
-    const onConnection = <A, E>(f: (conn: DalConnection) => Effect.Effect<A, E>): Effect.Effect<A, E | DbError> =>
-      Effect.withFiberRuntime((fiber) => {
-        const tx = currentTx(fiber.currentContext)
-        return tx === undefined ? pool.withConnection(f) : f(tx[0])
-      })
+    /**
+     * A statement outside any transaction: breaker, acquisition, retry where
+     * safe, and a lost write reported as `OutcomeUnknown`, never retried blindly.
+     */
+    const autocommit = <A>(
+      sql: string,
+      run: (conn: DalConnection) => Effect.Effect<A, DbError>,
+      options: ExecuteOptions | undefined
+    ): Effect.Effect<A, DbError> => {
+      const read = isReadOnlyStatement(sql)
+      const idempotent = options?.idempotent === true
+      const once = withConnection(run)
+      const retried = withRetry(
+        once,
+        options?.retry ?? config.retry,
+        (error) => isRetryableStatement(error, read, idempotent)
+      )
+      const safe = read || idempotent ? retried : Effect.catchTag(retried, "ConnectionError", (error): Effect.Effect<never, DbError> =>
+        error.phase === "query"
+          ? Effect.fail(new OutcomeUnknown({ phase: "write", sql, cause: error }))
+          : Effect.fail(error))
+      return withTimeout(safe, statementTimeout(options), "statement", sql)
+    }
+
+    const tagged = <A, E>(effect: Effect.Effect<A, E>, options: ExecuteOptions | undefined) =>
+      options?.tags === undefined ? effect : withTagsImpl(options.tags)(effect)
 
     const executeOn = (conn: DalConnection | undefined) =>
     <A extends object = Row>(
@@ -268,10 +386,17 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
     ): Effect.Effect<ReadonlyArray<A>, DbError> => {
       const t = prepare(sql, params)
       if (t instanceof InvalidQuery) return Effect.fail(t)
-      const run = conn === undefined
-        ? onConnection((c) => c.run(t.sql, params, "rows"))
-        : conn.run(t.sql, params, "rows")
-      return withTimeout(run, options, sql)
+      const run = (c: DalConnection) => c.run(t.sql, params, "rows") as Effect.Effect<ReadonlyArray<A>, DbError>
+      if (conn !== undefined) return tagged(withTimeout(run(conn), statementTimeout(options), "statement", sql), options)
+      return tagged(
+        Effect.withFiberRuntime<ReadonlyArray<A>, DbError>((fiber) => {
+          const tx = currentTx(fiber.currentContext)
+          return tx === undefined
+            ? autocommit(t.sql, run, options)
+            : withTimeout(run(tx[0]), statementTimeout(options), "statement", sql)
+        }),
+        options
+      )
     }
 
     const executeManyOn = (conn: DalConnection | undefined) =>
@@ -289,17 +414,13 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
           translated = t
         }
         const nativeSql = translated!.sql
-        const body = (c: DalConnection) =>
-          Effect.reduce(rows, 0, (sum, row) =>
-            Effect.map(c.run(nativeSql, row, "result") as Effect.Effect<QueryResult, DbError>, (r) =>
-              sum + r.affected))
-        const inTx = conn === undefined
-          ? runTransaction(onConnection(body), {}, identity)
-          : runTransaction(body(conn), {}, identity)
-        return withTimeout(inTx, options, sql)
+        const body = Effect.withFiberRuntime<number, DbError>((fiber) => {
+          const c = conn ?? currentTx(fiber.currentContext)![0]
+          return Effect.reduce(rows, 0, (sum, row) =>
+            Effect.map(c.run(nativeSql, row, "result") as Effect.Effect<QueryResult, DbError>, (r) => sum + r.affected))
+        })
+        return tagged(withTimeout(runTransaction(body, {}, identity), statementTimeout(options), "statement", sql), options)
       })
-
-    const identity = <A>(a: A): A => a
 
     const txContext = (context: Context.Context<never>, conn: DalConnection, depth: number) =>
       Context.add(context, SqlClient.TransactionConnection, [conn, depth] as const)
@@ -317,8 +438,23 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
     const rollbackTop = (conn: DalConnection) =>
       Effect.suspend(() => (conn.driver.settle() === undefined ? rollbackQuietly(conn, rollbackSql) : Effect.void))
 
-    /** The shared machinery of `withTransaction` and `sql.withTransaction`: `mapError` types our own failures. */
-    const runTransaction = <A, E, R, E2>(
+    /** A COMMIT whose connection was lost may or may not have been applied. */
+    const commit = (conn: DalConnection): Effect.Effect<void, DbError> =>
+      Effect.catchTag(
+        conn.run(dialect.commit, noParams, "raw", false),
+        "ConnectionError",
+        (error) => Effect.fail(new OutcomeUnknown({ phase: "commit", sql: dialect.commit, cause: error }))
+      )
+
+    const begin = (conn: DalConnection, options: WithTransactionOptions): Effect.Effect<void, DbError> => {
+      const statements = dialect.begin(options)
+      return statements.length === 1
+        ? conn.run(statements[0]!, noParams, "raw", false)
+        : Effect.forEach(statements, (s) => conn.run(s, noParams, "raw", false), { discard: true })
+    }
+
+    /** One attempt of a top-level transaction, or a savepoint when one is open. */
+    const transactionOnce = <A, E, R, E2>(
       effect: Effect.Effect<A, E, R>,
       options: WithTransactionOptions,
       mapError: (e: DbError) => E2
@@ -346,7 +482,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
               )
             )
           }
-          return Effect.flatMap(Effect.mapError(restore(pool.acquire), mapError), (lease) => {
+          return Effect.flatMap(Effect.mapError(restore(acquire), mapError), (lease) => {
             const conn = lease.conn
             return begin(conn, options).pipe(
               Effect.mapError(mapError),
@@ -355,7 +491,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
               ),
               Effect.flatMap((exit): Effect.Effect<A, E | E2> =>
                 Exit.isSuccess(exit)
-                  ? Effect.as(Effect.mapError(conn.run(dialect.commit, noParams, "raw", false), mapError), exit.value)
+                  ? Effect.as(Effect.mapError(commit(conn), mapError), exit.value)
                   : Effect.zipRight(rollbackTop(conn), exit)
               ),
               Effect.ensuring(pool.release(lease))
@@ -364,12 +500,43 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
         })
       )
 
-    const begin = (conn: DalConnection, options: WithTransactionOptions): Effect.Effect<void, DbError> => {
-      const statements = dialect.begin(options)
-      return statements.length === 1
-        ? conn.run(statements[0]!, noParams, "raw", false)
-        : Effect.forEach(statements, (s) => conn.run(s, noParams, "raw", false), { discard: true })
-    }
+    /**
+     * The shared machinery of `withTransaction`, `executeMany` and
+     * `sql.withTransaction`: `mapError` types our own failures. Retries and
+     * the transaction timeout apply to a top-level transaction only.
+     */
+    const runTransaction = <A, E, R, E2>(
+      effect: Effect.Effect<A, E, R>,
+      options: WithTransactionOptions,
+      mapError: (e: DbError) => E2
+    ): Effect.Effect<A, E | E2, R> =>
+      Effect.withFiberRuntime<A, E | E2, R>((fiber) => {
+        if (currentTx(fiber.currentContext) !== undefined) return transactionOnce(effect, options, mapError)
+        const timeout = options.timeout === undefined ? config.transactionTimeout : Duration.toMillis(options.timeout)
+        const policy = options.retry === undefined || options.retry === false
+          ? undefined
+          : options.retry === true
+          ? config.retry ?? {}
+          : options.retry
+        const schedule = policy === undefined ? undefined : toSchedule(policy)
+        let attempt: Effect.Effect<A, E | DbError, R> = transactionOnce(effect, options, identity)
+        if (schedule !== undefined) {
+          attempt = Effect.retry(attempt, {
+            schedule: schedule as any,
+            while: (error: E | DbError) => {
+              // the body's own errors are never retried; ours only where re-running the whole body is safe
+              const again = isOurs(error) &&
+                (isRetryableTransaction(error) || (options.idempotent === true && error._tag === "OutcomeUnknown"))
+              if (again) retries++
+              return again
+            }
+          }) as Effect.Effect<A, E | DbError, R>
+        }
+        const timed = timeout === undefined ? attempt : withTimeout(attempt, timeout, "transaction", undefined)
+        return Effect.mapError(timed, (error): E | E2 => (isOurs(error) ? mapError(error) : error as E))
+      })
+
+    const isOurs = (error: unknown): error is DbError => isDbError(error)
 
     const handle = (conn: DalConnection, depth: number): Transaction => ({
       depth,
@@ -398,14 +565,12 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
             Effect.zipRight(bind(conn, depth))
           )
         }
-        return Effect.flatMap(restore(pool.acquire), (lease) =>
+        return Effect.flatMap(restore(acquire), (lease) =>
           begin(lease.conn, {}).pipe(
             Effect.tapError(() => pool.release(lease)),
             Effect.zipRight(Effect.addFinalizer((exit) =>
               Effect.ensuring(
-                Exit.isSuccess(exit)
-                  ? Effect.orDie(lease.conn.run(dialect.commit, noParams, "raw", false))
-                  : rollbackTop(lease.conn),
+                Exit.isSuccess(exit) ? Effect.orDie(commit(lease.conn)) : rollbackTop(lease.conn),
                 pool.release(lease)
               )
             )),
@@ -414,10 +579,10 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       })
     )
 
-    const acquireForSql: Effect.Effect<DalConnection, SqlError, Scope.Scope> = Effect.mapError(
-      pool.scoped,
-      toSqlError
-    )
+    const acquireForSql: Effect.Effect<DalConnection, SqlError, Scope.Scope> = Effect.acquireRelease(
+      Effect.mapError(acquire, toSqlError),
+      pool.release
+    ).pipe(Effect.map((lease) => lease.conn))
 
     const sqlClient = yield* SqlClient.make({
       acquirer: acquireForSql,
@@ -444,6 +609,8 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       dialect,
       config,
       poolStats: pool.stats,
+      breaker,
+      resilienceStats: () => ({ retries }),
       execute: executeOn(undefined),
       executeMany: executeManyOn(undefined),
       transaction,

@@ -264,6 +264,53 @@ export class DdlInTransaction extends Data.TaggedError("DdlInTransaction")<{
 }
 
 /**
+ * The circuit breaker of this database is open: the call failed fast,
+ * without touching the pool or the network.
+ *
+ * @since 0.1.0
+ */
+export class CircuitOpen extends Data.TaggedError("CircuitOpen")<{
+  readonly alias: string
+  /** How long until the breaker lets a probe through. */
+  readonly retryAfterMillis: number
+}> {
+  /** @since 0.1.0 */
+  readonly category = "circuitOpen" as const
+  /** @since 0.1.0 */
+  readonly transient = true
+  /** @since 0.1.0 */
+  readonly code = undefined
+  override get message(): string {
+    return `circuit breaker of "${this.alias}" is open: failing fast (next probe in ${this.retryAfterMillis} ms)`
+  }
+}
+
+/**
+ * The connection was lost after a write or a COMMIT was sent: the server may
+ * or may not have applied it. Never retried blindly; check before repeating,
+ * or mark the call `idempotent`.
+ *
+ * @since 0.1.0
+ */
+export class OutcomeUnknown extends Data.TaggedError("OutcomeUnknown")<{
+  readonly phase: "commit" | "write"
+  readonly sql: string | undefined
+  readonly cause: unknown
+}> {
+  /** @since 0.1.0 */
+  readonly category = "outcomeUnknown" as const
+  /** @since 0.1.0 */
+  readonly transient = false
+  /** @since 0.1.0 */
+  readonly code = undefined
+  override get message(): string {
+    return `outcome unknown: the connection was lost after the ${
+      this.phase === "commit" ? "COMMIT" : "write"
+    } was sent, so it may or may not have been applied: ${causeMessage(this.cause)}${sqlSuffix(this.sql)}`
+  }
+}
+
+/**
  * Every error a `Db` operation can fail with.
  *
  * @since 0.1.0
@@ -277,6 +324,8 @@ export type DbError =
   | StatementTimeout
   | InvalidQuery
   | DdlInTransaction
+  | CircuitOpen
+  | OutcomeUnknown
 
 const tags: ReadonlySet<string> = new Set([
   "QueryError",
@@ -286,8 +335,29 @@ const tags: ReadonlySet<string> = new Set([
   "PoolClosed",
   "StatementTimeout",
   "InvalidQuery",
-  "DdlInTransaction"
+  "DdlInTransaction",
+  "CircuitOpen",
+  "OutcomeUnknown"
 ])
+
+/**
+ * Failures that say the database or the path to it is in trouble, as opposed
+ * to a problem with the statement: the circuit breaker counts only these.
+ *
+ * @since 0.1.0
+ */
+export const isInfrastructure = (error: DbError): boolean => {
+  switch (error.category) {
+    case "connection":
+    case "poolTimeout":
+    case "unavailable":
+    case "statementTimeout":
+    case "resource":
+      return true
+    default:
+      return false
+  }
+}
 
 /**
  * Whether a value is one of effect-dal's `DbError`s.

@@ -7,11 +7,20 @@
 /** @since 0.1.0 */
 export { CancelGate } from "./Cancellation.js"
 /** @since 0.1.0 */
+export * as CircuitBreaker from "./CircuitBreaker.js"
+/** @since 0.1.0 */
 export * as DatabaseConfig from "./DatabaseConfig.js"
 /** @since 0.1.0 */
 export { Db } from "./Db.js"
 /** @since 0.1.0 */
-export type { DbService, ExecuteOptions, Executor, Transaction, WithTransactionOptions } from "./Db.js"
+export type {
+  DbService,
+  ExecuteOptions,
+  Executor,
+  ResilienceStats,
+  Transaction,
+  WithTransactionOptions
+} from "./Db.js"
 /** @since 0.1.0 */
 export * as DbModule from "./Db.js"
 /** @since 0.1.0 */
@@ -26,3 +35,5 @@ export * as Pool from "./Pool.js"
 export * as PortableSql from "./PortableSql.js"
 /** @since 0.1.0 */
 export * as QueryTags from "./QueryTags.js"
+/** @since 0.1.0 */
+export * as Retry from "./Retry.js"

@@ -59,7 +59,7 @@ describe("pool faults: PostgreSQL", () => {
   it.live("a backend killed mid-query fails that call with a typed ConnectionError; the next call succeeds", () => {
     const alias = unique("kill")
     return Effect.gen(function*() {
-      const fiber = yield* Effect.fork(Db.execute("SELECT pg_sleep(5)"))
+      const fiber = yield* Effect.fork(Db.execute("SELECT pg_sleep(5)", [], { retry: false }))
       yield* eventually(Effect.map(backends(alias), (rows) => rows.some((r) => r.state === "active")))
       yield* terminate(alias)
       const exit = yield* Fiber.await(fiber)
@@ -77,6 +77,8 @@ describe("pool faults: PostgreSQL", () => {
       const layer = PgDatabase.layer({
         url: cluster.url,
         alias: unique("restart"),
+        // no retries: this test watches the pool itself recover
+        retry: false,
         pool: { min: 3, max: 5, acquireTimeout: "1 second" }
       })
       yield* Effect.gen(function*() {

@@ -6,6 +6,8 @@
  */
 
 /** @since 0.1.0 */
+export * as Bank from "./Bank.js"
+/** @since 0.1.0 */
 export * as Conformance from "./Conformance.js"
 /** @since 0.1.0 */
 export * as FaultProxy from "./FaultProxy.js"

@@ -2,6 +2,7 @@ import type * as SqlConnection from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
 import * as Stream from "effect/Stream"
 import type { DbError } from "../DbError.js"
 import type { DriverConnection, QueryMode } from "../Driver.js"
@@ -19,6 +20,14 @@ type TransformRows = (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArra
  *
  * @internal
  */
+/** What the `Db` around a connection wants to see of each statement. @internal */
+export interface StatementHooks {
+  /** Checks a statement before it is sent; `undefined` lets it through. */
+  readonly guard: ((sql: string, conn: DriverConnection) => Effect.Effect<void, DbError> | undefined) | undefined
+  /** Sees every statement's outcome and duration (breaker, slow-query log, metrics). */
+  readonly observe: (sql: string, exit: Exit.Exit<unknown, DbError>, millis: number) => Effect.Effect<void>
+}
+
 export class DalConnection implements SqlConnection.Connection {
   /** Set once a statement changed session state: the connection is then closed on return, never reused. */
   sessionDirty = false
@@ -26,15 +35,19 @@ export class DalConnection implements SqlConnection.Connection {
   constructor(
     readonly driver: DriverConnection,
     readonly owner: string,
-    /** Checks a statement before it is sent; `undefined` when the engine needs no check. */
-    private readonly guard: ((sql: string, conn: DriverConnection) => Effect.Effect<void, DbError> | undefined) | undefined
+    private readonly hooks: StatementHooks
   ) {}
 
   run(sql: string, params: ReadonlyArray<unknown>, mode: QueryMode, prepared = true): Effect.Effect<any, DbError> {
     if (!this.sessionDirty && changesSessionState(sql)) this.sessionDirty = true
-    const check = this.guard === undefined ? undefined : this.guard(sql, this.driver)
+    const check = this.hooks.guard === undefined ? undefined : this.hooks.guard(sql, this.driver)
     const settle = this.driver.settle()
-    let query = this.driver.query(sql, params, mode, prepared)
+    const observe = this.hooks.observe
+    const driver = this.driver
+    let query: Effect.Effect<any, DbError> = Effect.suspend(() => {
+      const start = performance.now()
+      return Effect.onExit(driver.query(sql, params, mode, prepared), (exit) => observe(sql, exit, performance.now() - start))
+    })
     if (check !== undefined) query = Effect.zipRight(check, query)
     // a statement cancelled earlier must have let go before anything else runs here
     return settle === undefined ? query : Effect.zipRight(settle, query)

@@ -1,48 +1,49 @@
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
-import type { Pool } from "../Pool.js"
 
 interface Shared {
-  readonly pool: Pool<any>
-  readonly shutdown: Effect.Effect<void>
+  readonly value: unknown
+  readonly release: Effect.Effect<void>
   refs: number
 }
 
 /**
- * Pools by config hash, process-wide. A pool lives until the last layer that
- * uses it releases it, whatever the order in which layers close.
+ * Process-wide shared resources by key: pools by config hash, breakers by
+ * alias. A resource lives until the last layer that uses it releases it,
+ * whatever the order in which layers close.
  */
-const pools = new Map<string, Shared>()
+const resources = new Map<string, Shared>()
 
-/** @internal */
-export const acquireShared = <C>(
-  hash: string,
-  make: Effect.Effect<Pool<C>>,
-  /** Runs after the pool closes; the first layer's is the one kept. */
-  shutdown: Effect.Effect<void> = Effect.void
-): Effect.Effect<Pool<C>, never, Scope.Scope> =>
+/**
+ * Gets the resource of `key`, making it on first use; `release` (of the
+ * first maker) runs when the last user is done.
+ *
+ * @internal
+ */
+export const acquireShared = <A>(
+  key: string,
+  make: Effect.Effect<A>,
+  release: (a: A) => Effect.Effect<void>
+): Effect.Effect<A, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.suspend(() => {
-      const shared = pools.get(hash)
+      const shared = resources.get(key)
       if (shared !== undefined) {
         shared.refs++
-        return Effect.succeed(shared.pool as Pool<C>)
+        return Effect.succeed(shared.value as A)
       }
-      return Effect.map(make, (pool) => {
-        pools.set(hash, { pool, shutdown, refs: 1 })
-        return pool
+      return Effect.map(make, (value) => {
+        resources.set(key, { value, release: release(value), refs: 1 })
+        return value
       })
     }),
-    (pool) =>
+    (value) =>
       Effect.suspend(() => {
-        const shared = pools.get(hash)
-        if (shared === undefined || shared.pool !== pool) return Effect.void
+        const shared = resources.get(key)
+        if (shared === undefined || shared.value !== value) return Effect.void
         shared.refs--
         if (shared.refs > 0) return Effect.void
-        pools.delete(hash)
-        return Effect.zipRight(pool.close, shared.shutdown)
+        resources.delete(key)
+        return shared.release
       })
   )
-
-/** How many layers share the pool of a hash (0 when none is open). @internal */
-export const sharedCount = (hash: string): number => pools.get(hash)?.refs ?? 0
