@@ -41,6 +41,11 @@ export interface DatabaseOptions {
   /** The default hard timeout of a statement; none by default. */
   readonly statementTimeout?: Duration.DurationInput | undefined
   readonly pool?: PoolOptions | undefined
+  /**
+   * Prepared statements kept per connection (LRU); default 256. `0` turns
+   * the cache off, e.g. behind PgBouncer in transaction mode.
+   */
+  readonly statementCacheSize?: number | undefined
   /** A transaction longer than this is rolled back with `StatementTimeout` (kind `transaction`); none by default. */
   readonly transactionTimeout?: Duration.DurationInput | undefined
   /** The soft timeout: a statement slower than this is logged as slow and runs on; default 1 second. */
@@ -74,6 +79,7 @@ export interface DatabaseConfig {
   readonly statementTimeout: number | undefined
   readonly transactionTimeout: number | undefined
   readonly slowQueryThreshold: number
+  readonly statementCacheSize: number
   /** Not part of the hash: policies hold functions. */
   readonly retry: RetryPolicy | undefined
   readonly circuitBreaker: CircuitBreakerOptions | false
@@ -233,6 +239,10 @@ export const resolve = (
     const statementTimeout = options.statementTimeout === undefined
       ? undefined
       : Duration.toMillis(options.statementTimeout)
+    const statementCacheSize = options.statementCacheSize ?? 256
+    if (!Number.isInteger(statementCacheSize) || statementCacheSize < 0) {
+      return Effect.fail(invalid("statementCacheSize", "must be an integer of at least 0"))
+    }
     const ddlInTransaction = options.ddlInTransaction ?? "fail"
     if (!["fail", "warn", "allow"].includes(ddlInTransaction)) {
       return Effect.fail(invalid("ddlInTransaction", "must be \"fail\", \"warn\" or \"allow\""))
@@ -249,6 +259,7 @@ export const resolve = (
       statementTimeout ?? null,
       poolConfig,
       ddlInTransaction,
+      statementCacheSize,
       Object.entries(u.params).sort(),
       hashExtras ?? null
     ])).digest("hex").slice(0, 16)
@@ -268,6 +279,7 @@ export const resolve = (
       slowQueryThreshold: options.slowQueryThreshold === undefined
         ? 1_000
         : Duration.toMillis(options.slowQueryThreshold),
+      statementCacheSize,
       retry: options.retry,
       circuitBreaker: options.circuitBreaker ?? {},
       pool: poolConfig,

@@ -16,6 +16,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
 import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import * as CircuitBreaker from "./CircuitBreaker.js"
 import type { DatabaseConfig } from "./DatabaseConfig.js"
 import type { DbError } from "./DbError.js"
@@ -28,6 +29,7 @@ import {
   StatementTimeout
 } from "./DbError.js"
 import type { Dialect, IsolationLevel } from "./Dialect.js"
+import { quoteIdentifier } from "./Dialect.js"
 import type { Driver, DriverConnection, QueryResult } from "./Driver.js"
 import type { StatementHooks } from "./internal/connection.js"
 import { DalConnection, toSqlError } from "./internal/connection.js"
@@ -98,6 +100,39 @@ export interface Executor {
 }
 
 /**
+ * Options of `insertMany`.
+ *
+ * @since 0.1.0
+ */
+export interface InsertManyOptions extends ExecuteOptions {
+  /** Rows per INSERT statement (lowered to fit the engine's parameter limit); default 1000. */
+  readonly chunkSize?: number | undefined
+  /** A column whose generated values to return (PostgreSQL `RETURNING`); MySQL reports auto-increment keys. */
+  readonly returning?: string | undefined
+}
+
+/**
+ * What `insertMany` did.
+ *
+ * @since 0.1.0
+ */
+export interface InsertManyResult {
+  readonly inserted: number
+  /** Generated keys, in row order, where the engine reports them. */
+  readonly keys: ReadonlyArray<unknown>
+}
+
+/**
+ * Options of `stream`.
+ *
+ * @since 0.1.0
+ */
+export interface StreamOptions {
+  /** Rows fetched per round trip; default 128. */
+  readonly chunkSize?: number | undefined
+}
+
+/**
  * The handle of an open transaction. Its statements run on the transaction's
  * connection.
  *
@@ -150,6 +185,27 @@ export interface DbService extends Executor {
   ) => Effect.Effect<A, E | DbError, R>
   /** The `@effect/sql` client over the same pool. */
   readonly sql: SqlClient.SqlClient
+  /**
+   * Inserts rows (objects with the same keys) as multi-row INSERTs, chunked
+   * under the engine's parameter limit, all in one transaction.
+   */
+  readonly insertMany: (
+    table: string,
+    rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+    options?: InsertManyOptions
+  ) => Effect.Effect<InsertManyResult, DbError>
+  /**
+   * Reads a large result with a cursor (PostgreSQL) or a streaming query
+   * (MySQL), with back-pressure and bounded memory. The connection is held
+   * while the stream runs and released when it ends or is interrupted.
+   */
+  readonly stream: <A extends object = Row>(
+    sql: string,
+    params?: ReadonlyArray<unknown>,
+    options?: StreamOptions
+  ) => Stream.Stream<A, DbError>
+  /** Prepared-statement cache counts over every connection of the pool. */
+  readonly statementCacheStats: () => { readonly hits: number; readonly misses: number; readonly evictions: number }
 }
 
 /**
@@ -184,6 +240,20 @@ export class Db extends Context.Tag("@effect-dal/core/Db")<Db, DbService>() {
     effect: Effect.Effect<A, E, R>,
     options?: WithTransactionOptions
   ): Effect.Effect<A, E | DbError, R | Db> => Effect.flatMap(Db, (db) => db.withTransaction(effect, options))
+
+  /** Inserts rows as chunked multi-row INSERTs in one transaction. */
+  static insertMany = (
+    table: string,
+    rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+    options?: InsertManyOptions
+  ): Effect.Effect<InsertManyResult, DbError, Db> => Effect.flatMap(Db, (db) => db.insertMany(table, rows, options))
+
+  /** Streams a large result with back-pressure. */
+  static stream = <A extends object = Row>(
+    sql: string,
+    params?: ReadonlyArray<unknown>,
+    options?: StreamOptions
+  ): Stream.Stream<A, DbError, Db> => Stream.unwrap(Effect.map(Db, (db) => db.stream<A>(sql, params, options)))
 
   /** Runs `effect` with these tags merged over the current ones. */
   static withTags = withTagsImpl
@@ -414,13 +484,99 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
           translated = t
         }
         const nativeSql = translated!.sql
-        const body = Effect.withFiberRuntime<number, DbError>((fiber) => {
-          const c = conn ?? currentTx(fiber.currentContext)![0]
-          return Effect.reduce(rows, 0, (sum, row) =>
-            Effect.map(c.run(nativeSql, row, "result") as Effect.Effect<QueryResult, DbError>, (r) => sum + r.affected))
-        })
+        const body = Effect.withFiberRuntime<number, DbError>((fiber) =>
+          (conn ?? currentTx(fiber.currentContext)![0]).batch(nativeSql, rows)
+        )
         return tagged(withTimeout(runTransaction(body, {}, identity), statementTimeout(options), "statement", sql), options)
       })
+
+    const insertMany = (
+      table: string,
+      rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+      options?: InsertManyOptions
+    ): Effect.Effect<InsertManyResult, DbError> =>
+      Effect.suspend(() => {
+        if (rows.length === 0) return Effect.succeed({ inserted: 0, keys: [] })
+        const columns = Object.keys(rows[0]!)
+        if (columns.length === 0) {
+          return Effect.fail(new InvalidQuery({ reason: "invalidArgument", detail: "rows have no columns", sql: undefined }))
+        }
+        for (const row of rows) {
+          const keys = Object.keys(row)
+          if (keys.length !== columns.length || keys.some((k) => !(k in rows[0]!))) {
+            return Effect.fail(
+              new InvalidQuery({
+                reason: "invalidArgument",
+                detail: `every row must have the same columns (${columns.join(", ")})`,
+                sql: undefined
+              })
+            )
+          }
+        }
+        // as many rows per statement as the engine's parameter limit allows
+        const perChunk = Math.max(
+          1,
+          Math.min(options?.chunkSize ?? 1_000, Math.floor(dialect.maxParameters / columns.length))
+        )
+        const head = `INSERT INTO ${quoteIdentifier(dialect, table)} (${
+          columns.map((c) => quoteIdentifier(dialect, c)).join(", ")
+        }) VALUES `
+        const returning = options?.returning !== undefined && dialect.name === "pg"
+          ? ` RETURNING ${quoteIdentifier(dialect, options.returning)}`
+          : ""
+        const statement = (count: number) => {
+          const tuples: Array<string> = []
+          let n = 0
+          for (let r = 0; r < count; r++) {
+            const slots: Array<string> = []
+            for (let c = 0; c < columns.length; c++) slots.push(dialect.placeholder(++n))
+            tuples.push(`(${slots.join(", ")})`)
+          }
+          return head + tuples.join(", ") + returning
+        }
+        const body = Effect.withFiberRuntime<InsertManyResult, DbError>((fiber) => {
+          const c = currentTx(fiber.currentContext)![0]
+          const keys: Array<unknown> = []
+          let inserted = 0
+          const chunks: Array<ReadonlyArray<Readonly<Record<string, unknown>>>> = []
+          for (let i = 0; i < rows.length; i += perChunk) chunks.push(rows.slice(i, i + perChunk))
+          return Effect.map(
+            Effect.forEach(chunks, (chunk) => {
+              const params: Array<unknown> = []
+              for (const row of chunk) for (const column of columns) params.push(row[column])
+              // one-off texts: kept out of the statement cache
+              return Effect.map(c.run(statement(chunk.length), params, "result", false) as Effect.Effect<QueryResult, DbError>, (r) => {
+                inserted += r.affected
+                if (returning !== "") for (const row of r.rows) keys.push(row[options!.returning!])
+                else if (r.insertId !== undefined && r.insertId > 0) {
+                  for (let k = 0; k < r.affected; k++) keys.push(r.insertId + k)
+                }
+              })
+            }, { discard: true }),
+            () => ({ inserted, keys })
+          )
+        })
+        return tagged(withTimeout(runTransaction(body, {}, identity), statementTimeout(options), "statement", head), options)
+      })
+
+    const stream = <A extends object = Row>(
+      sql: string,
+      params: ReadonlyArray<unknown> = noParams,
+      options?: StreamOptions
+    ): Stream.Stream<A, DbError> => {
+      const t = prepare(sql, params)
+      if (t instanceof InvalidQuery) return Stream.fail(t)
+      const chunkSize = options?.chunkSize ?? 128
+      return Stream.unwrapScoped(Effect.withFiberRuntime<Stream.Stream<A, DbError>, DbError, Scope.Scope>((fiber) => {
+        const tx = currentTx(fiber.currentContext)
+        if (tx !== undefined) return Effect.succeed(tx[0].stream(t.sql, params, chunkSize))
+        // the connection is held while the stream is read, and goes back when it ends or is interrupted
+        return Effect.map(
+          Effect.acquireRelease(acquire, pool.release),
+          (lease) => lease.conn.stream(t.sql, params, chunkSize)
+        )
+      }))
+    }
 
     const txContext = (context: Context.Context<never>, conn: DalConnection, depth: number) =>
       Context.add(context, SqlClient.TransactionConnection, [conn, depth] as const)
@@ -613,6 +769,9 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       resilienceStats: () => ({ retries }),
       execute: executeOn(undefined),
       executeMany: executeManyOn(undefined),
+      insertMany,
+      stream,
+      statementCacheStats: () => ({ ...driver.statementCache }),
       transaction,
       withTransaction: (effect, options) => runTransaction(effect, options ?? {}, identity),
       sql

@@ -10,6 +10,7 @@ import type * as Effect from "effect/Effect"
 import type * as Stream from "effect/Stream"
 import type { ConnectionError, DbError } from "./DbError.js"
 import type { Dialect } from "./Dialect.js"
+import type * as StatementCache from "./StatementCache.js"
 
 /**
  * How a statement's result is returned:
@@ -30,6 +31,8 @@ export type QueryMode = "rows" | "values" | "result" | "raw"
 export interface QueryResult {
   readonly rows: ReadonlyArray<any>
   readonly affected: number
+  /** The first generated key of an insert, where the engine reports one (MySQL). */
+  readonly insertId?: number | undefined
 }
 
 /**
@@ -50,6 +53,12 @@ export interface DriverConnection {
     mode: QueryMode,
     prepared: boolean
   ) => Effect.Effect<any, DbError>
+  /**
+   * Runs one statement for many parameter rows in as few round trips as the
+   * engine allows (pipelined, or as one multi-statement); returns the
+   * affected row count. Absent: the core runs the rows one by one.
+   */
+  readonly batch?: ((sql: string, rows: ReadonlyArray<ReadonlyArray<unknown>>) => Effect.Effect<number, DbError>) | undefined
   /** Reads a result incrementally, with back-pressure. */
   readonly stream: (sql: string, params: ReadonlyArray<unknown>, chunkSize: number) => Stream.Stream<any, DbError>
   /** A cheap round trip. */
@@ -90,6 +99,8 @@ export interface Driver {
   readonly transformRows?: (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArray<A>) | undefined
   /** Extra span attributes for `SqlClient` statements. */
   readonly spanAttributes: ReadonlyArray<readonly [string, unknown]>
+  /** Hit, miss and eviction counts of the prepared-statement caches of its connections. */
+  readonly statementCache: StatementCache.Stats
   /** Releases what the driver holds beyond its connections (an embedded database), after the pool closed. */
   readonly shutdown?: Effect.Effect<void> | undefined
 }

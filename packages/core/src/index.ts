@@ -17,7 +17,10 @@ export type {
   DbService,
   ExecuteOptions,
   Executor,
+  InsertManyOptions,
+  InsertManyResult,
   ResilienceStats,
+  StreamOptions,
   Transaction,
   WithTransactionOptions
 } from "./Db.js"
@@ -37,3 +40,5 @@ export * as PortableSql from "./PortableSql.js"
 export * as QueryTags from "./QueryTags.js"
 /** @since 0.1.0 */
 export * as Retry from "./Retry.js"
+/** @since 0.1.0 */
+export * as StatementCache from "./StatementCache.js"

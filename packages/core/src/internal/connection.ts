@@ -5,7 +5,7 @@ import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
 import * as Stream from "effect/Stream"
 import type { DbError } from "../DbError.js"
-import type { DriverConnection, QueryMode } from "../Driver.js"
+import type { DriverConnection, QueryMode, QueryResult } from "../Driver.js"
 import { changesSessionState } from "../PortableSql.js"
 
 /** @internal */
@@ -39,14 +39,35 @@ export class DalConnection implements SqlConnection.Connection {
   ) {}
 
   run(sql: string, params: ReadonlyArray<unknown>, mode: QueryMode, prepared = true): Effect.Effect<any, DbError> {
+    const driver = this.driver
+    return this.guarded(sql, () => driver.query(sql, params, mode, prepared))
+  }
+
+  /** One statement for many parameter rows, in as few round trips as the driver allows; the affected count. */
+  batch(sql: string, rows: ReadonlyArray<ReadonlyArray<unknown>>): Effect.Effect<number, DbError> {
+    const driver = this.driver
+    if (driver.batch === undefined) {
+      return Effect.reduce(rows, 0, (sum, row) =>
+        Effect.map(this.run(sql, row, "result") as Effect.Effect<QueryResult, DbError>, (r) => sum + r.affected))
+    }
+    return this.guarded(sql, () => driver.batch!(sql, rows))
+  }
+
+  /** Reads a result incrementally on this connection. */
+  stream(sql: string, params: ReadonlyArray<unknown>, chunkSize: number): Stream.Stream<any, DbError> {
+    const settle = this.driver.settle()
+    const stream = this.driver.stream(sql, params, chunkSize)
+    return settle === undefined ? stream : Stream.unwrap(Effect.as(settle, stream))
+  }
+
+  private guarded<A>(sql: string, send: () => Effect.Effect<A, DbError>): Effect.Effect<A, DbError> {
     if (!this.sessionDirty && changesSessionState(sql)) this.sessionDirty = true
     const check = this.hooks.guard === undefined ? undefined : this.hooks.guard(sql, this.driver)
     const settle = this.driver.settle()
     const observe = this.hooks.observe
-    const driver = this.driver
-    let query: Effect.Effect<any, DbError> = Effect.suspend(() => {
+    let query: Effect.Effect<A, DbError> = Effect.suspend(() => {
       const start = performance.now()
-      return Effect.onExit(driver.query(sql, params, mode, prepared), (exit) => observe(sql, exit, performance.now() - start))
+      return Effect.onExit(send(), (exit) => observe(sql, exit, performance.now() - start))
     })
     if (check !== undefined) query = Effect.zipRight(check, query)
     // a statement cancelled earlier must have let go before anything else runs here

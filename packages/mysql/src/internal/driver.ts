@@ -1,5 +1,5 @@
 import type { DatabaseConfig, DbError, Driver } from "@effect-dal/core"
-import { CancelGate, Dialect } from "@effect-dal/core"
+import { CancelGate, Dialect, StatementCache } from "@effect-dal/core"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import * as Statement from "@effect/sql/Statement"
 import * as Chunk from "effect/Chunk"
@@ -26,8 +26,13 @@ export interface MysqlDriverOptions {
 
 interface Header {
   readonly affectedRows: number
+  readonly insertId?: number
   readonly serverStatus?: number
 }
+
+/** mysql2's key of a prepared statement in its per-connection LRU. */
+const statementKey = (options: { sql: string; rowsAsArray: boolean }) =>
+  `undefined/undefined/${options.rowsAsArray}${options.sql}`
 
 const isHeader = (u: unknown): u is Header =>
   typeof u === "object" && u !== null && !Array.isArray(u) && "affectedRows" in u && "fieldCount" in u
@@ -66,7 +71,12 @@ class MysqlConnection implements Driver.DriverConnection {
   private inTransaction: boolean | undefined = undefined
   private readonly gate: CancelGate
 
-  constructor(readonly conn: Mysql.Connection, kill: (threadId: number) => Effect.Effect<void>) {
+  constructor(
+    readonly conn: Mysql.Connection,
+    kill: (threadId: number) => Effect.Effect<void>,
+    private readonly cacheSize: number,
+    private readonly cacheStats: StatementCache.Stats
+  ) {
     // KILL QUERY on this exact thread
     this.gate = new CancelGate(
       () => (this.broken ? Effect.void : kill(conn.threadId)),
@@ -103,15 +113,51 @@ class MysqlConnection implements Driver.DriverConnection {
         this.track(results)
         done(Effect.succeed(shape(results, fields, mode)))
       }
-      // server-side prepared statements (cached per connection by mysql2) for parameterized
-      // statements; the text protocol for the rest, which also allows multiple statements
-      if (prepared && params.length > 0) this.conn.execute(options, callback)
-      else this.conn.query(options, callback)
+      // server-side prepared statements for parameterized statements; the text protocol for
+      // the rest, which also allows multiple statements
+      if (prepared && params.length > 0 && this.cacheSize > 0) {
+        this.countLookup(options)
+        this.conn.execute(options, callback)
+      } else this.conn.query(options, callback)
     })
   }
 
   settle() {
     return this.gate.settle()
+  }
+
+  /**
+   * mysql2 keeps the prepared statements of a connection in an LRU of
+   * `maxPreparedStatements` and closes evicted ones on the server: count what it will do.
+   */
+  private countLookup(options: { sql: string; rowsAsArray: boolean }) {
+    const lru = (this.conn as unknown as { _statements: { has(key: string): boolean; size: number } })._statements
+    if (lru.has(statementKey(options))) this.cacheStats.hits++
+    else {
+      this.cacheStats.misses++
+      if (lru.size >= this.cacheSize) this.cacheStats.evictions++
+    }
+  }
+
+  /** All rows as one multi-statement query per chunk of about 1 MB, values escaped by mysql2. */
+  batch(sql: string, rows: ReadonlyArray<ReadonlyArray<unknown>>) {
+    const chunks: Array<string> = []
+    let current: Array<string> = []
+    let size = 0
+    for (const row of rows) {
+      const statement = this.conn.format(sql, row as Array<any>)
+      current.push(statement)
+      size += statement.length
+      if (size > 1_000_000) {
+        chunks.push(current.join(";\n"))
+        current = []
+        size = 0
+      }
+    }
+    if (current.length > 0) chunks.push(current.join(";\n"))
+    return Effect.reduce(chunks, 0, (sum, chunk) =>
+      Effect.map(this.query(chunk, [], "result", false) as Effect.Effect<Driver.QueryResult, DbError.DbError>, (r) =>
+        sum + r.affected))
   }
 
   stream(sql: string, params: ReadonlyArray<unknown>, chunkSize: number): Stream.Stream<any, DbError.DbError> {
@@ -194,7 +240,8 @@ const shape = (results: any, fields: any, mode: Driver.QueryMode): unknown => {
         if (isHeader(part)) affected += part.affectedRows
         else if (Array.isArray(part)) rows.push(...part)
       }
-      return { rows, affected }
+      const first = parts.find(isHeader)
+      return { rows, affected, insertId: first?.insertId }
     }
     default:
       if (multi) return (results as Array<any>).map((r) => (Array.isArray(r) ? r : []))
@@ -215,6 +262,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: Mysql
     // dates travel as UTC both ways; the session time zone is set to match on connect
     timezone: "Z",
     charset: options.charset ?? "utf8mb4",
+    maxPreparedStatements: Math.max(1, config.statementCacheSize),
     // MySQL's counterpart of application_name, visible in performance_schema.session_connect_attrs
     connectAttributes: { ...options.connectionOptions?.connectAttributes, program_name: config.alias },
     ...(config.user === undefined ? {} : { user: config.user }),
@@ -227,19 +275,21 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: Mysql
       (conn) => plainQuery(conn, `KILL QUERY ${threadId}`),
       (conn) => Effect.sync(() => conn.destroy())
     ).pipe(Effect.ignore)
+  const statementCache = StatementCache.makeStats()
   const connect = Effect.flatMap(
     Effect.mapError(openConnection(connectionOptions), (err) => classify(err, undefined, "connect")),
     (conn) =>
       plainQuery(conn, "SET time_zone = '+00:00'").pipe(
         Effect.mapError((err) => classify(err, "SET time_zone = '+00:00'", "connect")),
         Effect.tapError(() => Effect.sync(() => conn.destroy())),
-        Effect.as(new MysqlConnection(conn, kill) as Driver.DriverConnection)
+        Effect.as(new MysqlConnection(conn, kill, config.statementCacheSize, statementCache) as Driver.DriverConnection)
       )
   )
   return {
     system: "mysql",
     dialect: Dialect.mysql,
     connect,
+    statementCache,
     compiler: MysqlClient.makeCompiler(options.transformQueryNames),
     transformRows: options.transformResultNames
       ? Statement.defaultTransforms(options.transformResultNames).array

@@ -1,5 +1,5 @@
 import type { DatabaseConfig, DbError, Driver } from "@effect-dal/core"
-import { CancelGate, Dialect } from "@effect-dal/core"
+import { CancelGate, Dialect, StatementCache } from "@effect-dal/core"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Statement from "@effect/sql/Statement"
 import * as Chunk from "effect/Chunk"
@@ -59,19 +59,21 @@ const sendCancel = (endpoint: Endpoint, processID: number, secretKey: number): E
 
 class PgConnection implements Driver.DriverConnection {
   private broken = false
-  private txStatus: "I" | "T" | "E" | undefined = undefined
   private readonly gate: CancelGate
+  private readonly cache: StatementCache.StatementCache
 
-  constructor(readonly client: Pg.Client, endpoint: Endpoint) {
+  constructor(readonly client: Pg.Client, endpoint: Endpoint, cacheSize: number, cacheStats: StatementCache.Stats) {
+    this.cache = new StatementCache.StatementCache(cacheSize, cacheStats, (name) => {
+      // pg remembers what it prepared; forget it there too, then free it on the server
+      delete (client as unknown as { connection: { parsedStatements: Record<string, string> } }).connection
+        .parsedStatements[name]
+      client.query(`DEALLOCATE "${name}"`).catch(() => {})
+    })
     client.on("error", () => {
       this.broken = true
     })
     client.on("end", () => {
       this.broken = true
-    })
-    const connection = (client as unknown as { connection: Pg.Connection }).connection
-    connection.on("readyForQuery", (msg: { status?: string }) => {
-      this.txStatus = msg.status as "I" | "T" | "E"
     })
     const keys = client as unknown as { processID?: number; secretKey?: number }
     this.gate = new CancelGate(
@@ -85,25 +87,71 @@ class PgConnection implements Driver.DriverConnection {
     )
   }
 
-  query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode, _prepared: boolean) {
+  /** The prepared name for `sql`, or `undefined` to send it unnamed. */
+  statementName(sql: string): string | undefined {
+    return this.cache.lookup(sql)
+  }
+
+  query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode, prepared: boolean) {
     return this.gate.run<any>((done) => {
-      const config: Pg.QueryConfig = mode === "values"
-        ? { text: sql, values: params as Array<unknown>, rowMode: "array" } as Pg.QueryArrayConfig
-        : { text: sql, values: params as Array<unknown> }
-      this.client.query(config, (err: Error | null, result: Pg.QueryResult | Array<Pg.QueryResult>) => {
-        if (err) {
-          const error = classify(err, sql, "query")
-          if (error._tag === "ConnectionError") this.broken = true
-          done(Effect.fail(error))
-        } else {
-          done(Effect.succeed(shape(result, mode)))
-        }
-      })
+      const send = (retried: boolean) => {
+        // only parameterized statements are prepared: the rest may hold several statements
+        const name = prepared && params.length > 0 ? this.cache.lookup(sql) : undefined
+        const config: Pg.QueryConfig = {
+          text: sql,
+          values: params as Array<unknown>,
+          ...(name === undefined ? {} : { name }),
+          ...(mode === "values" ? { rowMode: "array" } : {})
+        } as Pg.QueryConfig
+        this.client.query(config, (err: Error | null, result: Pg.QueryResult | Array<Pg.QueryResult>) => {
+          if (err) {
+            const error = classify(err, sql, "query")
+            if (error._tag === "ConnectionError") this.broken = true
+            // "cached plan must not change result type": the table changed under the prepared statement
+            if (name !== undefined && error.code === "0A000") {
+              this.cache.invalidate(sql)
+              if (!retried && this.client.getTransactionStatus() === "I") return send(true)
+            }
+            done(Effect.fail(error))
+          } else {
+            done(Effect.succeed(shape(result, mode)))
+          }
+        })
+      }
+      send(false)
     })
   }
 
   settle() {
     return this.gate.settle()
+  }
+
+  /** Pipelines every row: all Bind/Execute messages go out before the first reply comes back. */
+  batch(sql: string, rows: ReadonlyArray<ReadonlyArray<unknown>>) {
+    return this.gate.run<number>((done) => {
+      const client = this.client as unknown as { pipeline: boolean }
+      client.pipeline = true
+      let pending = rows.length
+      let affected = 0
+      let failure: DbError.DbError | undefined
+      const name = this.statementName(sql)
+      for (const row of rows) {
+        const config = name === undefined
+          ? { text: sql, values: row as Array<unknown> }
+          : { name, text: sql, values: row as Array<unknown> }
+        this.client.query(config, (err: Error | null, result: Pg.QueryResult) => {
+          if (err) {
+            const error = classify(err, sql, "query")
+            if (error._tag === "ConnectionError") this.broken = true
+            failure ??= error
+          } else affected += result.rowCount ?? 0
+          if (--pending === 0) {
+            client.pipeline = false
+            done(failure === undefined ? Effect.succeed(affected) : Effect.fail(failure))
+          }
+        })
+      }
+    })
   }
 
   stream(sql: string, params: ReadonlyArray<unknown>, chunkSize: number): Stream.Stream<any, DbError.DbError> {
@@ -131,7 +179,8 @@ class PgConnection implements Driver.DriverConnection {
   }
 
   transactionState() {
-    switch (this.txStatus) {
+    // pg records the status of every ReadyForQuery before it calls back
+    switch (this.client.getTransactionStatus()) {
       case "I":
         return "idle" as const
       case "T":
@@ -197,6 +246,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDri
     ...(options.ssl !== undefined ? { ssl: options.ssl } : sslFromUrl ? { ssl: true } : {}),
     ...(options.types === undefined ? {} : { types: options.types })
   }
+  const statementCache = StatementCache.makeStats()
   const connect = Effect.async<Driver.DriverConnection, DbError.DbError>((resume) => {
     const client = new Pg.Client(clientConfig)
     let done = false
@@ -210,7 +260,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDri
         client.end(() => {})
         resume(Effect.fail(classify(err, undefined, "connect")))
       } else {
-        resume(Effect.succeed(new PgConnection(client, endpoint)))
+        resume(Effect.succeed(new PgConnection(client, endpoint, config.statementCacheSize, statementCache)))
       }
     })
     return Effect.sync(() => {
@@ -227,6 +277,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDri
     system: "postgresql",
     dialect: Dialect.postgres,
     connect,
+    statementCache,
     compiler: PgClient.makeCompiler(options.transformQueryNames, options.transformJson),
     transformRows,
     spanAttributes: options.spanAttributes ? Object.entries(options.spanAttributes) : []

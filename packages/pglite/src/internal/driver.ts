@@ -1,5 +1,5 @@
 import type { DbError, Driver } from "@effect-dal/core"
-import { Dialect } from "@effect-dal/core"
+import { Dialect, StatementCache } from "@effect-dal/core"
 import { classify } from "@effect-dal/pg/PgErrors"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Statement from "@effect/sql/Statement"
@@ -131,6 +131,8 @@ export const makeDriver = (options: PgliteDriverOptions): Driver.Driver => {
     system: "postgresql",
     dialect: Dialect.postgres,
     connect,
+    // PGlite runs in-process: no round trip to save, so no prepared-statement cache
+    statementCache: StatementCache.makeStats(),
     compiler: PgClient.makeCompiler(options.transformQueryNames, options.transformJson),
     transformRows: options.transformResultNames
       ? Statement.defaultTransforms(options.transformResultNames, options.transformJson).array

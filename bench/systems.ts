@@ -1,0 +1,311 @@
+/**
+ * The systems the benchmark compares: the raw drivers, the stock Effect
+ * clients, and effect-dal with every resilience feature on. Each exposes the
+ * same workloads, as a promise (raw drivers) or as an Effect (the rest), so
+ * each runs in its own native style.
+ */
+import { Db } from "@effect-dal/core"
+import { MysqlDatabase } from "@effect-dal/mysql"
+import { PgDatabase } from "@effect-dal/pg"
+import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as ManagedRuntime from "effect/ManagedRuntime"
+import * as Redacted from "effect/Redacted"
+import * as Mysql from "mysql2/promise"
+import * as Pg from "pg"
+import postgres from "postgres"
+
+export const PG_URL = process.env["BENCH_PG_URL"] ?? "postgres://postgres@127.0.0.1:5432/test"
+export const MYSQL_URL = process.env["BENCH_MYSQL_URL"] ?? "mysql://root@127.0.0.1:3306/test"
+export const POOL = 20
+export const ACCOUNTS = 10_000
+
+export type Engine = "pg" | "mysql"
+
+/** One unit of work, in the system's own style. */
+export type Op = { readonly _tag: "promise"; readonly run: () => Promise<unknown> } | {
+  readonly _tag: "effect"
+  readonly run: Effect.Effect<unknown, unknown>
+}
+
+export interface Workloads {
+  readonly pointSelect: (id: number) => Op
+  readonly insert: (accountId: number) => Op
+  readonly transfer: (from: number, to: number, amount: number) => Op
+  readonly sleep5ms: () => Op
+  /** Inserts `rows` in one go (the system's batch API). */
+  readonly batchInsert: (rows: ReadonlyArray<readonly [number, string]>) => Op
+  /** Inserts `rows` one statement at a time. */
+  readonly loopInsert?: (rows: ReadonlyArray<readonly [number, string]>) => Op
+}
+
+export interface System {
+  readonly name: string
+  readonly engine: Engine
+  readonly kind: "raw" | "stock" | "effect-dal"
+  readonly workloads: Workloads
+  /** Runs an Effect op on the system's runtime (Effect systems only). */
+  readonly runtime?: ManagedRuntime.ManagedRuntime<any, any>
+  readonly close: () => Promise<void>
+}
+
+const promise = (run: () => Promise<unknown>): Op => ({ _tag: "promise", run })
+const effect = (run: Effect.Effect<unknown, unknown, any>): Op => ({ _tag: "effect", run })
+
+// --- PostgreSQL -------------------------------------------------------------------------------
+
+const pgSql = {
+  point: "SELECT id, name, balance FROM bench_accounts WHERE id = $1",
+  insert: "INSERT INTO bench_events (account_id, payload) VALUES ($1, $2)",
+  debit: "UPDATE bench_accounts SET balance = balance - $1 WHERE id = $2",
+  credit: "UPDATE bench_accounts SET balance = balance + $1 WHERE id = $2",
+  sleep: "SELECT pg_sleep(0.005)"
+}
+
+const rawPg = async (): Promise<System> => {
+  const pool = new Pg.Pool({ connectionString: PG_URL, max: POOL })
+  return {
+    name: "pg.Pool (raw)",
+    engine: "pg",
+    kind: "raw",
+    workloads: {
+      pointSelect: (id) => promise(() => pool.query(pgSql.point, [id])),
+      insert: (id) => promise(() => pool.query(pgSql.insert, [id, "x"])),
+      transfer: (from, to, amount) =>
+        promise(async () => {
+          const client = await pool.connect()
+          try {
+            await client.query("BEGIN")
+            await client.query(pgSql.debit, [amount, from])
+            await client.query(pgSql.credit, [amount, to])
+            await client.query("COMMIT")
+          } catch (e) {
+            await client.query("ROLLBACK")
+            throw e
+          } finally {
+            client.release()
+          }
+        }),
+      sleep5ms: () => promise(() => pool.query(pgSql.sleep)),
+      batchInsert: (rows) =>
+        promise(() =>
+          pool.query(
+            "INSERT INTO bench_events (account_id, payload) SELECT * FROM unnest($1::int[], $2::text[])",
+            [rows.map((r) => r[0]), rows.map((r) => r[1])]
+          )
+        )
+    },
+    close: () => pool.end()
+  }
+}
+
+const postgresJs = async (): Promise<System> => {
+  const sql = postgres(PG_URL, { max: POOL })
+  return {
+    name: "postgres.js",
+    engine: "pg",
+    kind: "raw",
+    workloads: {
+      pointSelect: (id) => promise(() => sql.unsafe(pgSql.point, [id], { prepare: true })),
+      insert: (id) => promise(() => sql.unsafe(pgSql.insert, [id, "x"], { prepare: true })),
+      transfer: (from, to, amount) =>
+        promise(() =>
+          sql.begin(async (tx) => {
+            await tx.unsafe(pgSql.debit, [amount, from], { prepare: true })
+            await tx.unsafe(pgSql.credit, [amount, to], { prepare: true })
+          })
+        ),
+      sleep5ms: () => promise(() => sql.unsafe(pgSql.sleep)),
+      batchInsert: (rows) =>
+        promise(() => sql`INSERT INTO bench_events ${sql(rows.map((r) => ({ account_id: r[0], payload: r[1] })))}`)
+    },
+    close: () => sql.end()
+  }
+}
+
+const stockPg = async (): Promise<System> => {
+  const runtime = ManagedRuntime.make(
+    PgClient.layer({ url: Redacted.make(PG_URL), maxConnections: POOL }) as Layer.Layer<SqlClient.SqlClient, unknown>
+  )
+  const sql = await runtime.runPromise(SqlClient.SqlClient)
+  return {
+    name: "@effect/sql-pg (stock)",
+    engine: "pg",
+    kind: "stock",
+    runtime,
+    workloads: {
+      pointSelect: (id) => effect(sql`SELECT id, name, balance FROM bench_accounts WHERE id = ${id}`),
+      insert: (id) => effect(sql`INSERT INTO bench_events (account_id, payload) VALUES (${id}, ${"x"})`),
+      transfer: (from, to, amount) =>
+        effect(sql.withTransaction(Effect.zipRight(
+          sql`UPDATE bench_accounts SET balance = balance - ${amount} WHERE id = ${from}`,
+          sql`UPDATE bench_accounts SET balance = balance + ${amount} WHERE id = ${to}`
+        ))),
+      sleep5ms: () => effect(sql`SELECT pg_sleep(0.005)`),
+      batchInsert: (rows) =>
+        effect(sql`INSERT INTO bench_events ${sql.insert(rows.map((r) => ({ account_id: r[0], payload: r[1] })))}`)
+    },
+    close: () => runtime.dispose()
+  }
+}
+
+/** effect-dal as a user would deploy it: breaker, retries, timeouts, metrics and statement cache on. */
+const dalWorkloads = (): Workloads => ({
+  pointSelect: (id) => effect(Db.execute("SELECT id, name, balance FROM [bench_accounts] WHERE id = ?", [id])),
+  insert: (id) => effect(Db.execute("INSERT INTO [bench_events] (account_id, payload) VALUES (?, ?)", [id, "x"])),
+  transfer: (from, to, amount) =>
+    effect(Db.withTransaction(Effect.zipRight(
+      Db.execute("UPDATE [bench_accounts] SET balance = balance - ? WHERE id = ?", [amount, from]),
+      Db.execute("UPDATE [bench_accounts] SET balance = balance + ? WHERE id = ?", [amount, to])
+    ))),
+  sleep5ms: () => effect(Db.execute("SELECT pg_sleep(0.005)")),
+  batchInsert: (rows) =>
+    effect(Db.insertMany("bench_events", rows.map((r) => ({ account_id: r[0], payload: r[1] })))),
+  loopInsert: (rows) =>
+    effect(Effect.forEach(
+      rows,
+      (r) => Db.execute("INSERT INTO [bench_events] (account_id, payload) VALUES (?, ?)", [r[0], r[1]]),
+      { discard: true }
+    ))
+})
+
+const deployed = {
+  statementTimeout: "10 seconds",
+  transactionTimeout: "30 seconds",
+  pool: { min: POOL, max: POOL, acquireTimeout: "10 seconds" }
+} as const
+
+const dalPg = async (): Promise<System> => {
+  const runtime = ManagedRuntime.make(
+    PgDatabase.layer({ url: Redacted.make(PG_URL), alias: "bench_pg", ...deployed }) as Layer.Layer<Db, unknown>
+  )
+  await runtime.runPromise(Db)
+  return { name: "effect-dal pg", engine: "pg", kind: "effect-dal", runtime, workloads: dalWorkloads(), close: () => runtime.dispose() }
+}
+
+// --- MySQL ------------------------------------------------------------------------------------
+
+const mySql = {
+  point: "SELECT id, name, balance FROM bench_accounts WHERE id = ?",
+  insert: "INSERT INTO bench_events (account_id, payload) VALUES (?, ?)",
+  debit: "UPDATE bench_accounts SET balance = balance - ? WHERE id = ?",
+  credit: "UPDATE bench_accounts SET balance = balance + ? WHERE id = ?"
+}
+
+const rawMysql = async (): Promise<System> => {
+  const pool = Mysql.createPool({ uri: MYSQL_URL, connectionLimit: POOL, supportBigNumbers: true })
+  return {
+    name: "mysql2 pool (raw)",
+    engine: "mysql",
+    kind: "raw",
+    workloads: {
+      pointSelect: (id) => promise(() => pool.execute(mySql.point, [id])),
+      insert: (id) => promise(() => pool.execute(mySql.insert, [id, "x"])),
+      transfer: (from, to, amount) =>
+        promise(async () => {
+          const conn = await pool.getConnection()
+          try {
+            await conn.query("START TRANSACTION")
+            await conn.execute(mySql.debit, [amount, from])
+            await conn.execute(mySql.credit, [amount, to])
+            await conn.query("COMMIT")
+          } catch (e) {
+            await conn.query("ROLLBACK")
+            throw e
+          } finally {
+            conn.release()
+          }
+        }),
+      sleep5ms: () => promise(() => pool.query("SELECT SLEEP(0.005)")),
+      batchInsert: (rows) => promise(() => pool.query("INSERT INTO bench_events (account_id, payload) VALUES ?", [rows]))
+    },
+    close: () => pool.end()
+  }
+}
+
+const stockMysql = async (): Promise<System> => {
+  const runtime = ManagedRuntime.make(
+    MysqlClient.layer({ url: Redacted.make(MYSQL_URL), maxConnections: POOL }) as Layer.Layer<SqlClient.SqlClient, unknown>
+  )
+  const sql = await runtime.runPromise(SqlClient.SqlClient)
+  return {
+    name: "@effect/sql-mysql2 (stock)",
+    engine: "mysql",
+    kind: "stock",
+    runtime,
+    workloads: {
+      pointSelect: (id) => effect(sql`SELECT id, name, balance FROM bench_accounts WHERE id = ${id}`),
+      insert: (id) => effect(sql`INSERT INTO bench_events (account_id, payload) VALUES (${id}, ${"x"})`),
+      transfer: (from, to, amount) =>
+        effect(sql.withTransaction(Effect.zipRight(
+          sql`UPDATE bench_accounts SET balance = balance - ${amount} WHERE id = ${from}`,
+          sql`UPDATE bench_accounts SET balance = balance + ${amount} WHERE id = ${to}`
+        ))),
+      sleep5ms: () => effect(sql`SELECT SLEEP(0.005)`),
+      batchInsert: (rows) =>
+        effect(sql`INSERT INTO bench_events ${sql.insert(rows.map((r) => ({ account_id: r[0], payload: r[1] })))}`)
+    },
+    close: () => runtime.dispose()
+  }
+}
+
+const dalMysql = async (): Promise<System> => {
+  const runtime = ManagedRuntime.make(
+    MysqlDatabase.layer({ url: Redacted.make(MYSQL_URL), alias: "bench_mysql", ...deployed }) as Layer.Layer<
+      Db,
+      unknown
+    >
+  )
+  await runtime.runPromise(Db)
+  const workloads = dalWorkloads()
+  return {
+    name: "effect-dal mysql",
+    engine: "mysql",
+    kind: "effect-dal",
+    runtime,
+    workloads: { ...workloads, sleep5ms: () => effect(Db.execute("SELECT SLEEP(0.005)")) },
+    close: () => runtime.dispose()
+  }
+}
+
+export const makers: Record<Engine, ReadonlyArray<() => Promise<System>>> = {
+  pg: [rawPg, postgresJs, stockPg, dalPg],
+  mysql: [rawMysql, stockMysql, dalMysql]
+}
+
+/** Creates and fills the tables of both engines. */
+export const prepare = async (): Promise<void> => {
+  const pg = new Pg.Client({ connectionString: PG_URL })
+  await pg.connect()
+  await pg.query("DROP TABLE IF EXISTS bench_events, bench_accounts")
+  await pg.query("CREATE TABLE bench_accounts (id int PRIMARY KEY, name text NOT NULL, balance bigint NOT NULL)")
+  await pg.query("CREATE TABLE bench_events (id bigserial PRIMARY KEY, account_id int NOT NULL, payload text NOT NULL)")
+  await pg.query(
+    `INSERT INTO bench_accounts SELECT g, 'account ' || g, 1000000 FROM generate_series(1, ${ACCOUNTS}) g`
+  )
+  await pg.query("ANALYZE bench_accounts")
+  await pg.end()
+  const my = await Mysql.createConnection({ uri: MYSQL_URL, multipleStatements: true })
+  await my.query("DROP TABLE IF EXISTS bench_events, bench_accounts")
+  await my.query("CREATE TABLE bench_accounts (id int PRIMARY KEY, name varchar(64) NOT NULL, balance bigint NOT NULL)")
+  await my.query(
+    "CREATE TABLE bench_events (id bigint AUTO_INCREMENT PRIMARY KEY, account_id int NOT NULL, payload varchar(64) NOT NULL)"
+  )
+  const rows = Array.from({ length: ACCOUNTS }, (_, i) => [i + 1, `account ${i + 1}`, 1_000_000])
+  await my.query("INSERT INTO bench_accounts (id, name, balance) VALUES ?", [rows])
+  await my.end()
+}
+
+/** Drops the benchmark's tables. */
+export const cleanup = async (): Promise<void> => {
+  const pg = new Pg.Client({ connectionString: PG_URL })
+  await pg.connect()
+  await pg.query("DROP TABLE IF EXISTS bench_events, bench_accounts")
+  await pg.end()
+  const my = await Mysql.createConnection({ uri: MYSQL_URL })
+  await my.query("DROP TABLE IF EXISTS bench_events, bench_accounts")
+  await my.end()
+}
