@@ -11,7 +11,7 @@ import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
+import type * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Redacted from "effect/Redacted"
 import * as Mysql from "mysql2/promise"
@@ -53,7 +53,7 @@ export interface System {
 }
 
 const promise = (run: () => Promise<unknown>): Op => ({ _tag: "promise", run })
-const effect = (run: Effect.Effect<unknown, unknown, any>): Op => ({ _tag: "effect", run })
+const effect = (run: Effect.Effect<unknown, unknown, any>): Op => ({ _tag: "effect", run: run as Effect.Effect<unknown, unknown> })
 
 // --- PostgreSQL -------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import * as Exit from "effect/Exit"
 import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
 import type { DbError } from "./DbError.js"
+import { StatementTimeout } from "./DbError.js"
 
 /** How long a cancelled statement may take to let go before its connection is given up. */
 const DEFAULT_GRACE_MS = 5_000
@@ -49,18 +50,31 @@ export class CancelGate {
 
   /**
    * Runs a callback-style statement. `start` sends it and calls `done` once
-   * with its outcome; an interruption before that cancels it in the background.
+   * with its outcome; an interruption before that, or the `timeout` (a hard
+   * timeout in milliseconds) passing, cancels it in the background.
    */
-  run<A>(start: (done: (outcome: Effect.Effect<A, DbError>) => void) => void): Effect.Effect<A, DbError> {
+  run<A>(
+    sql: string,
+    timeout: number | undefined,
+    start: (done: (outcome: Effect.Effect<A, DbError>) => void) => void
+  ): Effect.Effect<A, DbError> {
     return Effect.async<A, DbError>((resume) => {
       const inFlight: InFlight = { settled: false, onSettle: undefined }
+      // one timer, no fiber: the hard timeout sits on every statement
+      const timer = timeout === undefined ? undefined : setTimeout(() => {
+        if (inFlight.settled || inFlight.onSettle !== undefined) return
+        this.cancelInBackground(inFlight)
+        resume(Effect.fail(new StatementTimeout({ kind: "statement", timeoutMillis: timeout, sql })))
+      }, Math.max(0, timeout))
       start((outcome) => {
         inFlight.settled = true
+        if (timer !== undefined) clearTimeout(timer)
         if (inFlight.onSettle !== undefined) return inFlight.onSettle()
         resume(outcome)
       })
       return Effect.sync(() => {
-        if (!inFlight.settled) this.cancelInBackground(inFlight)
+        if (timer !== undefined) clearTimeout(timer)
+        if (!inFlight.settled && inFlight.onSettle === undefined) this.cancelInBackground(inFlight)
       })
     })
   }
@@ -68,9 +82,12 @@ export class CancelGate {
   private cancelInBackground(inFlight: InFlight): void {
     const done = Deferred.unsafeMake<void>(FiberId.none)
     this.pending = done
+    let onSettled: (() => void) | undefined
+    // claimed now, so the caller is never resumed with the cancelled statement's outcome
+    inFlight.onSettle = () => onSettled?.()
     const settled = Effect.async<void>((resume) => {
       if (inFlight.settled) return resume(Effect.void)
-      inFlight.onSettle = () => resume(Effect.void)
+      onSettled = () => resume(Effect.void)
     })
     Effect.runFork(
       Effect.zipRight(Effect.ignore(this.cancel()), settled).pipe(

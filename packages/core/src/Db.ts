@@ -362,9 +362,15 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
         return Effect.tapError(pool.acquire, () => Effect.sync(() => breaker.record(true, 0)))
       })
 
-    const withConnection = <A, E>(f: (conn: DalConnection) => Effect.Effect<A, E>): Effect.Effect<A, E | DbError> =>
+    const withLease = <A, E>(
+      acquireLease: Effect.Effect<Pool.Lease<DalConnection>, DbError>,
+      f: (conn: DalConnection) => Effect.Effect<A, E>
+    ): Effect.Effect<A, E | DbError> =>
       Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(restore(acquire), (lease) => Effect.onExit(restore(f(lease.conn)), () => pool.release(lease)))
+        Effect.flatMap(
+          restore(acquireLease),
+          (lease) => Effect.onExit(restore(f(lease.conn)), () => pool.release(lease))
+        )
       )
 
     const prepare = (sql: string, params: ReadonlyArray<unknown>): Translated | InvalidQuery => {
@@ -404,45 +410,68 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
     const statementTimeout = (options: ExecuteOptions | undefined) =>
       options?.timeout === undefined ? config.statementTimeout : Duration.toMillis(options.timeout)
 
-    const withRetry = <A>(
-      effect: Effect.Effect<A, DbError>,
-      policy: RetryPolicy | undefined,
-      retryable: (error: DbError) => boolean
-    ): Effect.Effect<A, DbError> => {
-      const schedule = toSchedule(policy)
-      if (schedule === undefined) return effect
-      return Effect.retry(effect, {
-        schedule,
-        while: (error) => {
-          const again = retryable(error)
-          if (again) retries++
-          return again
-        }
-      })
-    }
+    const defaultSchedule = toSchedule(config.retry)
 
     /**
-     * A statement outside any transaction: breaker, acquisition, retry where
-     * safe, and a lost write reported as `OutcomeUnknown`, never retried blindly.
+     * A statement outside any transaction: the breaker, acquisition and the
+     * statement, all within the call's deadline. Retries start only after a
+     * failure, where safe; a write lost with its connection becomes
+     * `OutcomeUnknown`, never retried blindly.
      */
     const autocommit = <A>(
       sql: string,
-      run: (conn: DalConnection) => Effect.Effect<A, DbError>,
-      options: ExecuteOptions | undefined
+      run: (conn: DalConnection, timeout: number | undefined) => Effect.Effect<A, DbError>,
+      options: ExecuteOptions | undefined,
+      timeout: number | undefined
     ): Effect.Effect<A, DbError> => {
-      const read = isReadOnlyStatement(sql)
-      const idempotent = options?.idempotent === true
-      const once = withConnection(run)
-      const retried = withRetry(
-        once,
-        options?.retry ?? config.retry,
-        (error) => isRetryableStatement(error, read, idempotent)
-      )
-      const safe = read || idempotent ? retried : Effect.catchTag(retried, "ConnectionError", (error): Effect.Effect<never, DbError> =>
-        error.phase === "query"
-          ? Effect.fail(new OutcomeUnknown({ phase: "write", sql, cause: error }))
-          : Effect.fail(error))
-      return withTimeout(safe, statementTimeout(options), "statement", sql)
+      const deadline = timeout === undefined ? undefined : Date.now() + timeout
+      const timedOut = () => new StatementTimeout({ kind: "statement", timeoutMillis: timeout!, sql })
+      const attempt: Effect.Effect<A, DbError> = Effect.suspend(() => {
+        const denied = breaker?.permit()
+        if (denied !== undefined) return Effect.fail(denied)
+        if (deadline === undefined) {
+          return withLease(pool.acquire, (conn) => run(conn, undefined))
+        }
+        if (Date.now() >= deadline) return Effect.fail(timedOut())
+        return withLease(pool.acquireWithin(deadline, timedOut), (conn) => run(conn, Math.max(1, deadline - Date.now())))
+      })
+      return Effect.catchAll(attempt, (first) => {
+        noteFailedAcquire(first)
+        const read = isReadOnlyStatement(sql)
+        const idempotent = options?.idempotent === true
+        const final = (error: DbError): DbError =>
+          !read && !idempotent && error._tag === "ConnectionError" && error.phase === "query"
+            ? new OutcomeUnknown({ phase: "write", sql, cause: error })
+            // the driver was given what was left of the call's time; report the call's timeout
+            : error._tag === "StatementTimeout" && timeout !== undefined && error.timeoutMillis !== timeout
+            ? timedOut()
+            : error
+        const schedule = options?.retry === undefined ? defaultSchedule : toSchedule(options.retry)
+        if (schedule === undefined || !isRetryableStatement(first, read, idempotent)) return Effect.fail(final(first))
+        // the schedule sees the first failure as its first input, then paces the attempts after it
+        let replayed = false
+        const again = Effect.suspend(() => {
+          if (replayed) return Effect.tapError(attempt, (e) => Effect.sync(() => noteFailedAcquire(e)))
+          replayed = true
+          return Effect.fail(first)
+        })
+        return Effect.retry(again, {
+          schedule,
+          while: (error) => {
+            const retry = isRetryableStatement(error, read, idempotent) &&
+              (deadline === undefined || Date.now() < deadline)
+            if (retry) retries++
+            return retry
+          }
+        }).pipe(Effect.mapError(final))
+      })
+    }
+
+    /** A failed acquisition counts against the breaker; failed statements count where they fail. */
+    const noteFailedAcquire = (error: DbError) => {
+      if (breaker !== undefined && (error._tag === "PoolTimeout" || error._tag === "PoolClosed")) {
+        breaker.record(true, 0)
+      }
     }
 
     const tagged = <A, E>(effect: Effect.Effect<A, E>, options: ExecuteOptions | undefined) =>
@@ -456,14 +485,14 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
     ): Effect.Effect<ReadonlyArray<A>, DbError> => {
       const t = prepare(sql, params)
       if (t instanceof InvalidQuery) return Effect.fail(t)
-      const run = (c: DalConnection) => c.run(t.sql, params, "rows") as Effect.Effect<ReadonlyArray<A>, DbError>
-      if (conn !== undefined) return tagged(withTimeout(run(conn), statementTimeout(options), "statement", sql), options)
+      const timeout = statementTimeout(options)
+      const run = (c: DalConnection, remaining: number | undefined) =>
+        c.run(t.sql, params, "rows", true, remaining) as Effect.Effect<ReadonlyArray<A>, DbError>
+      if (conn !== undefined) return tagged(run(conn, timeout), options)
       return tagged(
         Effect.withFiberRuntime<ReadonlyArray<A>, DbError>((fiber) => {
           const tx = currentTx(fiber.currentContext)
-          return tx === undefined
-            ? autocommit(t.sql, run, options)
-            : withTimeout(run(tx[0]), statementTimeout(options), "statement", sql)
+          return tx === undefined ? autocommit(t.sql, run, options, timeout) : run(tx[0], timeout)
         }),
         options
       )

@@ -46,12 +46,17 @@ export interface QueryResult {
  * @since 0.1.0
  */
 export interface DriverConnection {
-  /** Runs one statement with native placeholders. `prepared` allows the statement cache. */
+  /**
+   * Runs one statement with native placeholders. `prepared` allows the
+   * statement cache; `timeout` (milliseconds) is the hard timeout, after which
+   * it fails with `StatementTimeout` and is cancelled (see `CancelGate`).
+   */
   readonly query: (
     sql: string,
     params: ReadonlyArray<unknown>,
     mode: QueryMode,
-    prepared: boolean
+    prepared: boolean,
+    timeout?: number | undefined
   ) => Effect.Effect<any, DbError>
   /**
    * Runs one statement for many parameter rows in as few round trips as the

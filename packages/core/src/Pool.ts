@@ -203,7 +203,7 @@ class Entry<C> implements Lease<C> {
 class Waiter<C> {
   entry: Entry<C> | undefined = undefined
   done = false
-  resume: ((effect: Effect.Effect<Entry<C>, PoolTimeout | PoolClosed>) => void) | undefined = undefined
+  resume: ((effect: Effect.Effect<Entry<C>, DbError>) => void) | undefined = undefined
   timer: ReturnType<typeof setTimeout> | undefined = undefined
 }
 
@@ -219,6 +219,12 @@ export interface Pool<C> {
   readonly stats: () => PoolStats
   /** Borrows a connection; the caller must `release` it. */
   readonly acquire: Effect.Effect<Lease<C>, PoolTimeout | PoolClosed>
+  /**
+   * Borrows a connection for a call that must be done by `deadline` (epoch
+   * millis): waiting ends at the earlier of that and `acquireTimeout`, and
+   * past the deadline fails with `onDeadline()`.
+   */
+  readonly acquireWithin: (deadline: number, onDeadline: () => DbError) => Effect.Effect<Lease<C>, DbError>
   /** Returns a borrowed connection, cleaning or destroying it as needed. */
   readonly release: (lease: Lease<C>) => Effect.Effect<void>
   /** Destroys a borrowed connection instead of returning it. */
@@ -390,17 +396,17 @@ const makeWithRuntime = <C>(
     })
   }
 
-  const wait = (deadline: number): Effect.Effect<Entry<C>, PoolTimeout | PoolClosed> =>
+  const wait = (deadline: number, deadlineError: (() => DbError) | undefined): Effect.Effect<Entry<C>, DbError> =>
     Effect.suspend(() => {
       const w = new Waiter<C>()
-      return Effect.async<Entry<C>, PoolTimeout | PoolClosed>((resume) => {
+      return Effect.async<Entry<C>, DbError>((resume) => {
         w.resume = resume
         waiters.push(w)
         pending++
         w.timer = setTimeout(() => {
           if (w.done) return
           w.done = true
-          const error = timeoutError()
+          const error = deadlineError === undefined ? timeoutError() : deadlineError()
           pending--
           resume(Effect.fail(error))
         }, Math.max(0, deadline - Date.now()))
@@ -424,8 +430,9 @@ const makeWithRuntime = <C>(
   const validated = (
     entry: Entry<C>,
     deadline: number,
-    fiber: Fiber.RuntimeFiber<unknown, unknown>
-  ): Effect.Effect<Entry<C>, PoolTimeout | PoolClosed> =>
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    deadlineError: (() => DbError) | undefined
+  ): Effect.Effect<Entry<C>, DbError> =>
     hooks.validate(entry.conn).pipe(
       // a silent connection (a blackholed network) must not hold the caller past its deadline
       Effect.timeoutFail({
@@ -435,7 +442,7 @@ const makeWithRuntime = <C>(
       Effect.matchEffect({
         onFailure: () => {
           destroyEntry(entry)
-          return acquireUntil(deadline, fiber)
+          return acquireUntil(deadline, fiber, deadlineError)
         },
         onSuccess: () => {
           entry.lastUsed = Date.now()
@@ -460,8 +467,9 @@ const makeWithRuntime = <C>(
 
   const acquireUntil = (
     deadline: number,
-    fiber: Fiber.RuntimeFiber<unknown, unknown>
-  ): Effect.Effect<Entry<C>, PoolTimeout | PoolClosed> => {
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    deadlineError: (() => DbError) | undefined
+  ): Effect.Effect<Entry<C>, DbError> => {
     if (closed) return Effect.fail(new PoolClosed({ alias }))
     if (pending === 0) {
       let entry: Entry<C> | undefined
@@ -474,16 +482,23 @@ const makeWithRuntime = <C>(
         entry.state = "active"
         active++
         markLeased(entry, fiber, now)
-        if (now - entry.lastUsed > config.validationWindow) return validated(entry, deadline, fiber)
+        if (now - entry.lastUsed > config.validationWindow) return validated(entry, deadline, fiber, deadlineError)
         return Effect.succeed(entry)
       }
     }
-    return Effect.map(wait(deadline), (entry) => markLeased(entry, fiber, Date.now()))
+    return Effect.map(wait(deadline, deadlineError), (entry) => markLeased(entry, fiber, Date.now()))
   }
 
-  const acquireEntry: Effect.Effect<Entry<C>, PoolTimeout | PoolClosed> = Effect.withFiberRuntime((fiber) =>
-    acquireUntil(Date.now() + config.acquireTimeout, fiber)
-  )
+  // without a call deadline, the only failures are PoolTimeout and PoolClosed
+  const acquireEntry = Effect.withFiberRuntime<Entry<C>, DbError>((fiber) =>
+    acquireUntil(Date.now() + config.acquireTimeout, fiber, undefined)
+  ) as Effect.Effect<Entry<C>, PoolTimeout | PoolClosed>
+
+  const acquireWithin = (deadline: number, onDeadline: () => DbError): Effect.Effect<Lease<C>, DbError> =>
+    Effect.withFiberRuntime((fiber) => {
+      const own = Date.now() + config.acquireTimeout
+      return own <= deadline ? acquireUntil(own, fiber, undefined) : acquireUntil(deadline, fiber, onDeadline)
+    })
 
   const release = (lease: Lease<C>): Effect.Effect<void> =>
     Effect.suspend(() => {
@@ -652,6 +667,7 @@ const makeWithRuntime = <C>(
       leaks
     }),
     acquire: acquireEntry,
+    acquireWithin,
     release,
     invalidate,
     withConnection,

@@ -38,9 +38,15 @@ export class DalConnection implements SqlConnection.Connection {
     private readonly hooks: StatementHooks
   ) {}
 
-  run(sql: string, params: ReadonlyArray<unknown>, mode: QueryMode, prepared = true): Effect.Effect<any, DbError> {
+  run(
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    mode: QueryMode,
+    prepared = true,
+    timeout?: number
+  ): Effect.Effect<any, DbError> {
     const driver = this.driver
-    return this.guarded(sql, () => driver.query(sql, params, mode, prepared))
+    return this.guarded(sql, () => driver.query(sql, params, mode, prepared, timeout))
   }
 
   /** One statement for many parameter rows, in as few round trips as the driver allows; the affected count. */

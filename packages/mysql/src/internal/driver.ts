@@ -101,8 +101,8 @@ class MysqlConnection implements Driver.DriverConnection {
     }
   }
 
-  query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode, prepared: boolean) {
-    return this.gate.run<any>((done) => {
+  query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode, prepared: boolean, timeout?: number) {
+    return this.gate.run<any>(sql, timeout, (done) => {
       const options = { sql, values: params as Array<any>, rowsAsArray: mode === "values" }
       const callback = (err: Mysql.QueryError | null, results: any, fields: any) => {
         if (err) {

@@ -92,8 +92,8 @@ class PgConnection implements Driver.DriverConnection {
     return this.cache.lookup(sql)
   }
 
-  query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode, prepared: boolean) {
-    return this.gate.run<any>((done) => {
+  query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode, prepared: boolean, timeout?: number) {
+    return this.gate.run<any>(sql, timeout, (done) => {
       const send = (retried: boolean) => {
         // only parameterized statements are prepared: the rest may hold several statements
         const name = prepared && params.length > 0 ? this.cache.lookup(sql) : undefined
@@ -128,7 +128,7 @@ class PgConnection implements Driver.DriverConnection {
 
   /** Pipelines every row: all Bind/Execute messages go out before the first reply comes back. */
   batch(sql: string, rows: ReadonlyArray<ReadonlyArray<unknown>>) {
-    return this.gate.run<number>((done) => {
+    return this.gate.run<number>(sql, undefined, (done) => {
       const client = this.client as unknown as { pipeline: boolean }
       client.pipeline = true
       let pending = rows.length

@@ -1,5 +1,5 @@
 import type { DbError, Driver } from "@effect-dal/core"
-import { Dialect, StatementCache } from "@effect-dal/core"
+import { DbError as DbErrors, Dialect, StatementCache } from "@effect-dal/core"
 import { classify } from "@effect-dal/pg/PgErrors"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Statement from "@effect/sql/Statement"
@@ -36,13 +36,24 @@ class PgliteConnection implements Driver.DriverConnection {
       ])
   }
 
-  query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode, _prepared: boolean) {
-    // PGlite runs one statement at a time in-process and cannot cancel one: an interrupted
-    // caller returns at once, and the next statement queues behind the running one
+  query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode, _prepared: boolean, timeout?: number) {
+    // PGlite runs one statement at a time in-process and cannot cancel one: a timed-out or
+    // interrupted caller returns at once, and the next statement queues behind the running one
     return Effect.async<any, DbError.DbError>((resume) => {
+      let done = false
+      const timer = timeout === undefined ? undefined : setTimeout(() => {
+        done = true
+        resume(Effect.fail(new DbErrors.StatementTimeout({ kind: "statement", timeoutMillis: timeout, sql })))
+      }, timeout)
       this.run(sql, params, mode).then(
-        (results) => resume(Effect.succeed(shape(results, mode))),
-        (err) => resume(Effect.fail(classify(err, sql, "query")))
+        (results) => {
+          if (timer !== undefined) clearTimeout(timer)
+          if (!done) resume(Effect.succeed(shape(results, mode)))
+        },
+        (err) => {
+          if (timer !== undefined) clearTimeout(timer)
+          if (!done) resume(Effect.fail(classify(err, sql, "query")))
+        }
       )
     })
   }

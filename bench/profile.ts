@@ -1,0 +1,43 @@
+/**
+ * `node --cpu-prof --import tsx bench/profile.ts [pg|mysql]`: point selects
+ * through effect-dal, deployed as in the benchmark, for a CPU profile.
+ */
+import { Db } from "@effect-dal/core"
+import { MysqlDatabase } from "@effect-dal/mysql"
+import { PgDatabase } from "@effect-dal/pg"
+import * as Effect from "effect/Effect"
+import type * as Layer from "effect/Layer"
+import * as ManagedRuntime from "effect/ManagedRuntime"
+import { ACCOUNTS, MYSQL_URL, PG_URL, prepare } from "./systems.js"
+
+const engine = process.argv[2] === "mysql" ? "mysql" : "pg"
+const flag = (name: string) => process.env[name] === "1"
+const options = {
+  alias: "profile",
+  ...(flag("NO_TIMEOUT") ? {} : { statementTimeout: "10 seconds" as const, transactionTimeout: "30 seconds" as const }),
+  ...(flag("NO_RETRY") ? { retry: false as const } : {}),
+  ...(flag("NO_BREAKER") ? { circuitBreaker: false as const } : {}),
+  pool: { min: 20, max: 20, ...(flag("NO_LEAK") ? { leakDetectionThreshold: 0 } : {}) }
+} as const
+const layer = (engine === "pg"
+  ? PgDatabase.layer({ url: PG_URL, ...options })
+  : MysqlDatabase.layer({ url: MYSQL_URL, ...options })) as Layer.Layer<Db, unknown>
+
+const main = async () => {
+  await prepare()
+  const runtime = ManagedRuntime.make(layer)
+  const n = Number(process.env["QUERIES"] ?? 100_000)
+  const start = performance.now()
+  await runtime.runPromise(Effect.all(
+    Array.from({ length: 20 }, () =>
+      Effect.gen(function*() {
+        for (let i = 0; i < n / 20; i++) {
+          yield* Db.execute("SELECT id, name, balance FROM [bench_accounts] WHERE id = ?", [1 + Math.floor(Math.random() * ACCOUNTS)])
+        }
+      })),
+    { concurrency: "unbounded", discard: true }
+  ))
+  console.log(`${engine}: ${Math.round(n / ((performance.now() - start) / 1000))} queries/s`)
+  await runtime.dispose()
+}
+main()

@@ -1,0 +1,327 @@
+/**
+ * `npm run bench`: every workload against every system, alternating them in
+ * one run (A B C A B C …) so that the machine's drift hits all alike; the
+ * medians of the rounds are compared. Writes bench/results/latest.{json,md}.
+ *
+ * Environment: BENCH_SECONDS (per system and round, default 2), BENCH_ROUNDS
+ * (default 5), BENCH_QUERIES (the memory run, default 1,000,000).
+ */
+import type { DbError} from "@effect-dal/core";
+import { Db, Pool } from "@effect-dal/core"
+import * as Effect from "effect/Effect"
+import { mkdirSync, writeFileSync } from "node:fs"
+import { cpus, totalmem } from "node:os"
+import { fileURLToPath } from "node:url"
+import type { Engine, Op, System } from "./systems.js"
+import { ACCOUNTS, cleanup, makers, POOL, prepare } from "./systems.js"
+
+const SECONDS = Number(process.env["BENCH_SECONDS"] ?? 2)
+const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 5)
+const MEMORY_QUERIES = Number(process.env["BENCH_QUERIES"] ?? 1_000_000)
+
+interface Sample {
+  readonly ops: number
+  readonly p50: number
+  readonly p99: number
+  readonly errors: number
+}
+
+const median = (xs: ReadonlyArray<number>) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length === 0 ? NaN : s[Math.floor(s.length / 2)]!
+}
+const quantile = (sorted: ReadonlyArray<number>, q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN
+const randomId = () => 1 + Math.floor(Math.random() * ACCOUNTS)
+
+/** Runs `concurrency` callers of `next()` for `seconds`; latencies in ms. */
+const drive = async (system: System, next: () => Op, concurrency: number, seconds: number): Promise<Sample> => {
+  const latencies: Array<number> = []
+  let errors = 0
+  const deadline = performance.now() + seconds * 1000
+  const first = next()
+  if (first._tag === "promise") {
+    const caller = async () => {
+      while (performance.now() < deadline) {
+        const op = next() as Extract<Op, { _tag: "promise" }>
+        const start = performance.now()
+        try {
+          await op.run()
+        } catch {
+          errors++
+        }
+        latencies.push(performance.now() - start)
+      }
+    }
+    const started = performance.now()
+    await Promise.all(Array.from({ length: concurrency }, caller))
+    const elapsed = (performance.now() - started) / 1000
+    latencies.sort((a, b) => a - b)
+    return { ops: latencies.length / elapsed, p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99), errors }
+  }
+  const caller = Effect.gen(function*() {
+    while (performance.now() < deadline) {
+      const op = next() as Extract<Op, { _tag: "effect" }>
+      const start = performance.now()
+      const exit = yield* Effect.exit(op.run)
+      if (exit._tag === "Failure") errors++
+      latencies.push(performance.now() - start)
+    }
+  })
+  const started = performance.now()
+  await system.runtime!.runPromise(Effect.all(Array.from({ length: concurrency }, () => caller), {
+    concurrency: "unbounded",
+    discard: true
+  }))
+  const elapsed = (performance.now() - started) / 1000
+  latencies.sort((a, b) => a - b)
+  return { ops: latencies.length / elapsed, p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99), errors }
+}
+
+const runOnce = async (system: System, op: Op): Promise<void> => {
+  if (op._tag === "promise") await op.run()
+  else await system.runtime!.runPromise(op.run)
+}
+
+interface Workload {
+  readonly name: string
+  readonly concurrency: number
+  readonly next: (system: System) => Op
+  /** Rows per op, for the batch workloads. */
+  readonly rowsPerOp?: number
+  readonly systems?: (system: System) => boolean
+}
+
+const batchRows = Array.from({ length: 10_000 }, (_, i) => [1 + (i % ACCOUNTS), `batch ${i}`] as const)
+
+const workloads: ReadonlyArray<Workload> = [
+  { name: "point select by primary key", concurrency: 20, next: (s) => s.workloads.pointSelect(randomId()) },
+  { name: "single-row insert", concurrency: 20, next: (s) => s.workloads.insert(randomId()) },
+  {
+    name: "transfer transaction (two updates)",
+    concurrency: 20,
+    next: (s) => {
+      // lock in id order, as a careful application would: the benchmark measures overhead, not deadlocks
+      const a = randomId()
+      const b = randomId()
+      return s.workloads.transfer(Math.min(a, b), Math.max(a, b) === Math.min(a, b) ? (a % ACCOUNTS) + 1 : Math.max(a, b), 1)
+    }
+  },
+  {
+    name: "batch insert of 10k rows",
+    concurrency: 1,
+    rowsPerOp: batchRows.length,
+    next: (s) => s.workloads.batchInsert(batchRows)
+  },
+  {
+    name: "loop of 10k single inserts",
+    concurrency: 1,
+    rowsPerOp: batchRows.length,
+    next: (s) => s.workloads.loopInsert!(batchRows),
+    systems: (s) => s.workloads.loopInsert !== undefined
+  },
+  { name: "overload: 200 callers, pool 20, 5 ms queries", concurrency: 200, next: (s) => s.workloads.sleep5ms() }
+]
+
+interface Result {
+  readonly engine: Engine
+  readonly workload: string
+  readonly system: string
+  readonly kind: System["kind"]
+  readonly rounds: ReadonlyArray<Sample>
+  readonly opsMedian: number
+  readonly p50Median: number
+  readonly p99Median: number
+  readonly rowsPerSecond?: number
+  readonly errors: number
+}
+
+const benchEngine = async (engine: Engine): Promise<Array<Result>> => {
+  const systems: Array<System> = []
+  for (const make of makers[engine]) systems.push(await make())
+  const results: Array<Result> = []
+  try {
+    for (const workload of workloads) {
+      const eligible = systems.filter((s) => workload.systems?.(s) ?? true)
+      const samples = new Map<System, Array<Sample>>(eligible.map((s) => [s, []]))
+      // warm up: prepare statements, fill the pools
+      for (const s of eligible) await drive(s, () => workload.next(s), workload.concurrency, Math.min(0.5, SECONDS))
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const s of eligible) {
+          const seconds = workload.rowsPerOp === undefined ? SECONDS : 0 // one batch per round
+          if (seconds === 0) {
+            const start = performance.now()
+            await runOnce(s, workload.next(s))
+            const ms = performance.now() - start
+            samples.get(s)!.push({ ops: 1000 / ms, p50: ms, p99: ms, errors: 0 })
+          } else {
+            samples.get(s)!.push(await drive(s, () => workload.next(s), workload.concurrency, seconds))
+          }
+        }
+        process.stdout.write(".")
+      }
+      for (const s of eligible) {
+        const rounds = samples.get(s)!
+        const opsMedian = median(rounds.map((r) => r.ops))
+        results.push({
+          engine,
+          workload: workload.name,
+          system: s.name,
+          kind: s.kind,
+          rounds,
+          opsMedian,
+          p50Median: median(rounds.map((r) => r.p50)),
+          p99Median: median(rounds.map((r) => r.p99)),
+          ...(workload.rowsPerOp === undefined ? {} : { rowsPerSecond: opsMedian * workload.rowsPerOp }),
+          errors: rounds.reduce((n, r) => n + r.errors, 0)
+        })
+      }
+      console.log(` ${engine}: ${workload.name}`)
+    }
+  } finally {
+    for (const s of systems) await s.close()
+  }
+  return results
+}
+
+/** The pool alone, on an in-memory fake driver: acquire + release per cycle. */
+const poolMicro = async (): Promise<{ medianMicros: number; rounds: Array<number> }> => {
+  const cycles = 200_000
+  const rounds: Array<number> = []
+  await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+    const pool = yield* Effect.acquireRelease(
+      Pool.make({
+        alias: "micro",
+        config: Pool.resolveOptions({ min: 20, max: 20, leakDetectionThreshold: 0 }),
+        hooks: {
+          create: Effect.succeed({}),
+          destroy: () => Effect.void,
+          validate: () => Effect.void,
+          isBroken: () => false,
+          recycle: () => undefined
+        }
+      }),
+      (p) => p.close
+    )
+    yield* Effect.sleep(20)
+    const cycle = pool.withConnection(() => Effect.void)
+    for (let r = 0; r < ROUNDS; r++) {
+      const start = performance.now()
+      for (let i = 0; i < cycles; i++) yield* cycle
+      rounds.push(((performance.now() - start) * 1000) / cycles)
+    }
+  })))
+  return { medianMicros: median(rounds), rounds }
+}
+
+/** 1M point queries through effect-dal: memory growth and leaked connections. */
+const memoryRun = async (): Promise<{ queries: number; rssGrowthMb: number; heapGrowthMb: number; leakedConnections: number; seconds: number }> => {
+  const system = (await makers.pg[makers.pg.length - 1]!())
+  try {
+    const gc = (globalThis as { gc?: () => void }).gc
+    const settle = async () => {
+      gc?.()
+      await new Promise((r) => setTimeout(r, 100))
+      gc?.()
+    }
+    // warm up, then measure from a settled baseline
+    await drive(system, () => system.workloads.pointSelect(randomId()), 20, 1)
+    await settle()
+    const rss0 = process.memoryUsage().rss
+    const heap0 = process.memoryUsage().heapUsed
+    const start = performance.now()
+    const perCaller = Math.ceil(MEMORY_QUERIES / 20)
+    await system.runtime!.runPromise(Effect.all(
+      Array.from({ length: 20 }, () =>
+        Effect.gen(function*() {
+          for (let i = 0; i < perCaller; i++) yield* Db.execute("SELECT id, name, balance FROM [bench_accounts] WHERE id = ?", [randomId()])
+        })),
+      { concurrency: "unbounded", discard: true }
+    ).pipe(Effect.catchAll((e: DbError.DbError) => Effect.die(e))))
+    const seconds = (performance.now() - start) / 1000
+    await settle()
+    const db = await system.runtime!.runPromise(Db)
+    return {
+      queries: perCaller * 20,
+      rssGrowthMb: (process.memoryUsage().rss - rss0) / 1024 / 1024,
+      heapGrowthMb: (process.memoryUsage().heapUsed - heap0) / 1024 / 1024,
+      leakedConnections: db.poolStats().active,
+      seconds
+    }
+  } finally {
+    await system.close()
+  }
+}
+
+const fmt = (n: number, digits = 0) => Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "–"
+
+const markdown = (
+  results: ReadonlyArray<Result>,
+  micro: Awaited<ReturnType<typeof poolMicro>>,
+  memory: Awaited<ReturnType<typeof memoryRun>>,
+  meta: Record<string, unknown>
+) => {
+  const lines: Array<string> = []
+  lines.push(`Measured ${meta["date"]} with \`npm run bench\` on ${meta["machine"]}; ${ROUNDS} alternating rounds of ${SECONDS} s per system (batch workloads: one batch per round), pool ${POOL}. Medians of the rounds.`)
+  lines.push("")
+  for (const engine of ["pg", "mysql"] as const) {
+    lines.push(`**${engine === "pg" ? "PostgreSQL" : "MariaDB"}**`)
+    lines.push("")
+    lines.push("| workload | system | ops/s | p50 ms | p99 ms | vs stock | vs raw |")
+    lines.push("|---|---|---:|---:|---:|---:|---:|")
+    for (const workload of workloads) {
+      const rows = results.filter((r) => r.engine === engine && r.workload === workload.name)
+      const stock = rows.find((r) => r.kind === "stock")
+      const raw = rows.find((r) => r.kind === "raw")
+      for (const r of rows) {
+        const ops = r.rowsPerSecond === undefined ? fmt(r.opsMedian) : `${fmt(r.rowsPerSecond)} rows/s`
+        lines.push(
+          `| ${workload.name} | ${r.system} | ${ops} | ${fmt(r.p50Median, 2)} | ${fmt(r.p99Median, 2)} | ${
+            stock && r.kind === "effect-dal" ? fmt(r.opsMedian / stock.opsMedian, 2) + "×" : ""
+          } | ${raw && r.kind === "effect-dal" ? fmt(r.opsMedian / raw.opsMedian, 2) + "×" : ""} |`
+        )
+      }
+    }
+    const dalBatch = results.find((r) => r.engine === engine && r.kind === "effect-dal" && r.workload === "batch insert of 10k rows")
+    const dalLoop = results.find((r) => r.engine === engine && r.kind === "effect-dal" && r.workload === "loop of 10k single inserts")
+    if (dalBatch && dalLoop) {
+      lines.push("")
+      lines.push(`effect-dal \`insertMany\` vs a loop of single inserts: **${fmt(dalBatch.opsMedian / dalLoop.opsMedian, 1)}×**.`)
+    }
+    lines.push("")
+  }
+  lines.push(`Pool acquire + release on an in-memory fake driver: **${fmt(micro.medianMicros, 2)} µs** median per cycle (rounds: ${micro.rounds.map((r) => fmt(r, 2)).join(", ")}).`)
+  lines.push("")
+  lines.push(`${fmt(memory.queries)} point queries through effect-dal pg in ${fmt(memory.seconds, 1)} s: RSS growth **${fmt(memory.rssGrowthMb, 1)} MB**, heap growth ${fmt(memory.heapGrowthMb, 1)} MB, connections still borrowed afterwards: ${memory.leakedConnections}.`)
+  return lines.join("\n")
+}
+
+const main = async () => {
+  const out = fileURLToPath(new URL("./results/", import.meta.url))
+  mkdirSync(out, { recursive: true })
+  console.log(`bench: ${ROUNDS} rounds × ${SECONDS} s per system; preparing tables`)
+  await prepare()
+  try {
+    const results = [...await benchEngine("pg"), ...await benchEngine("mysql")]
+    console.log("pool micro-benchmark")
+    const micro = await poolMicro()
+    console.log(`memory run: ${MEMORY_QUERIES} queries`)
+    const memory = await memoryRun()
+    const meta = {
+      date: new Date().toISOString().slice(0, 10),
+      machine: `${cpus().length} cores (${cpus()[0]?.model ?? "cpu"}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, loopback`,
+      seconds: SECONDS,
+      rounds: ROUNDS
+    }
+    const md = markdown(results, micro, memory, meta)
+    writeFileSync(out + "latest.json", JSON.stringify({ meta, results, micro, memory }, null, 2))
+    writeFileSync(out + "latest.md", md + "\n")
+    console.log("\n" + md)
+  } finally {
+    await cleanup()
+  }
+}
+
+main().catch((e) => {
+  console.error(e)
+  process.exit(1)
+})
