@@ -18,6 +18,9 @@ import { ACCOUNTS, cleanup, makers, POOL, prepare } from "./systems.js"
 const SECONDS = Number(process.env["BENCH_SECONDS"] ?? 2)
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 5)
 const MEMORY_QUERIES = Number(process.env["BENCH_QUERIES"] ?? 1_000_000)
+/** For quick looks while optimizing: only workloads whose name contains this, only these engines. */
+const ONLY = process.env["BENCH_ONLY"]
+const ENGINES = (process.env["BENCH_ENGINES"] ?? "pg,mysql").split(",") as Array<Engine>
 
 interface Sample {
   readonly ops: number
@@ -140,7 +143,7 @@ const benchEngine = async (engine: Engine): Promise<Array<Result>> => {
   for (const make of makers[engine]) systems.push(await make())
   const results: Array<Result> = []
   try {
-    for (const workload of workloads) {
+    for (const workload of workloads.filter((w) => ONLY === undefined || w.name.includes(ONLY))) {
       const eligible = systems.filter((s) => workload.systems?.(s) ?? true)
       const samples = new Map<System, Array<Sample>>(eligible.map((s) => [s, []]))
       // warm up: prepare statements, fill the pools
@@ -301,7 +304,8 @@ const main = async () => {
   console.log(`bench: ${ROUNDS} rounds × ${SECONDS} s per system; preparing tables`)
   await prepare()
   try {
-    const results = [...await benchEngine("pg"), ...await benchEngine("mysql")]
+    const results: Array<Result> = []
+    for (const engine of ENGINES) results.push(...await benchEngine(engine))
     console.log("pool micro-benchmark")
     const micro = await poolMicro()
     console.log(`memory run: ${MEMORY_QUERIES} queries`)

@@ -34,12 +34,14 @@ import type { Driver, DriverConnection, QueryResult } from "./Driver.js"
 import type { StatementHooks } from "./internal/connection.js"
 import { DalConnection, toSqlError } from "./internal/connection.js"
 import { acquireShared } from "./internal/registry.js"
+import { DbMetrics } from "./Metrics.js"
 import * as Pool from "./Pool.js"
 import type { Translated } from "./PortableSql.js"
 import { isFailure, isImplicitCommitDdl, makeTranslator } from "./PortableSql.js"
 import type { QueryTags } from "./QueryTags.js"
 import { currentTags, withTags as withTagsImpl } from "./QueryTags.js"
 import type { RetryPolicy } from "./Retry.js"
+import * as ScalingAdvisor from "./ScalingAdvisor.js"
 import { isReadOnlyStatement, isRetryableStatement, isRetryableTransaction, toSchedule } from "./Retry.js"
 
 /**
@@ -154,6 +156,50 @@ export interface ResilienceStats {
 }
 
 /**
+ * One statement shape among the slow ones.
+ *
+ * @since 0.1.0
+ */
+export interface SlowQuery {
+  /** The statement as sent, with placeholders: never parameter values. */
+  readonly sql: string
+  readonly count: number
+  readonly p50Millis: number
+  readonly p99Millis: number
+  readonly maxMillis: number
+}
+
+/** Durations of slow statements by shape, a bounded sample of each. */
+class SlowQueries {
+  private readonly shapes = new Map<string, { count: number; max: number; samples: Array<number> }>()
+
+  record(sql: string, millis: number): void {
+    let shape = this.shapes.get(sql)
+    if (shape === undefined) {
+      if (this.shapes.size >= 500) return
+      shape = { count: 0, max: 0, samples: [] }
+      this.shapes.set(sql, shape)
+    }
+    shape.count++
+    shape.max = Math.max(shape.max, millis)
+    // reservoir sampling keeps 200 samples, uniformly, however many there were
+    if (shape.samples.length < 200) shape.samples.push(millis)
+    else {
+      const i = Math.floor(Math.random() * shape.count)
+      if (i < 200) shape.samples[i] = millis
+    }
+  }
+
+  top(n: number): ReadonlyArray<SlowQuery> {
+    const q = (sorted: Array<number>, p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!
+    return Array.from(this.shapes, ([sql, s]) => {
+      const sorted = [...s.samples].sort((a, b) => a - b)
+      return { sql, count: s.count, p50Millis: q(sorted, 0.5), p99Millis: q(sorted, 0.99), maxMillis: s.max }
+    }).sort((a, b) => b.p99Millis - a.p99Millis).slice(0, n)
+  }
+}
+
+/**
  * The service behind the `Db` tag.
  *
  * @since 0.1.0
@@ -168,6 +214,12 @@ export interface DbService extends Executor {
   /** The circuit breaker of this alias, if enabled. */
   readonly breaker: CircuitBreaker.CircuitBreaker | undefined
   readonly resilienceStats: () => ResilienceStats
+  /** The scaling advisor's report: timeout rate, verdict and capacity arithmetic. */
+  readonly health: Effect.Effect<ScalingAdvisor.Report, DbError>
+  /** The slowest statement shapes (over `slowQueryThreshold`), slowest p99 first. */
+  readonly slowQueries: (n?: number) => ReadonlyArray<SlowQuery>
+  /** Brings the gauges (pool sizes, cache counts, advice) up to date now; they also follow once a second. */
+  readonly refreshMetrics: Effect.Effect<void>
   /**
    * A transaction as a scoped resource: BEGIN on acquisition, COMMIT when the
    * scope closes successfully, ROLLBACK on failure, defect or interruption.
@@ -255,6 +307,13 @@ export class Db extends Context.Tag("@effect-dal/core/Db")<Db, DbService>() {
     options?: StreamOptions
   ): Stream.Stream<A, DbError, Db> => Stream.unwrap(Effect.map(Db, (db) => db.stream<A>(sql, params, options)))
 
+  /** The scaling advisor's report for the current `Db`. */
+  static health: Effect.Effect<ScalingAdvisor.Report, DbError, Db> = Effect.flatMap(Db, (db) => db.health)
+
+  /** The slowest statement shapes of the current `Db`. */
+  static slowQueries = (n?: number): Effect.Effect<ReadonlyArray<SlowQuery>, never, Db> =>
+    Effect.map(Db, (db) => db.slowQueries(n))
+
   /** Runs `effect` with these tags merged over the current ones. */
   static withTags = withTagsImpl
 }
@@ -297,17 +356,28 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
     )
     let retries = 0
 
-    /** Every statement's outcome feeds the breaker; a slow one is logged (the soft timeout). */
-    const observe = (sql: string, exit: Exit.Exit<unknown, DbError>, millis: number): Effect.Effect<void> => {
-      if (breaker !== undefined) {
-        if (Exit.isSuccess(exit)) breaker.record(false, millis)
-        else {
-          const failure = Cause.failureOption(exit.cause)
-          // an interrupted statement is not an outcome; a timeout is recorded where it is decided
-          if (failure._tag === "Some") breaker.record(isInfrastructure(failure.value), millis)
-        }
+    const metrics = new DbMetrics(config.alias, config.env)
+    const window = new ScalingAdvisor.Window(60)
+    const slowStats = new SlowQueries()
+
+    /**
+     * Every statement's outcome feeds the breaker, the metrics and the
+     * advisor; a slow one is logged (the soft timeout) and kept for `slowQueries`.
+     */
+    const observe = (sql: string, failure: Cause.Cause<DbError> | undefined, millis: number): Effect.Effect<void> | undefined => {
+      const slow = millis >= config.slowQueryThreshold
+      let error: DbError | undefined
+      if (failure !== undefined) {
+        const found = Cause.failureOption(failure)
+        // an interrupted statement is not an outcome
+        if (found._tag === "None") return undefined
+        error = found.value
       }
-      if (millis < config.slowQueryThreshold) return Effect.void
+      breaker?.record(error !== undefined && isInfrastructure(error), millis)
+      metrics.statement(millis, error?.category, slow)
+      window.statement(millis, error?._tag === "StatementTimeout")
+      if (!slow) return undefined
+      slowStats.record(sql, millis)
       return Effect.flatMap(FiberRef.get(currentTags), (tags) =>
         Effect.logWarning(`slow query: ${Math.round(millis)} ms`).pipe(
           Effect.annotateLogs({ alias: config.alias, sql, durationMillis: Math.round(millis), tags })
@@ -326,6 +396,17 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       Pool.make<DalConnection>({
         alias: config.alias,
         config: config.pool,
+        observer: {
+          acquired: (ms) => metrics.acquired(ms),
+          acquireFailed: (error) => {
+            const timeout = error._tag === "PoolTimeout" || error._tag === "StatementTimeout"
+            metrics.acquireFailed(timeout, error.category)
+            window.acquireFailed(timeout)
+          },
+          created: () => metrics.connection("created"),
+          destroyed: () => metrics.connection("destroyed"),
+          createFailed: () => metrics.connection("failed")
+        },
         hooks: {
           create: Effect.map(driver.connect, (dc) => new DalConnection(dc, config.hash, hooks)),
           destroy: (conn) => conn.driver.close,
@@ -362,16 +443,6 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
         return Effect.tapError(pool.acquire, () => Effect.sync(() => breaker.record(true, 0)))
       })
 
-    const withLease = <A, E>(
-      acquireLease: Effect.Effect<Pool.Lease<DalConnection>, DbError>,
-      f: (conn: DalConnection) => Effect.Effect<A, E>
-    ): Effect.Effect<A, E | DbError> =>
-      Effect.uninterruptibleMask((restore) =>
-        Effect.flatMap(
-          restore(acquireLease),
-          (lease) => Effect.onExit(restore(f(lease.conn)), () => pool.release(lease))
-        )
-      )
 
     const prepare = (sql: string, params: ReadonlyArray<unknown>): Translated | InvalidQuery => {
       const t = translator.translate(sql)
@@ -403,6 +474,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
         duration: millis,
         onTimeout: () => {
           breaker?.record(true, millis)
+          if (kind === "transaction") metrics.transactionTimedOut()
           return new StatementTimeout({ kind, timeoutMillis: millis, sql })
         }
       })
@@ -429,11 +501,9 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       const attempt: Effect.Effect<A, DbError> = Effect.suspend(() => {
         const denied = breaker?.permit()
         if (denied !== undefined) return Effect.fail(denied)
-        if (deadline === undefined) {
-          return withLease(pool.acquire, (conn) => run(conn, undefined))
-        }
+        if (deadline === undefined) return pool.use(undefined, undefined, (conn) => run(conn, undefined))
         if (Date.now() >= deadline) return Effect.fail(timedOut())
-        return withLease(pool.acquireWithin(deadline, timedOut), (conn) => run(conn, Math.max(1, deadline - Date.now())))
+        return pool.use(deadline, timedOut, (conn) => run(conn, Math.max(1, deadline - Date.now())))
       })
       return Effect.catchAll(attempt, (first) => {
         noteFailedAcquire(first)
@@ -460,7 +530,10 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
           while: (error) => {
             const retry = isRetryableStatement(error, read, idempotent) &&
               (deadline === undefined || Date.now() < deadline)
-            if (retry) retries++
+            if (retry) {
+              retries++
+              metrics.retried()
+            }
             return retry
           }
         }).pipe(Effect.mapError(final))
@@ -712,7 +785,10 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
               // the body's own errors are never retried; ours only where re-running the whole body is safe
               const again = isOurs(error) &&
                 (isRetryableTransaction(error) || (options.idempotent === true && error._tag === "OutcomeUnknown"))
-              if (again) retries++
+              if (again) {
+                retries++
+                metrics.retried()
+              }
               return again
             }
           }) as Effect.Effect<A, E | DbError, R>
@@ -788,6 +864,30 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       withTransaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => runTransaction(effect, {}, toSqlError)
     })
 
+    if (breaker !== undefined) {
+      metrics.circuit(breaker.state(), false)
+      const unsubscribe = breaker.subscribe((_, to) => metrics.circuit(to, true))
+      yield* Effect.addFinalizer(() => Effect.sync(unsubscribe))
+    }
+
+    const advice = () => window.report(config.pool.max, serverMaxConnections)
+    const refreshMetrics = Effect.sync(() => {
+      const report = advice()
+      metrics.sync(pool.stats(), driver.statementCache, { timeoutRate: report.timeoutRate, level: report.level })
+    })
+    // gauges follow the pool once a second; `refreshMetrics` brings them up to date at once
+    yield* Effect.forkScoped(Effect.forever(Effect.zipRight(refreshMetrics, Effect.sleep("1 second"))))
+
+    let serverMaxConnections: number | undefined = undefined
+    const health: Effect.Effect<ScalingAdvisor.Report, DbError> = Effect.suspend(() => {
+      if (serverMaxConnections !== undefined) return Effect.succeed(advice())
+      return Effect.map(executeOn(undefined)<{ max_connections: unknown }>(dialect.maxConnectionsSql), (rows) => {
+        const value = Number(rows[0]?.max_connections)
+        if (Number.isFinite(value) && value > 0) serverMaxConnections = value
+        return advice()
+      })
+    })
+
     const service: DbService = {
       alias: config.alias,
       env: config.env,
@@ -796,6 +896,9 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       poolStats: pool.stats,
       breaker,
       resilienceStats: () => ({ retries }),
+      health,
+      slowQueries: (n = 10) => slowStats.top(n),
+      refreshMetrics,
       execute: executeOn(undefined),
       executeMany: executeManyOn(undefined),
       insertMany,

@@ -44,6 +44,8 @@ export interface Dialect {
   readonly doubleQuoteIsString: boolean
   /** The most bind parameters one statement may carry. */
   readonly maxParameters: number
+  /** A query whose single row has a `max_connections` column: the server's connection limit. */
+  readonly maxConnectionsSql: string
   /** DDL commits the open transaction implicitly (MySQL), so it cannot be rolled back. */
   readonly implicitCommitDdl: boolean
   /** The statements that open a transaction, in order. */
@@ -81,6 +83,7 @@ export const postgres: Dialect = {
   backslashEscapes: false,
   doubleQuoteIsString: false,
   maxParameters: 65535,
+  maxConnectionsSql: "SHOW max_connections",
   implicitCommitDdl: false,
   begin: (options) => {
     let sql = "BEGIN"
@@ -109,6 +112,7 @@ export const mysql: Dialect = {
   backslashEscapes: true,
   doubleQuoteIsString: true,
   maxParameters: 65535,
+  maxConnectionsSql: "SELECT @@max_connections AS max_connections",
   implicitCommitDdl: true,
   begin: (options) => {
     // SET TRANSACTION applies to the next transaction only, which is the one we start

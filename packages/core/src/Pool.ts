@@ -154,6 +154,27 @@ export interface PoolHooks<C> {
 }
 
 /**
+ * What the pool reports as it works, for metrics; called synchronously.
+ *
+ * @since 0.1.0
+ */
+export interface PoolObserver {
+  readonly acquired: (millis: number) => void
+  readonly acquireFailed: (error: PoolTimeout | PoolClosed | DbError) => void
+  readonly created: () => void
+  readonly destroyed: () => void
+  readonly createFailed: () => void
+}
+
+const noObserver: PoolObserver = {
+  acquired: () => {},
+  acquireFailed: () => {},
+  created: () => {},
+  destroyed: () => {},
+  createFailed: () => {}
+}
+
+/**
  * A snapshot of the pool's counts.
  *
  * @since 0.1.0
@@ -229,6 +250,15 @@ export interface Pool<C> {
   readonly release: (lease: Lease<C>) => Effect.Effect<void>
   /** Destroys a borrowed connection instead of returning it. */
   readonly invalidate: (lease: Lease<C>) => Effect.Effect<void>
+  /**
+   * Borrows a connection for the duration of `f`. With a `deadline` (epoch
+   * millis) earlier than `acquireTimeout` allows, waiting ends then with `onDeadline()`.
+   */
+  readonly use: <A, E, R>(
+    deadline: number | undefined,
+    onDeadline: (() => DbError) | undefined,
+    f: (conn: C) => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | DbError, R>
   /** Borrows a connection for the duration of `f`. */
   readonly withConnection: <A, E, R>(
     f: (conn: C) => Effect.Effect<A, E, R>
@@ -249,16 +279,23 @@ export const make = <C>(options: {
   readonly alias: string
   readonly config: PoolConfig
   readonly hooks: PoolHooks<C>
+  readonly observer?: PoolObserver | undefined
 }): Effect.Effect<Pool<C>> =>
   // background fibers inherit the runtime's flags: they must stay interruptible even when
   // the pool is made inside an uninterruptible region such as a layer's acquireRelease
   Effect.map(Effect.interruptible(Effect.runtime<never>()), (runtime) => makeWithRuntime(options, runtime))
 
 const makeWithRuntime = <C>(
-  options: { readonly alias: string; readonly config: PoolConfig; readonly hooks: PoolHooks<C> },
+  options: {
+    readonly alias: string
+    readonly config: PoolConfig
+    readonly hooks: PoolHooks<C>
+    readonly observer?: PoolObserver | undefined
+  },
   runtime: Runtime.Runtime<never>
 ): Pool<C> => {
   const { alias, config, hooks } = options
+  const observer = options.observer ?? noObserver
   const idle: Array<Entry<C>> = []
   const all = new Set<Entry<C>>()
   let waiters: Array<Waiter<C>> = []
@@ -308,6 +345,7 @@ const makeWithRuntime = <C>(
     if (entry.state === "active") active--
     entry.state = "closing"
     all.delete(entry)
+    observer.destroyed()
     fork(hooks.destroy(entry.conn))
     checkDrained()
     fill()
@@ -353,11 +391,13 @@ const makeWithRuntime = <C>(
         if (result !== undefined && Exit.isSuccess(result)) {
           failures = 0
           lastError = undefined
+          observer.created()
           const entry = new Entry(result.value, Date.now(), config.maxLifetime)
           all.add(entry)
           offer(entry)
         } else {
           if (result !== undefined && Exit.isFailure(result)) {
+            observer.createFailed()
             failures++
             const failure = Cause.failureOption(result.cause)
             lastError = failure._tag === "Some" ? failure.value : undefined
@@ -407,6 +447,7 @@ const makeWithRuntime = <C>(
           if (w.done) return
           w.done = true
           const error = deadlineError === undefined ? timeoutError() : deadlineError()
+          observer.acquireFailed(error)
           pending--
           resume(Effect.fail(error))
         }, Math.max(0, deadline - Date.now()))
@@ -446,6 +487,7 @@ const makeWithRuntime = <C>(
         },
         onSuccess: () => {
           entry.lastUsed = Date.now()
+          observer.acquired(0)
           return Effect.succeed(entry)
         }
       }),
@@ -470,7 +512,11 @@ const makeWithRuntime = <C>(
     fiber: Fiber.RuntimeFiber<unknown, unknown>,
     deadlineError: (() => DbError) | undefined
   ): Effect.Effect<Entry<C>, DbError> => {
-    if (closed) return Effect.fail(new PoolClosed({ alias }))
+    if (closed) {
+      const error = new PoolClosed({ alias })
+      observer.acquireFailed(error)
+      return Effect.fail(error)
+    }
     if (pending === 0) {
       let entry: Entry<C> | undefined
       while ((entry = idle.pop()) !== undefined) {
@@ -483,10 +529,15 @@ const makeWithRuntime = <C>(
         active++
         markLeased(entry, fiber, now)
         if (now - entry.lastUsed > config.validationWindow) return validated(entry, deadline, fiber, deadlineError)
+        observer.acquired(0)
         return Effect.succeed(entry)
       }
     }
-    return Effect.map(wait(deadline, deadlineError), (entry) => markLeased(entry, fiber, Date.now()))
+    const start = performance.now()
+    return Effect.map(wait(deadline, deadlineError), (entry) => {
+      observer.acquired(performance.now() - start)
+      return markLeased(entry, fiber, Date.now())
+    })
   }
 
   // without a call deadline, the only failures are PoolTimeout and PoolClosed
@@ -500,35 +551,32 @@ const makeWithRuntime = <C>(
       return own <= deadline ? acquireUntil(own, fiber, undefined) : acquireUntil(deadline, fiber, onDeadline)
     })
 
-  const release = (lease: Lease<C>): Effect.Effect<void> =>
-    Effect.suspend(() => {
-      const entry = lease as Entry<C>
-      if (entry.state !== "active") return Effect.void
-      if (closed || hooks.isBroken(entry.conn) || Date.now() >= entry.expiresAt) {
-        destroyEntry(entry)
-        return Effect.void
-      }
-      const cleanup = hooks.recycle(entry.conn)
-      if (cleanup === undefined) {
-        active--
-        offer(entry)
-        checkDrained()
-        return Effect.void
-      }
-      // cleaning runs in the background: the caller is done, and the connection stays
-      // out of the pool until it is clean
-      fork(Effect.matchEffect(cleanup, {
-        onFailure: () => Effect.sync(() => destroyEntry(entry)),
-        onSuccess: () =>
-          Effect.sync(() => {
-            if (hooks.isBroken(entry.conn)) return destroyEntry(entry)
-            active--
-            offer(entry)
-            checkDrained()
-          })
-      }))
-      return Effect.void
-    })
+  /** Returning is synchronous: cleanup that needs the server runs in the background. */
+  const releaseNow = (lease: Lease<C>): void => {
+    const entry = lease as Entry<C>
+    if (entry.state !== "active") return
+    if (closed || hooks.isBroken(entry.conn) || Date.now() >= entry.expiresAt) return destroyEntry(entry)
+    const cleanup = hooks.recycle(entry.conn)
+    if (cleanup === undefined) {
+      active--
+      offer(entry)
+      checkDrained()
+      return
+    }
+    // the caller is done; the connection stays out of the pool until it is clean
+    fork(Effect.matchEffect(cleanup, {
+      onFailure: () => Effect.sync(() => destroyEntry(entry)),
+      onSuccess: () =>
+        Effect.sync(() => {
+          if (hooks.isBroken(entry.conn)) return destroyEntry(entry)
+          active--
+          offer(entry)
+          checkDrained()
+        })
+    }))
+  }
+
+  const release = (lease: Lease<C>): Effect.Effect<void> => Effect.sync(() => releaseNow(lease))
 
   const invalidate = (lease: Lease<C>): Effect.Effect<void> =>
     Effect.sync(() => {
@@ -539,11 +587,62 @@ const makeWithRuntime = <C>(
   const withConnection = <A, E, R>(
     f: (conn: C) => Effect.Effect<A, E, R>
   ): Effect.Effect<A, E | PoolTimeout | PoolClosed, R> =>
+    use(undefined, undefined, f) as Effect.Effect<A, E | PoolTimeout | PoolClosed, R>
+
+  /** An idle connection that needs no ping, taken synchronously; `undefined` sends the caller the slow way. */
+  const takeIdle = (fiber: Fiber.RuntimeFiber<unknown, unknown>): Entry<C> | undefined => {
+    if (closed || pending > 0) return undefined
+    const now = Date.now()
+    while (idle.length > 0) {
+      const entry = idle[idle.length - 1]!
+      if (now >= entry.expiresAt || hooks.isBroken(entry.conn)) {
+        idle.pop()
+        destroyEntry(entry)
+        continue
+      }
+      if (now - entry.lastUsed > config.validationWindow) return undefined
+      idle.pop()
+      entry.state = "active"
+      active++
+      return markLeased(entry, fiber, now)
+    }
+    return undefined
+  }
+
+  /**
+   * Borrows a connection for the duration of `f`, within `deadline` when given:
+   * the lean path every statement takes. With an idle connection at hand, no
+   * effect runs between the caller and `f`.
+   */
+  const use = <A, E, R>(
+    deadline: number | undefined,
+    onDeadline: (() => DbError) | undefined,
+    f: (conn: C) => Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | DbError, R> =>
     Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(
-        restore(acquireEntry),
-        (entry) => Effect.onExit(restore(f(entry.conn)), () => release(entry))
-      )
+      Effect.withFiberRuntime<A, E | DbError, R>((fiber) => {
+        const run = (entry: Entry<C>) =>
+          Effect.matchCauseEffect(restore(f(entry.conn)), {
+            onFailure: (cause) => {
+              releaseNow(entry)
+              return Effect.failCause(cause)
+            },
+            onSuccess: (a) => {
+              releaseNow(entry)
+              return Effect.succeed(a)
+            }
+          })
+        const entry = takeIdle(fiber)
+        if (entry !== undefined) {
+          observer.acquired(0)
+          return run(entry)
+        }
+        const own = Date.now() + config.acquireTimeout
+        const acquire = deadline === undefined || own <= deadline
+          ? acquireUntil(own, fiber, undefined)
+          : acquireUntil(deadline, fiber, onDeadline)
+        return Effect.flatMap(restore(acquire), run)
+      })
     )
 
   /** Closes idle connections above `min` after `idleTimeout`, retires old ones, pings the rest. */
@@ -637,7 +736,9 @@ const makeWithRuntime = <C>(
       w.done = true
       pending--
       clearTimeout(w.timer)
-      w.resume!(Effect.fail(new PoolClosed({ alias })))
+      const error = new PoolClosed({ alias })
+      observer.acquireFailed(error)
+      w.resume!(Effect.fail(error))
     }
     let entry: Entry<C> | undefined
     while ((entry = idle.pop()) !== undefined) destroyEntry(entry)
@@ -671,6 +772,7 @@ const makeWithRuntime = <C>(
     release,
     invalidate,
     withConnection,
+    use,
     scoped: Effect.acquireRelease(acquireEntry, release).pipe(Effect.map((entry) => entry.conn)),
     close
   }

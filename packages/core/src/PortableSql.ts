@@ -240,7 +240,7 @@ export interface Translator {
 
 /**
  * Makes a translator that remembers up to `capacity` distinct statements,
- * dropping the least recently used.
+ * dropping the oldest.
  *
  * @since 0.1.0
  */
@@ -249,13 +249,10 @@ export const makeTranslator = (dialect: Dialect, capacity = 2048): Translator =>
   return {
     dialect,
     translate(sql) {
+      // on a hit, no recency refresh: it would cost two Map writes per statement, and a
+      // full cache dropping its oldest entry merely re-translates it
       const hit = cache.get(sql)
-      if (hit !== undefined) {
-        // refresh recency: Map iteration order is insertion order
-        cache.delete(sql)
-        cache.set(sql, hit)
-        return hit
-      }
+      if (hit !== undefined) return hit
       const result = translateUncached(sql, dialect)
       if (cache.size >= capacity) cache.delete(cache.keys().next().value!)
       cache.set(sql, result)

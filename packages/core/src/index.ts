@@ -20,6 +20,7 @@ export type {
   InsertManyOptions,
   InsertManyResult,
   ResilienceStats,
+  SlowQuery,
   StreamOptions,
   Transaction,
   WithTransactionOptions
@@ -33,6 +34,8 @@ export * as Dialect from "./Dialect.js"
 /** @since 0.1.0 */
 export * as Driver from "./Driver.js"
 /** @since 0.1.0 */
+export * as Metrics from "./Metrics.js"
+/** @since 0.1.0 */
 export * as Pool from "./Pool.js"
 /** @since 0.1.0 */
 export * as PortableSql from "./PortableSql.js"
@@ -40,5 +43,7 @@ export * as PortableSql from "./PortableSql.js"
 export * as QueryTags from "./QueryTags.js"
 /** @since 0.1.0 */
 export * as Retry from "./Retry.js"
+/** @since 0.1.0 */
+export * as ScalingAdvisor from "./ScalingAdvisor.js"
 /** @since 0.1.0 */
 export * as StatementCache from "./StatementCache.js"

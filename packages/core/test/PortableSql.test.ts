@@ -105,7 +105,7 @@ describe("Translator cache", () => {
     expect(tr.translate("SELECT ?")).toBe(a)
     tr.translate("SELECT 1")
     tr.translate("SELECT 2")
-    // evicted as the least recently used: a new object is made
+    // evicted as the oldest: a new object is made
     expect(tr.translate("SELECT ?")).not.toBe(a)
   })
 })

@@ -18,10 +18,12 @@ Conformance.conformance({
     text: "longtext",
     bytes: "longblob",
     json: "json",
+    serial: "int AUTO_INCREMENT",
     timestamptz: "timestamp(3) NULL"
   },
   codes: { unique: "1062", foreignKey: "1452", syntax: "1064", missingTable: "1146" },
   sleep: (seconds) => `SELECT SLEEP(${seconds})`,
   countConnections: (database) => Effect.map(threads(database), (rows) => rows.length),
+  statementCache: true,
   rejectsNulInText: false
 })

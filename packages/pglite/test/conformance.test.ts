@@ -11,10 +11,12 @@ Conformance.conformance({
     text: "text",
     bytes: "bytea",
     json: "jsonb",
+    serial: "serial",
     timestamptz: "timestamptz"
   },
   codes: { unique: "23505", foreignKey: "23503", syntax: "42601", missingTable: "42P01" },
   sleep: (seconds) => `SELECT pg_sleep(${seconds})`,
   countConnections: undefined,
+  statementCache: false,
   rejectsNulInText: true
 })

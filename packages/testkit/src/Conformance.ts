@@ -14,7 +14,10 @@ import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Chunk from "effect/Chunk"
 import * as Fiber from "effect/Fiber"
+import * as Stream from "effect/Stream"
+import * as Bank from "./Bank.js"
 import type * as Layer from "effect/Layer"
 
 /**
@@ -38,6 +41,8 @@ export interface EngineProfile {
     readonly bytes: string
     readonly json: string
     readonly timestamptz: string
+    /** An auto-generated integer key column type. */
+    readonly serial: string
   }
   /** Engine codes of the typed errors. */
   readonly codes: {
@@ -55,6 +60,8 @@ export interface EngineProfile {
   readonly countConnections: ((alias: string) => Effect.Effect<number>) | undefined
   /** A NUL byte in a text parameter is rejected (PostgreSQL) rather than stored. */
   readonly rejectsNulInText: boolean
+  /** The engine keeps prepared statements per connection. */
+  readonly statementCache: boolean
 }
 
 let counter = 0
@@ -236,6 +243,85 @@ export const conformance = (profile: EngineProfile): void => {
               const seen = yield* sql<{ id: number }>`SELECT id FROM ${sql(table)}`
               expect(seen).toEqual([{ id: 7 }])
             }))
+          })))
+
+      it.effect("insertMany chunks multi-row inserts in one transaction and reports keys where it can", () =>
+        withTable(`id ${profile.types.serial} PRIMARY KEY, v varchar(20)`, (table) =>
+          Effect.gen(function*() {
+            const rows = Array.from({ length: 2_500 }, (_, i) => ({ v: `row ${i}` }))
+            const result = yield* Db.insertMany(table, rows, { chunkSize: 1_000, returning: "id" })
+            expect(result.inserted).toBe(2_500)
+            if (profile.name !== "mysql" || result.keys.length > 0) {
+              expect(result.keys.length).toBe(2_500)
+              expect(new Set(result.keys.map(String)).size).toBe(2_500)
+            }
+            const [count] = yield* Db.execute<{ n: unknown }>(`SELECT count(*) AS n FROM [${table}]`)
+            expect(Number(count!.n)).toBe(2_500)
+            // rows of different shapes are rejected before anything is sent
+            const bad = yield* Effect.flip(Db.insertMany(table, [{ v: "a" }, { w: "b" }]))
+            expect(bad).toMatchObject({ _tag: "InvalidQuery", reason: "invalidArgument" })
+            // a failing chunk rolls back every chunk
+            const dup = yield* Effect.flip(Db.insertMany(table, [{ id: 100_000, v: "x" }, { id: 100_000, v: "y" }]))
+            expect(dup._tag).toBe("ConstraintViolation")
+            const [after] = yield* Db.execute<{ n: unknown }>(`SELECT count(*) AS n FROM [${table}]`)
+            expect(Number(after!.n)).toBe(2_500)
+          })))
+
+      it.effect("executeMany of thousands of rows takes one call and returns the affected count", () =>
+        withTable("id int PRIMARY KEY, v int", (table) =>
+          Effect.gen(function*() {
+            const rows = Array.from({ length: 3_000 }, (_, i) => [i, i * 2])
+            expect(yield* Db.executeMany(`INSERT INTO [${table}] (id, v) VALUES (?, ?)`, rows)).toBe(3_000)
+            expect(yield* Db.executeMany(`UPDATE [${table}] SET v = v + 1 WHERE id = ?`, [[1], [2], [99_999]])).toBe(2)
+            const [sum] = yield* Db.execute<{ s: unknown }>(`SELECT SUM(v) AS s FROM [${table}]`)
+            expect(Number(sum!.s)).toBe(3_000 * 2_999 + 2)
+          })))
+
+      it.effect("stream reads a large result in chunks and releases its connection when it ends or is interrupted", () =>
+        withTable("id int PRIMARY KEY", (table) =>
+          Effect.gen(function*() {
+            const db = yield* Db
+            yield* Db.insertMany(table, Array.from({ length: 5_000 }, (_, i) => ({ id: i })))
+            let seen = 0
+            let max = 0
+            yield* Db.stream<{ id: number }>(`SELECT id FROM [${table}] ORDER BY id`, [], { chunkSize: 100 }).pipe(
+              Stream.mapChunks((chunk) => {
+                max = Math.max(max, chunk.length)
+                return chunk
+              }),
+              Stream.runForEach((row) => Effect.sync(() => void (expect(row.id).toBe(seen++)))),
+            )
+            expect(seen).toBe(5_000)
+            expect(max).toBeLessThanOrEqual(100) // bounded: never the whole result at once
+            const first = yield* Db.stream<{ id: number }>(`SELECT id FROM [${table}] ORDER BY id`).pipe(
+              Stream.take(10),
+              Stream.runCollect
+            )
+            expect(Chunk.toReadonlyArray(first).map((r) => r.id)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])
+            yield* Bank.eventually(Effect.sync(() => db.poolStats().active === 0), 2_000)
+            expect(yield* Db.execute("SELECT 1 AS ok")).toEqual([{ ok: 1 }])
+          })))
+
+      it.effect("the statement cache hits on repeated statements and stays correct after DDL", () =>
+        withTable("id int PRIMARY KEY, v int", (table) =>
+          Effect.gen(function*() {
+            const db = yield* Db
+            yield* Db.execute(`INSERT INTO [${table}] VALUES (?, ?)`, [1, 10])
+            const before = db.statementCacheStats()
+            for (let i = 0; i < 20; i++) yield* Db.execute(`SELECT v FROM [${table}] WHERE id = ?`, [1])
+            const after = db.statementCacheStats()
+            if (profile.statementCache) {
+              expect(after.hits - before.hits).toBeGreaterThanOrEqual(16) // at most one miss per pooled connection
+            }
+            // the table changes under prepared statements: the result follows (PostgreSQL
+            // answers 0A000 "cached plan must not change result type"; the statement is re-prepared)
+            for (let i = 0; i < 4; i++) yield* Db.execute(`SELECT * FROM [${table}] WHERE id = ?`, [1])
+            yield* Db.execute(`ALTER TABLE [${table}] ADD COLUMN w int`)
+            const rows = yield* Db.execute<Record<string, unknown>>(`SELECT * FROM [${table}] WHERE id = ?`, [1])
+            expect(rows).toEqual([{ id: 1, v: 10, w: null }])
+            for (let i = 0; i < 4; i++) {
+              expect(yield* Db.execute<Record<string, unknown>>(`SELECT * FROM [${table}] WHERE id = ?`, [1])).toEqual(rows)
+            }
           })))
 
       it.effect("rejects bad input with typed errors and stays healthy", () =>

@@ -2,7 +2,7 @@ import type * as SqlConnection from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
-import type * as Exit from "effect/Exit"
+import type * as Cause from "effect/Cause"
 import * as Stream from "effect/Stream"
 import type { DbError } from "../DbError.js"
 import type { DriverConnection, QueryMode, QueryResult } from "../Driver.js"
@@ -24,8 +24,8 @@ type TransformRows = (<A extends object>(rows: ReadonlyArray<A>) => ReadonlyArra
 export interface StatementHooks {
   /** Checks a statement before it is sent; `undefined` lets it through. */
   readonly guard: ((sql: string, conn: DriverConnection) => Effect.Effect<void, DbError> | undefined) | undefined
-  /** Sees every statement's outcome and duration (breaker, slow-query log, metrics). */
-  readonly observe: (sql: string, exit: Exit.Exit<unknown, DbError>, millis: number) => Effect.Effect<void>
+  /** Sees every statement's outcome and duration (breaker, slow-query log, metrics); may return a log to run. */
+  readonly observe: (sql: string, failure: Cause.Cause<DbError> | undefined, millis: number) => Effect.Effect<void> | undefined
 }
 
 export class DalConnection implements SqlConnection.Connection {
@@ -73,7 +73,16 @@ export class DalConnection implements SqlConnection.Connection {
     const observe = this.hooks.observe
     let query: Effect.Effect<A, DbError> = Effect.suspend(() => {
       const start = performance.now()
-      return Effect.onExit(send(), (exit) => observe(sql, exit, performance.now() - start))
+      return Effect.matchCauseEffect(send(), {
+        onFailure: (cause) => {
+          const log = observe(sql, cause, performance.now() - start)
+          return log === undefined ? Effect.failCause(cause) : Effect.zipRight(log, Effect.failCause(cause))
+        },
+        onSuccess: (a) => {
+          const log = observe(sql, undefined, performance.now() - start)
+          return log === undefined ? Effect.succeed(a) : Effect.as(log, a)
+        }
+      })
     })
     if (check !== undefined) query = Effect.zipRight(check, query)
     // a statement cancelled earlier must have let go before anything else runs here

@@ -1,0 +1,68 @@
+import { execFile } from "node:child_process"
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { promisify } from "node:util"
+import { afterAll, describe, expect, it } from "vitest"
+
+const run = promisify(execFile)
+const root = fileURLToPath(new URL("../../..", import.meta.url))
+const dir = mkdtempSync(join(tmpdir(), "dal-capacity-"))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+const capacity = async (args: ReadonlyArray<string>, report: string) => {
+  const env = { ...process.env }
+  delete env["DATABASE_URL"]
+  const { stdout } = await run("npx", ["tsx", "packages/cli/src/bin.ts", ...args, "--report", report], {
+    cwd: root,
+    timeout: 120_000,
+    env
+  })
+  return stdout
+}
+
+const chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find(existsSync)
+
+describe("npm start: the capacity check", () => {
+  it("a normal workload on the embedded default gets the 'normal load' verdict and a report with its charts", async () => {
+    const report = join(dir, "normal.html")
+    const out = await capacity(["--users", "4", "--duration", "3", "--slow-ratio", "0"], report)
+    expect(out).toContain("capacity check on pglite")
+    expect(out).toContain("Verdict: NORMAL LOAD: no action needed")
+    expect(out).toContain("> < 0.1%")
+    expect(out).toMatch(/Report: .*normal\.html/)
+    const html = readFileSync(report, "utf8")
+    for (const id of ["chart-utilization", "chart-acquire", "chart-timeouts", "verdict", "advisor"]) {
+      expect(html).toContain(`id="${id}"`)
+    }
+    // the report renders in a real browser, charts included
+    expect(chromium, "Debian's chromium is installed (.ci/run installs it)").toBeDefined()
+    const { stdout: dom } = await run(chromium!, [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--no-first-run",
+      `--user-data-dir=${join(dir, "profile")}`,
+      "--dump-dom",
+      `file://${report}`
+    ], { timeout: 60_000 })
+    expect((dom.match(/<svg[^>]*class="chart"/g) ?? []).length).toBe(3)
+    expect(dom).toContain("normal load")
+  })
+
+  it("a workload built to time out gets 'critical pressure: scale horizontally'", async () => {
+    const report = join(dir, "critical.html")
+    const out = await capacity(
+      ["--users", "30", "--duration", "4", "--pool-max", "2", "--acquire-timeout", "20", "--slow-ratio", "0.5", "--ramp", "--url", "postgres://postgres@127.0.0.1:5432/test"],
+      report
+    )
+    expect(out).toContain("capacity check on pg")
+    expect(out).toContain("Verdict: CRITICAL PRESSURE: scale horizontally")
+    const rate = Number(/timeout rate ([\d.]+)%/.exec(out)![1])
+    expect(rate).toBeGreaterThan(5)
+    expect(readFileSync(report, "utf8")).toContain("dashed: virtual users")
+  })
+})

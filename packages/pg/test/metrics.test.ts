@@ -1,0 +1,69 @@
+import { describe, expect, it } from "@effect/vitest"
+import { Db, Metrics } from "@effect-dal/core"
+import { PgDatabase } from "@effect-dal/pg"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Metric from "effect/Metric"
+import * as MetricLabel from "effect/MetricLabel"
+import { PG_URL, unique } from "./helpers.js"
+
+describe("metrics and advice: PostgreSQL", () => {
+  it.live("after a known workload the metrics hold exact counts", () => {
+    const alias = unique("metrics")
+    const labels = [MetricLabel.make("alias", alias), MetricLabel.make("env", "test")]
+    const value = <In, Out>(metric: Metric.Metric<any, In, Out>, extra: Record<string, string> = {}) =>
+      Metric.value(Metric.taggedWithLabels(metric, [...labels, ...Object.entries(extra).map(([k, v]) => MetricLabel.make(k, v))]))
+    return Effect.gen(function*() {
+      const db = yield* Db
+      for (let i = 0; i < 5; i++) yield* Db.execute("SELECT 1")
+      yield* Effect.flip(Db.execute("SELEC 1"))
+      yield* Effect.flip(Db.execute("SELEC 2"))
+      yield* Effect.flip(Db.execute("SELECT pg_sleep(1)", [], { timeout: "50 millis" }))
+      yield* Db.execute("SELECT pg_sleep(0.12)")
+      // hold the only connection, so that one caller times out waiting for it
+      const hold = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(Effect.scoped(Effect.zipRight(Db.transaction, Deferred.await(hold))))
+      yield* Effect.sleep(50)
+      yield* Effect.flip(Db.execute("SELECT 1"))
+      yield* Deferred.succeed(hold, undefined)
+      yield* Fiber.join(holder)
+      yield* db.refreshMetrics
+
+      expect((yield* value(Metrics.metrics.queryDuration)).count).toBe(9 + 2) // 9 statements + BEGIN and COMMIT
+      expect((yield* value(Metrics.metrics.errors, { category: "syntax" })).count).toBe(2)
+      expect((yield* value(Metrics.metrics.errors, { category: "statementTimeout" })).count).toBe(1)
+      expect((yield* value(Metrics.metrics.errors, { category: "poolTimeout" })).count).toBe(1)
+      expect((yield* value(Metrics.metrics.timeouts, { kind: "statement" })).count).toBe(1)
+      expect((yield* value(Metrics.metrics.timeouts, { kind: "acquire" })).count).toBe(1)
+      expect((yield* value(Metrics.metrics.slowQueries)).count).toBe(1)
+      expect((yield* value(Metrics.metrics.acquisitions, { outcome: "success" })).count).toBe(10)
+      expect((yield* value(Metrics.metrics.acquisitions, { outcome: "timeout" })).count).toBe(1)
+      expect((yield* value(Metrics.metrics.retries)).count).toBe(0)
+      expect((yield* value(Metrics.metrics.connectionsCreated)).count).toBeGreaterThanOrEqual(1)
+      expect((yield* value(Metrics.metrics.poolMax)).value).toBe(1)
+      expect((yield* value(Metrics.metrics.poolActive)).value).toBe(0)
+      expect((yield* value(Metrics.metrics.circuitState)).value).toBe(0)
+      expect((yield* value(Metrics.metrics.acquireDuration)).count).toBe(10)
+
+      const slow = db.slowQueries(5)
+      expect(slow.length).toBe(1)
+      expect(slow[0]).toMatchObject({ sql: "SELECT pg_sleep(0.12)", count: 1 })
+      expect(slow[0]!.maxMillis).toBeGreaterThanOrEqual(100)
+
+      const health = yield* Db.health
+      expect(health.attempts).toBe(13) // 11 statements, the failed acquisition and its own SHOW max_connections
+      expect(health.timeouts).toBe(2)
+      expect(health.level).toBe(3) // 2 of 12 timed out: critical
+      expect(health.capacity.poolMax).toBe(1)
+      expect(health.capacity.serverMaxConnections).toBeGreaterThan(0)
+      expect(health.capacity.appServersAllowed).toBe(health.capacity.serverMaxConnections)
+    }).pipe(Effect.provide(PgDatabase.layer({
+      url: PG_URL,
+      alias,
+      env: "test",
+      slowQueryThreshold: "100 millis",
+      pool: { min: 0, max: 1, acquireTimeout: "100 millis" }
+    })))
+  })
+})
