@@ -55,6 +55,12 @@ export interface DatabaseOptions {
   /** The circuit breaker of this alias, or `false` for none. */
   readonly circuitBreaker?: CircuitBreakerOptions | false | undefined
   /**
+   * Tag keys that become labels of the statement metrics (`dal_query_duration_ms`,
+   * `dal_errors_total`), e.g. `["operation"]`. Only these keys, and at most 100
+   * distinct value combinations (the rest count as `other`), so cardinality stays bounded.
+   */
+  readonly metricTagKeys?: ReadonlyArray<string> | undefined
+  /**
    * What to do with DDL inside a transaction on an engine that commits DDL
    * implicitly (MySQL): `fail` (default) with `DdlInTransaction` before
    * anything is sent, `warn` and run it, or `allow` it silently.
@@ -83,6 +89,7 @@ export interface DatabaseConfig {
   /** Not part of the hash: policies hold functions. */
   readonly retry: RetryPolicy | undefined
   readonly circuitBreaker: CircuitBreakerOptions | false
+  readonly metricTagKeys: ReadonlyArray<string>
   readonly pool: PoolConfig
   readonly ddlInTransaction: "fail" | "warn" | "allow"
   /** Query parameters of the URL (`sslmode`, ...), for the driver. */
@@ -282,6 +289,7 @@ export const resolve = (
       statementCacheSize,
       retry: options.retry,
       circuitBreaker: options.circuitBreaker ?? {},
+      metricTagKeys: options.metricTagKeys ?? [],
       pool: poolConfig,
       ddlInTransaction,
       params: u.params,

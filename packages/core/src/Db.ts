@@ -320,6 +320,9 @@ export class Db extends Context.Tag("@effect-dal/core/Db")<Db, DbService>() {
 
 const noParams: ReadonlyArray<unknown> = []
 
+/** Effect's built-in tracer: when it is the current one, no span is worth making. */
+const nativeTracer = Effect.runSync(Effect.tracer)
+
 /** On engines that commit DDL implicitly, stops (or flags) DDL sent inside a transaction. */
 const makeDdlGuard = (
   dialect: Dialect,
@@ -356,7 +359,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
     )
     let retries = 0
 
-    const metrics = new DbMetrics(config.alias, config.env)
+    const metrics = new DbMetrics(config.alias, config.env, config.metricTagKeys)
     const window = new ScalingAdvisor.Window(60)
     const slowStats = new SlowQueries()
 
@@ -364,7 +367,12 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
      * Every statement's outcome feeds the breaker, the metrics and the
      * advisor; a slow one is logged (the soft timeout) and kept for `slowQueries`.
      */
-    const observe = (sql: string, failure: Cause.Cause<DbError> | undefined, millis: number): Effect.Effect<void> | undefined => {
+    const observe = (
+      sql: string,
+      failure: Cause.Cause<DbError> | undefined,
+      millis: number,
+      tags: QueryTags | undefined
+    ): Effect.Effect<void> | undefined => {
       const slow = millis >= config.slowQueryThreshold
       let error: DbError | undefined
       if (failure !== undefined) {
@@ -374,7 +382,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
         error = found.value
       }
       breaker?.record(error !== undefined && isInfrastructure(error), millis)
-      metrics.statement(millis, error?.category, slow)
+      metrics.statement(millis, error?.category, slow, tags)
       window.statement(millis, error?._tag === "StatementTimeout")
       if (!slow) return undefined
       slowStats.record(sql, millis)
@@ -383,7 +391,11 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
           Effect.annotateLogs({ alias: config.alias, sql, durationMillis: Math.round(millis), tags })
         ))
     }
-    const hooks: StatementHooks = { guard: makeDdlGuard(dialect, config), observe }
+    const hooks: StatementHooks = {
+      guard: makeDdlGuard(dialect, config),
+      observe,
+      wantsTags: config.metricTagKeys.length > 0
+    }
 
     const needsRollback = (conn: DalConnection) => {
       const state = conn.driver.transactionState()
@@ -547,8 +559,29 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       }
     }
 
-    const tagged = <A, E>(effect: Effect.Effect<A, E>, options: ExecuteOptions | undefined) =>
-      options?.tags === undefined ? effect : withTagsImpl(options.tags)(effect)
+    const spanAttributes: Record<string, unknown> = {
+      "db.system.name": driver.system,
+      "db.namespace": config.database,
+      "server.address": config.host,
+      "server.port": config.port,
+      "db.client.alias": config.alias
+    }
+
+    /**
+     * Tags the call, and gives it an OpenTelemetry-style span (with the `db.*`
+     * attributes and the tags) when a tracer other than Effect's built-in one
+     * is installed: without one, nobody would see the span, so none is made.
+     */
+    const tagged = <A, E>(effect: Effect.Effect<A, E>, options: ExecuteOptions | undefined, sql: string) => {
+      const withTags = options?.tags === undefined ? effect : withTagsImpl(options.tags)(effect)
+      return Effect.withFiberRuntime<A, E>((fiber) => {
+        if (fiber.currentTracer === nativeTracer) return withTags
+        const tags = fiber.getFiberRef(currentTags)
+        const attributes: Record<string, unknown> = { ...spanAttributes, "db.query.text": sql }
+        for (const [k, v] of Object.entries({ ...tags, ...options?.tags })) attributes[`db.tag.${k}`] = v
+        return Effect.withSpan(withTags, "db.query", { kind: "client", captureStackTrace: false, attributes })
+      })
+    }
 
     const executeOn = (conn: DalConnection | undefined) =>
     <A extends object = Row>(
@@ -561,13 +594,14 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       const timeout = statementTimeout(options)
       const run = (c: DalConnection, remaining: number | undefined) =>
         c.run(t.sql, params, "rows", true, remaining) as Effect.Effect<ReadonlyArray<A>, DbError>
-      if (conn !== undefined) return tagged(run(conn, timeout), options)
+      if (conn !== undefined) return tagged(run(conn, timeout), options, t.sql)
       return tagged(
         Effect.withFiberRuntime<ReadonlyArray<A>, DbError>((fiber) => {
           const tx = currentTx(fiber.currentContext)
           return tx === undefined ? autocommit(t.sql, run, options, timeout) : run(tx[0], timeout)
         }),
-        options
+        options,
+        t.sql
       )
     }
 
@@ -589,7 +623,11 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
         const body = Effect.withFiberRuntime<number, DbError>((fiber) =>
           (conn ?? currentTx(fiber.currentContext)![0]).batch(nativeSql, rows)
         )
-        return tagged(withTimeout(runTransaction(body, {}, identity), statementTimeout(options), "statement", sql), options)
+        return tagged(
+          withTimeout(runTransaction(body, {}, identity), statementTimeout(options), "statement", sql),
+          options,
+          nativeSql
+        )
       })
 
     const insertMany = (
@@ -658,7 +696,11 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
             () => ({ inserted, keys })
           )
         })
-        return tagged(withTimeout(runTransaction(body, {}, identity), statementTimeout(options), "statement", head), options)
+        return tagged(
+          withTimeout(runTransaction(body, {}, identity), statementTimeout(options), "statement", head),
+          options,
+          head
+        )
       })
 
     const stream = <A extends object = Row>(

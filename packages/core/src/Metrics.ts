@@ -68,8 +68,24 @@ export class DbMetrics {
   readonly labels: ReadonlyArray<MetricLabel.MetricLabel>
   private readonly extra = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
 
-  constructor(readonly alias: string, readonly env: string) {
+  constructor(readonly alias: string, readonly env: string, readonly tagKeys: ReadonlyArray<string> = []) {
     this.labels = [MetricLabel.make("alias", alias), MetricLabel.make("env", env)]
+  }
+
+  private readonly tagged = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
+
+  /** The labels plus the declared tag keys' values; past 100 combinations, `other`. */
+  private tagLabels(tags: Readonly<Record<string, string>> | undefined): ReadonlyArray<MetricLabel.MetricLabel> {
+    if (this.tagKeys.length === 0) return this.labels
+    const values = this.tagKeys.map((k) => tags?.[k] ?? "none")
+    const id = values.join("\u0000")
+    let labels = this.tagged.get(id)
+    if (labels === undefined) {
+      const bounded = this.tagged.size >= 100 ? values.map(() => "other") : values
+      labels = [...this.labels, ...this.tagKeys.map((k, i) => MetricLabel.make(k, bounded[i]!))]
+      if (this.tagged.size < 100) this.tagged.set(id, labels)
+    }
+    return labels
   }
 
   /** The labels plus one more, made once per key and value. */
@@ -94,10 +110,19 @@ export class DbMetrics {
     metrics.errors.unsafeUpdate(1, this.with("category", category))
   }
 
-  statement(ms: number, category: ErrorCategory | undefined, slow: boolean): void {
-    metrics.queryDuration.unsafeUpdate(ms, this.labels)
+  statement(
+    ms: number,
+    category: ErrorCategory | undefined,
+    slow: boolean,
+    tags?: Readonly<Record<string, string>> | undefined
+  ): void {
+    const labels = this.tagLabels(tags)
+    metrics.queryDuration.unsafeUpdate(ms, labels)
     if (category !== undefined) {
-      metrics.errors.unsafeUpdate(1, this.with("category", category))
+      metrics.errors.unsafeUpdate(
+        1,
+        labels === this.labels ? this.with("category", category) : [...labels, MetricLabel.make("category", category)]
+      )
       if (category === "statementTimeout") metrics.timeouts.unsafeUpdate(1, this.with("kind", "statement"))
     }
     if (slow) metrics.slowQueries.unsafeUpdate(1, this.labels)

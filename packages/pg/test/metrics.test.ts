@@ -6,6 +6,7 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Metric from "effect/Metric"
 import * as MetricLabel from "effect/MetricLabel"
+import * as Tracer from "effect/Tracer"
 import { PG_URL, unique } from "./helpers.js"
 
 describe("metrics and advice: PostgreSQL", () => {
@@ -65,5 +66,58 @@ describe("metrics and advice: PostgreSQL", () => {
       slowQueryThreshold: "100 millis",
       pool: { min: 0, max: 1, acquireTimeout: "100 millis" }
     })))
+  })
+})
+
+describe("query tagging: PostgreSQL", () => {
+  it.live("declared tag keys label the statement metrics; tags reach span attributes when a tracer is installed", () => {
+    const alias = unique("tags")
+    const spans: Array<{ name: string; attributes: Map<string, unknown> }> = []
+    const tracer = Tracer.make({
+      span: (name, parent, context, links, startTime, kind) => {
+        const record = { name, attributes: new Map<string, unknown>() }
+        spans.push(record)
+        const span: Tracer.Span = {
+          _tag: "Span",
+          name,
+          spanId: `span${spans.length}`,
+          traceId: "trace",
+          parent,
+          context,
+          status: { _tag: "Started", startTime },
+          attributes: record.attributes,
+          links,
+          sampled: true,
+          kind,
+          attribute: (key, value) => void record.attributes.set(key, value),
+          event: () => {},
+          end: () => {},
+          addLinks: () => {}
+        }
+        return span
+      },
+      context: (f) => f()
+    })
+    const labels = (operation: string) => [
+      MetricLabel.make("alias", alias),
+      MetricLabel.make("env", "prod"),
+      MetricLabel.make("operation", operation)
+    ]
+    return Effect.gen(function*() {
+      yield* Db.withTags({ operation: "get_user" })(Db.execute("SELECT 1"))
+      yield* Db.execute("SELECT 2", [], { tags: { operation: "get_user" } })
+      yield* Db.execute("SELECT 3")
+      const tagged = yield* Metric.value(Metric.taggedWithLabels(Metrics.metrics.queryDuration, labels("get_user")))
+      const untagged = yield* Metric.value(Metric.taggedWithLabels(Metrics.metrics.queryDuration, labels("none")))
+      expect(tagged.count).toBe(2)
+      expect(untagged.count).toBe(1)
+      // with a tracer of our own installed, statements get spans with db.* attributes and the tags
+      yield* Db.withTags({ operation: "traced" })(Db.execute("SELECT 4")).pipe(Effect.withTracer(tracer))
+      const span = spans.find((s) => s.name === "db.query")
+      expect(span).toBeDefined()
+      expect(span!.attributes.get("db.system.name")).toBe("postgresql")
+      expect(span!.attributes.get("db.query.text")).toBe("SELECT 4")
+      expect(span!.attributes.get("db.tag.operation")).toBe("traced")
+    }).pipe(Effect.provide(PgDatabase.layer({ url: PG_URL, alias, metricTagKeys: ["operation"] })))
   })
 })

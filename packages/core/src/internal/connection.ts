@@ -7,6 +7,8 @@ import * as Stream from "effect/Stream"
 import type { DbError } from "../DbError.js"
 import type { DriverConnection, QueryMode, QueryResult } from "../Driver.js"
 import { changesSessionState } from "../PortableSql.js"
+import type { QueryTags } from "../QueryTags.js"
+import { currentTags } from "../QueryTags.js"
 
 /** @internal */
 export const toSqlError = (error: DbError): SqlError => new SqlError({ cause: error, message: error.message })
@@ -25,7 +27,14 @@ export interface StatementHooks {
   /** Checks a statement before it is sent; `undefined` lets it through. */
   readonly guard: ((sql: string, conn: DriverConnection) => Effect.Effect<void, DbError> | undefined) | undefined
   /** Sees every statement's outcome and duration (breaker, slow-query log, metrics); may return a log to run. */
-  readonly observe: (sql: string, failure: Cause.Cause<DbError> | undefined, millis: number) => Effect.Effect<void> | undefined
+  readonly observe: (
+    sql: string,
+    failure: Cause.Cause<DbError> | undefined,
+    millis: number,
+    tags: QueryTags | undefined
+  ) => Effect.Effect<void> | undefined
+  /** Whether `observe` wants the current tags (reading them costs a little). */
+  readonly wantsTags: boolean
 }
 
 export class DalConnection implements SqlConnection.Connection {
@@ -71,15 +80,17 @@ export class DalConnection implements SqlConnection.Connection {
     const check = this.hooks.guard === undefined ? undefined : this.hooks.guard(sql, this.driver)
     const settle = this.driver.settle()
     const observe = this.hooks.observe
-    let query: Effect.Effect<A, DbError> = Effect.suspend(() => {
+    const wantsTags = this.hooks.wantsTags
+    let query: Effect.Effect<A, DbError> = Effect.withFiberRuntime((fiber) => {
+      const tags = wantsTags ? fiber.getFiberRef(currentTags) : undefined
       const start = performance.now()
       return Effect.matchCauseEffect(send(), {
         onFailure: (cause) => {
-          const log = observe(sql, cause, performance.now() - start)
+          const log = observe(sql, cause, performance.now() - start, tags)
           return log === undefined ? Effect.failCause(cause) : Effect.zipRight(log, Effect.failCause(cause))
         },
         onSuccess: (a) => {
-          const log = observe(sql, undefined, performance.now() - start)
+          const log = observe(sql, undefined, performance.now() - start, tags)
           return log === undefined ? Effect.succeed(a) : Effect.as(log, a)
         }
       })
