@@ -5,13 +5,17 @@
  * @since 0.1.0
  */
 import { DatabaseConfig, Db, DbModule } from "@effect-dal/core"
+import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
+import type * as Mysql from "mysql2"
 import type { MysqlDriverOptions } from "./internal/driver.js"
 import { makeDriver } from "./internal/driver.js"
 
@@ -21,7 +25,36 @@ import { makeDriver } from "./internal/driver.js"
  *
  * @since 0.1.0
  */
-export interface MysqlDatabaseOptions extends DatabaseConfig.DatabaseOptions, MysqlDriverOptions {}
+export interface MysqlDatabaseOptions extends DatabaseConfig.DatabaseOptions, MysqlDriverOptions {
+  /** `@effect/sql-mysql2`'s name for `user`; `user` wins when both are set. */
+  readonly username?: string | undefined
+  /** `@effect/sql-mysql2`'s name for `pool.max`; `pool.max` wins. */
+  readonly maxConnections?: number | undefined
+  /** `@effect/sql-mysql2`'s name for `pool.maxLifetime`; `pool.maxLifetime` wins. */
+  readonly connectionTTL?: Duration.DurationInput | undefined
+  /** `@effect/sql-mysql2`'s mysql2 pool options: their connection settings apply to each connection. */
+  readonly poolConfig?: Mysql.PoolOptions | undefined
+}
+
+/** The stock option names, folded into ours: ours win where both are given. */
+const normalize = (options: MysqlDatabaseOptions): MysqlDatabaseOptions => ({
+  ...options,
+  user: options.user ?? options.username,
+  pool: {
+    ...options.pool,
+    max: options.pool?.max ?? options.maxConnections ?? options.poolConfig?.connectionLimit,
+    maxLifetime: options.pool?.maxLifetime ?? options.connectionTTL
+  },
+  connectionOptions: { ...connectionPart(options.poolConfig), ...options.connectionOptions }
+})
+
+/** The per-connection part of mysql2 pool options; the pool itself is ours. */
+const connectionPart = (pool: Mysql.PoolOptions | undefined): Mysql.ConnectionOptions => {
+  if (pool === undefined) return {}
+  const { connectionLimit: _l, waitForConnections: _w, queueLimit: _q, maxIdle: _m, idleTimeout: _i, ...connection } =
+    pool as Mysql.PoolOptions & { maxIdle?: number; idleTimeout?: number }
+  return connection
+}
 
 /**
  * What MySQL contributes to config resolution.
@@ -41,22 +74,48 @@ export const engine: DatabaseConfig.EngineDefaults = {
  */
 export const make = (
   options: MysqlDatabaseOptions
-): Effect.Effect<DbModule.DbService, ConfigError.ConfigError, Scope.Scope> =>
-  Effect.flatMap(
-    DatabaseConfig.resolve(options, engine, { charset: options.charset, ssl: options.ssl ?? null }),
-    (config) => DbModule.make(makeDriver(config, options), config)
-  )
+): Effect.Effect<{ readonly db: DbModule.DbService; readonly mysql: MysqlClient.MysqlClient }, ConfigError.ConfigError, Scope.Scope> =>
+  Effect.suspend(() => {
+    const o = normalize(options)
+    return Effect.flatMap(
+      DatabaseConfig.resolve(o, engine, { charset: o.charset, ssl: o.ssl ?? null }),
+      (config) =>
+        Effect.map(DbModule.make(makeDriver(config, o), config), (db) => ({
+          db,
+          // the stock client's tag, over our pool: the same SqlClient plus its config
+          mysql: Object.assign(db.sql, {
+            [MysqlClient.TypeId]: MysqlClient.TypeId,
+            config: {
+              ...(o.url === undefined ? {} : { url: Redacted.isRedacted(o.url) ? o.url : Redacted.make(o.url) }),
+              host: config.host,
+              port: config.port,
+              database: config.database,
+              ...(config.user === undefined ? {} : { username: config.user }),
+              ...(config.password === undefined ? {} : { password: config.password }),
+              maxConnections: config.pool.max,
+              connectionTTL: Duration.millis(config.pool.maxLifetime),
+              ...(o.spanAttributes === undefined ? {} : { spanAttributes: o.spanAttributes }),
+              ...(o.transformResultNames === undefined ? {} : { transformResultNames: o.transformResultNames }),
+              ...(o.transformQueryNames === undefined ? {} : { transformQueryNames: o.transformQueryNames })
+            }
+          }) as MysqlClient.MysqlClient
+        }))
+    )
+  })
 
 /**
- * The MySQL/MariaDB layer: provides `Db` and `SqlClient.SqlClient`.
+ * The MySQL/MariaDB layer: provides `Db`, `SqlClient.SqlClient` and
+ * `@effect/sql-mysql2`'s `MysqlClient.MysqlClient`, so it replaces
+ * `MysqlClient.layer` in place.
  *
  * @since 0.1.0
  */
 export const layer = (
   options: MysqlDatabaseOptions
-): Layer.Layer<Db | SqlClient.SqlClient, ConfigError.ConfigError> =>
+): Layer.Layer<Db | SqlClient.SqlClient | MysqlClient.MysqlClient, ConfigError.ConfigError> =>
   Layer.scopedContext(
-    Effect.map(make(options), (db) => Context.make(Db, db).pipe(Context.add(SqlClient.SqlClient, db.sql)))
+    Effect.map(make(options), ({ db, mysql }) =>
+      Context.make(Db, db).pipe(Context.add(SqlClient.SqlClient, db.sql), Context.add(MysqlClient.MysqlClient, mysql)))
   )
 
 /**
@@ -67,5 +126,5 @@ export const layer = (
  */
 export const layerConfig = (
   config: Config.Config.Wrap<MysqlDatabaseOptions> = DatabaseConfig.fromEnv
-): Layer.Layer<Db | SqlClient.SqlClient, ConfigError.ConfigError> =>
+): Layer.Layer<Db | SqlClient.SqlClient | MysqlClient.MysqlClient, ConfigError.ConfigError> =>
   Layer.unwrapEffect(Effect.map(Config.unwrap(config), layer))

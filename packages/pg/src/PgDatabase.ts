@@ -5,15 +5,18 @@
  * @since 0.1.0
  */
 import { DatabaseConfig, Db, DbModule } from "@effect-dal/core"
+import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
 import type { PgDriverOptions } from "./internal/driver.js"
 import { makeDriver } from "./internal/driver.js"
+import { makePgClient } from "./internal/pgClient.js"
 
 /**
  * Options of `PgDatabase.layer`: the common `DatabaseOptions` plus what is
@@ -21,7 +24,34 @@ import { makeDriver } from "./internal/driver.js"
  *
  * @since 0.1.0
  */
-export interface PgDatabaseOptions extends DatabaseConfig.DatabaseOptions, PgDriverOptions {}
+export interface PgDatabaseOptions extends DatabaseConfig.DatabaseOptions, PgDriverOptions {
+  /** `@effect/sql-pg`'s name for `user`; `user` wins when both are set. */
+  readonly username?: string | undefined
+  /** `@effect/sql-pg`'s name for `pool.max`; `pool.max` wins. */
+  readonly maxConnections?: number | undefined
+  /** `@effect/sql-pg`'s name for `pool.min`; `pool.min` wins. */
+  readonly minConnections?: number | undefined
+  /** `@effect/sql-pg`'s name for `pool.idleTimeout`; `pool.idleTimeout` wins. */
+  readonly idleTimeout?: Duration.DurationInput | undefined
+  /** `@effect/sql-pg`'s name for `pool.maxLifetime`; `pool.maxLifetime` wins. */
+  readonly connectionTTL?: Duration.DurationInput | undefined
+  /** `@effect/sql-pg`'s Unix socket directory; `host` wins. */
+  readonly path?: string | undefined
+}
+
+/** The stock option names, folded into ours: ours win where both are given. */
+const normalize = (options: PgDatabaseOptions): PgDatabaseOptions => ({
+  ...options,
+  user: options.user ?? options.username,
+  host: options.host ?? options.path,
+  pool: {
+    ...options.pool,
+    max: options.pool?.max ?? options.maxConnections,
+    min: options.pool?.min ?? options.minConnections,
+    idleTimeout: options.pool?.idleTimeout ?? options.idleTimeout,
+    maxLifetime: options.pool?.maxLifetime ?? options.connectionTTL
+  }
+})
 
 /**
  * What PostgreSQL contributes to config resolution.
@@ -41,21 +71,28 @@ export const engine: DatabaseConfig.EngineDefaults = {
  */
 export const make = (
   options: PgDatabaseOptions
-): Effect.Effect<DbModule.DbService, ConfigError.ConfigError, Scope.Scope> =>
-  Effect.flatMap(
-    DatabaseConfig.resolve(options, engine, { ssl: options.ssl ?? null, applicationName: options.applicationName }),
-    (config) => DbModule.make(makeDriver(config, options), config)
-  )
+): Effect.Effect<{ readonly db: DbModule.DbService; readonly pg: PgClient.PgClient }, ConfigError.ConfigError, Scope.Scope> =>
+  Effect.suspend(() => {
+    const o = normalize(options)
+    return Effect.flatMap(
+      DatabaseConfig.resolve(o, engine, { ssl: o.ssl ?? null, applicationName: o.applicationName }),
+      (config) => Effect.map(DbModule.make(makeDriver(config, o), config), (db) => ({ db, pg: makePgClient(db, config, o) }))
+    )
+  })
 
 /**
- * The PostgreSQL layer: provides `Db` and `SqlClient.SqlClient`. Invalid
- * options fail the layer with a `ConfigError` naming the field.
+ * The PostgreSQL layer: provides `Db`, `SqlClient.SqlClient` and
+ * `@effect/sql-pg`'s `PgClient.PgClient`, so it replaces `PgClient.layer`
+ * in place. Invalid options fail the layer with a `ConfigError` naming the field.
  *
  * @since 0.1.0
  */
-export const layer = (options: PgDatabaseOptions): Layer.Layer<Db | SqlClient.SqlClient, ConfigError.ConfigError> =>
+export const layer = (
+  options: PgDatabaseOptions
+): Layer.Layer<Db | SqlClient.SqlClient | PgClient.PgClient, ConfigError.ConfigError> =>
   Layer.scopedContext(
-    Effect.map(make(options), (db) => Context.make(Db, db).pipe(Context.add(SqlClient.SqlClient, db.sql)))
+    Effect.map(make(options), ({ db, pg }) =>
+      Context.make(Db, db).pipe(Context.add(SqlClient.SqlClient, db.sql), Context.add(PgClient.PgClient, pg)))
   )
 
 /**
@@ -66,5 +103,5 @@ export const layer = (options: PgDatabaseOptions): Layer.Layer<Db | SqlClient.Sq
  */
 export const layerConfig = (
   config: Config.Config.Wrap<PgDatabaseOptions> = DatabaseConfig.fromEnv
-): Layer.Layer<Db | SqlClient.SqlClient, ConfigError.ConfigError> =>
+): Layer.Layer<Db | SqlClient.SqlClient | PgClient.PgClient, ConfigError.ConfigError> =>
   Layer.unwrapEffect(Effect.map(Config.unwrap(config), layer))

@@ -230,11 +230,10 @@ const shape = (result: Pg.QueryResult | Array<Pg.QueryResult>, mode: Driver.Quer
   }
 }
 
-/** @internal */
-export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDriverOptions): Driver.Driver => {
-  const endpoint = { host: config.host, port: config.port }
+/** The `pg.Client` settings of a database: the pool's connections and the LISTEN connection share them. @internal */
+export const clientConfigOf = (config: DatabaseConfig.DatabaseConfig, options: PgDriverOptions): Pg.ClientConfig => {
   const sslFromUrl = config.params["sslmode"] !== undefined && config.params["sslmode"] !== "disable"
-  const clientConfig: Pg.ClientConfig = {
+  return {
     host: config.host,
     port: config.port,
     database: config.database,
@@ -246,6 +245,12 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDri
     ...(options.ssl !== undefined ? { ssl: options.ssl } : sslFromUrl ? { ssl: true } : {}),
     ...(options.types === undefined ? {} : { types: options.types })
   }
+}
+
+/** @internal */
+export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDriverOptions): Driver.Driver => {
+  const endpoint = { host: config.host, port: config.port }
+  const clientConfig = clientConfigOf(config, options)
   const statementCache = StatementCache.makeStats()
   const connect = Effect.async<Driver.DriverConnection, DbError.DbError>((resume) => {
     const client = new Pg.Client(clientConfig)
