@@ -14,6 +14,7 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -571,17 +572,26 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
      * Tags the call, and gives it an OpenTelemetry-style span (with the `db.*`
      * attributes and the tags) when a tracer other than Effect's built-in one
      * is installed: without one, nobody would see the span, so none is made.
+     * `fiber` is the caller's, which every call path has at hand already.
      */
-    const tagged = <A, E>(effect: Effect.Effect<A, E>, options: ExecuteOptions | undefined, sql: string) => {
+    const tagged = <A, E>(
+      fiber: Fiber.RuntimeFiber<unknown, unknown>,
+      effect: Effect.Effect<A, E>,
+      options: ExecuteOptions | undefined,
+      sql: string
+    ): Effect.Effect<A, E> => {
       const withTags = options?.tags === undefined ? effect : withTagsImpl(options.tags)(effect)
-      return Effect.withFiberRuntime<A, E>((fiber) => {
-        if (fiber.currentTracer === nativeTracer) return withTags
-        const tags = fiber.getFiberRef(currentTags)
-        const attributes: Record<string, unknown> = { ...spanAttributes, "db.query.text": sql }
-        for (const [k, v] of Object.entries({ ...tags, ...options?.tags })) attributes[`db.tag.${k}`] = v
-        return Effect.withSpan(withTags, "db.query", { kind: "client", captureStackTrace: false, attributes })
-      })
+      if (fiber.currentTracer === nativeTracer) return withTags
+      const attributes: Record<string, unknown> = { ...spanAttributes, "db.query.text": sql }
+      for (const [k, v] of Object.entries({ ...fiber.getFiberRef(currentTags), ...options?.tags })) {
+        attributes[`db.tag.${k}`] = v
+      }
+      return Effect.withSpan(withTags, "db.query", { kind: "client", captureStackTrace: false, attributes })
     }
+
+    /** `tagged` for paths that do not hold the fiber yet. */
+    const taggedHere = <A, E>(effect: Effect.Effect<A, E>, options: ExecuteOptions | undefined, sql: string) =>
+      Effect.withFiberRuntime<A, E>((fiber) => tagged(fiber, effect, options, sql))
 
     const executeOn = (conn: DalConnection | undefined) =>
     <A extends object = Row>(
@@ -594,15 +604,11 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       const timeout = statementTimeout(options)
       const run = (c: DalConnection, remaining: number | undefined) =>
         c.run(t.sql, params, "rows", true, remaining) as Effect.Effect<ReadonlyArray<A>, DbError>
-      if (conn !== undefined) return tagged(run(conn, timeout), options, t.sql)
-      return tagged(
-        Effect.withFiberRuntime<ReadonlyArray<A>, DbError>((fiber) => {
-          const tx = currentTx(fiber.currentContext)
-          return tx === undefined ? autocommit(t.sql, run, options, timeout) : run(tx[0], timeout)
-        }),
-        options,
-        t.sql
-      )
+      if (conn !== undefined) return taggedHere(run(conn, timeout), options, t.sql)
+      return Effect.withFiberRuntime<ReadonlyArray<A>, DbError>((fiber) => {
+        const tx = currentTx(fiber.currentContext)
+        return tagged(fiber, tx === undefined ? autocommit(t.sql, run, options, timeout) : run(tx[0], timeout), options, t.sql)
+      })
     }
 
     const executeManyOn = (conn: DalConnection | undefined) =>
@@ -623,7 +629,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
         const body = Effect.withFiberRuntime<number, DbError>((fiber) =>
           (conn ?? currentTx(fiber.currentContext)![0]).batch(nativeSql, rows)
         )
-        return tagged(
+        return taggedHere(
           withTimeout(runTransaction(body, {}, identity), statementTimeout(options), "statement", sql),
           options,
           nativeSql
@@ -696,7 +702,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
             () => ({ inserted, keys })
           )
         })
-        return tagged(
+        return taggedHere(
           withTimeout(runTransaction(body, {}, identity), statementTimeout(options), "statement", head),
           options,
           head
