@@ -487,7 +487,6 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
         duration: millis,
         onTimeout: () => {
           breaker?.record(true, millis)
-          if (kind === "transaction") metrics.transactionTimedOut()
           return new StatementTimeout({ kind, timeoutMillis: millis, sql })
         }
       })
@@ -759,11 +758,23 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
         : Effect.forEach(statements, (s) => conn.run(s, noParams, "raw", false), { discard: true })
     }
 
-    /** One attempt of a top-level transaction, or a savepoint when one is open. */
+    const transactionTimedOut = (millis: number) => () => {
+      metrics.transactionTimedOut()
+      breaker?.record(true, millis)
+      return new StatementTimeout({ kind: "transaction", timeoutMillis: millis, sql: undefined })
+    }
+
+    /**
+     * One attempt of a top-level transaction, or a savepoint when one is open.
+     * A `timeout` is a deadline on the connection: every statement of the
+     * transaction is cut at it, and a body that outlives it is rolled back
+     * instead of committed. No fiber races the transaction.
+     */
     const transactionOnce = <A, E, R, E2>(
       effect: Effect.Effect<A, E, R>,
       options: WithTransactionOptions,
-      mapError: (e: DbError) => E2
+      mapError: (e: DbError) => E2,
+      timeout?: number
     ): Effect.Effect<A, E | E2, R> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.withFiberRuntime<A, E | E2, R>((fiber) => {
@@ -790,17 +801,30 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
           }
           return Effect.flatMap(Effect.mapError(restore(acquire), mapError), (lease) => {
             const conn = lease.conn
+            const deadline = timeout === undefined
+              ? undefined
+              : { at: Date.now() + timeout, error: transactionTimedOut(timeout) }
             return begin(conn, options).pipe(
               Effect.mapError(mapError),
+              Effect.zipRight(Effect.sync(() => {
+                conn.txDeadline = deadline
+              })),
               Effect.zipRight(
                 Effect.exit(Effect.locally(restore(effect), FiberRef.currentContext, txContext(context, conn, 0)))
               ),
-              Effect.flatMap((exit): Effect.Effect<A, E | E2> =>
-                Exit.isSuccess(exit)
-                  ? Effect.as(Effect.mapError(commit(conn), mapError), exit.value)
-                  : Effect.zipRight(rollbackTop(conn), exit)
-              ),
-              Effect.ensuring(pool.release(lease))
+              Effect.flatMap((exit): Effect.Effect<A, E | E2> => {
+                // COMMIT and ROLLBACK are never cut short: a cancelled COMMIT would leave the outcome unknown
+                conn.txDeadline = undefined
+                if (Exit.isFailure(exit)) return Effect.zipRight(rollbackTop(conn), exit)
+                if (deadline !== undefined && Date.now() > deadline.at) {
+                  return Effect.zipRight(rollbackTop(conn), Effect.fail(mapError(deadline.error())))
+                }
+                return Effect.as(Effect.mapError(commit(conn), mapError), exit.value)
+              }),
+              Effect.ensuring(Effect.suspend(() => {
+                conn.txDeadline = undefined
+                return pool.release(lease)
+              }))
             )
           })
         })
@@ -825,7 +849,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
           ? config.retry ?? {}
           : options.retry
         const schedule = policy === undefined ? undefined : toSchedule(policy)
-        let attempt: Effect.Effect<A, E | DbError, R> = transactionOnce(effect, options, identity)
+        let attempt: Effect.Effect<A, E | DbError, R> = transactionOnce(effect, options, identity, timeout)
         if (schedule !== undefined) {
           attempt = Effect.retry(attempt, {
             schedule: schedule as any,
@@ -841,8 +865,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
             }
           }) as Effect.Effect<A, E | DbError, R>
         }
-        const timed = timeout === undefined ? attempt : withTimeout(attempt, timeout, "transaction", undefined)
-        return Effect.mapError(timed, (error): E | E2 => (isOurs(error) ? mapError(error) : error as E))
+        return Effect.mapError(attempt, (error): E | E2 => (isOurs(error) ? mapError(error) : error as E))
       })
 
     const isOurs = (error: unknown): error is DbError => isDbError(error)

@@ -246,6 +246,29 @@ describe("PgDatabase: transactions", () => {
   })
 })
 
+describe("PgDatabase: statement cache", () => {
+  it.live("evicts the least recently used statement and frees it on the server; size 0 turns it off", () =>
+    Effect.gen(function*() {
+      const db = yield* Db
+      for (let i = 0; i < 5; i++) yield* Db.execute(`SELECT ?::int + ${i} AS v`, [1])
+      yield* Db.execute("SELECT ?::int AS again", [1])
+      expect(db.statementCacheStats()).toMatchObject({ misses: 6, evictions: 4 })
+      // the count runs unprepared, after the pending DEALLOCATEs of this connection
+      const [row] = yield* Db.execute<{ n: number }>("SELECT count(*)::int AS n FROM pg_prepared_statements")
+      expect(row!.n).toBe(2)
+      const off = yield* Effect.provide(
+        Effect.gen(function*() {
+          const plain = yield* Db
+          for (let i = 0; i < 3; i++) yield* Db.execute("SELECT ?::int AS v", [i])
+          const [count] = yield* Db.execute<{ n: number }>("SELECT count(*)::int AS n FROM pg_prepared_statements")
+          return { stats: plain.statementCacheStats(), prepared: count!.n }
+        }),
+        PgDatabase.layer({ url: PG_URL, alias: unique("nocache"), statementCacheSize: 0, pool: { min: 0, max: 1 } })
+      )
+      expect(off).toEqual({ stats: { hits: 0, misses: 0, evictions: 0 }, prepared: 0 })
+    }).pipe(Effect.provide(PgDatabase.layer({ url: PG_URL, alias: unique("cache"), statementCacheSize: 2, pool: { min: 0, max: 1 } }))))
+})
+
 describe("PgDatabase: DDL", () => {
   it.live("DDL inside a transaction rolls back with it (no DdlInTransaction on PostgreSQL)", () => {
     const { layer, table } = setup()

@@ -37,9 +37,20 @@ export interface StatementHooks {
   readonly wantsTags: boolean
 }
 
+/** The deadline of the transaction a connection is in, and the error to fail with past it. @internal */
+export interface TransactionDeadline {
+  readonly at: number
+  readonly error: () => DbError
+}
+
 export class DalConnection implements SqlConnection.Connection {
   /** Set once a statement changed session state: the connection is then closed on return, never reused. */
   sessionDirty = false
+  /**
+   * While a transaction with a timeout runs on this connection, every
+   * statement on it (whichever API sent it) is cut at the transaction's deadline.
+   */
+  txDeadline: TransactionDeadline | undefined = undefined
 
   constructor(
     readonly driver: DriverConnection,
@@ -55,7 +66,18 @@ export class DalConnection implements SqlConnection.Connection {
     timeout?: number
   ): Effect.Effect<any, DbError> {
     const driver = this.driver
-    return this.guarded(sql, () => driver.query(sql, params, mode, prepared, timeout))
+    const tx = this.txDeadline
+    if (tx === undefined) return this.guarded(sql, () => driver.query(sql, params, mode, prepared, timeout))
+    const remaining = tx.at - Date.now()
+    if (remaining <= 0) return Effect.fail(tx.error())
+    if (timeout !== undefined && timeout <= remaining) {
+      return this.guarded(sql, () => driver.query(sql, params, mode, prepared, timeout))
+    }
+    return Effect.catchTag(
+      this.guarded(sql, () => driver.query(sql, params, mode, prepared, remaining)),
+      "StatementTimeout",
+      () => Effect.fail(tx.error())
+    )
   }
 
   /** One statement for many parameter rows, in as few round trips as the driver allows; the affected count. */

@@ -61,13 +61,15 @@ class PgConnection implements Driver.DriverConnection {
   private broken = false
   private readonly gate: CancelGate
   private readonly cache: StatementCache.StatementCache
+  private evicted: Array<string> = []
 
   constructor(readonly client: Pg.Client, endpoint: Endpoint, cacheSize: number, cacheStats: StatementCache.Stats) {
     this.cache = new StatementCache.StatementCache(cacheSize, cacheStats, (name) => {
-      // pg remembers what it prepared; forget it there too, then free it on the server
+      // pg remembers what it prepared; forget it there too. The server copy is freed once the
+      // connection is idle again (see settle): a second query may not be queued behind one in flight
       delete (client as unknown as { connection: { parsedStatements: Record<string, string> } }).connection
         .parsedStatements[name]
-      client.query(`DEALLOCATE "${name}"`).catch(() => {})
+      this.evicted.push(name)
     })
     client.on("error", () => {
       this.broken = true
@@ -123,7 +125,14 @@ class PgConnection implements Driver.DriverConnection {
   }
 
   settle() {
-    return this.gate.settle()
+    const cancelling = this.gate.settle()
+    if (this.evicted.length === 0) return cancelling
+    const names = this.evicted
+    this.evicted = []
+    const deallocate = Effect.ignore(
+      this.query(names.map((name) => `DEALLOCATE "${name}"`).join("; "), [], "raw", false)
+    )
+    return cancelling === undefined ? deallocate : Effect.zipRight(cancelling, deallocate)
   }
 
   /** Pipelines every row: all Bind/Execute messages go out before the first reply comes back. */
