@@ -42,32 +42,6 @@ describe("resilience: MariaDB", () => {
     }).pipe(Effect.scoped)
   })
 
-  it.live("whole-transaction retry: two serializable transactions deadlock, the loser re-runs; the result is serial", () => {
-    const table = unique("serial")
-    return Effect.gen(function*() {
-      const db = yield* Db
-      yield* Db.execute(`CREATE TABLE [${table}] (id int PRIMARY KEY, v int NOT NULL)`)
-      yield* Db.execute(`INSERT INTO [${table}] VALUES (1, 100)`)
-      let attempts = 0
-      const increment = (by: number) =>
-        Db.withTransaction(
-          Effect.gen(function*() {
-            attempts++
-            const [row] = yield* Db.execute<{ v: number }>(`SELECT v FROM [${table}] WHERE id = 1`)
-            yield* Effect.sleep(100)
-            yield* Db.execute(`UPDATE [${table}] SET v = ? WHERE id = 1`, [row!.v + by])
-          }),
-          { isolation: "serializable", retry: true }
-        )
-      const before = db.resilienceStats().retries
-      yield* Effect.all([increment(10), increment(1)], { concurrency: 2 })
-      expect(yield* Db.execute(`SELECT v FROM [${table}]`)).toEqual([{ v: 111 }])
-      expect(attempts).toBe(3)
-      expect(db.resilienceStats().retries - before).toBe(1)
-      yield* Db.execute(`DROP TABLE [${table}]`)
-    }).pipe(Effect.provide(MysqlDatabase.layer({ url: MYSQL_URL, alias: unique("serial") })))
-  })
-
   it.live("1000 duplicate keys do not open the breaker", () => {
     const table = unique("uniq")
     return Effect.gen(function*() {

@@ -117,48 +117,6 @@ describe("resilience: PostgreSQL", () => {
     }).pipe(Effect.provide(PgDatabase.layer({ url: PG_URL, alias })))
   })
 
-  it.live("whole-transaction retry: of two concurrent serializable transactions, one gets 40001 and re-runs; the result is serial", () => {
-    const alias = unique("serial")
-    const table = unique("serial_t")
-    return Effect.gen(function*() {
-      const db = yield* Db
-      yield* Db.execute(`CREATE TABLE [${table}] (id int PRIMARY KEY, v int NOT NULL)`)
-      yield* Db.execute(`INSERT INTO [${table}] VALUES (1, 100)`)
-      let attempts = 0
-      const increment = (by: number) =>
-        Db.withTransaction(
-          Effect.gen(function*() {
-            attempts++
-            const [row] = yield* Db.execute<{ v: number }>(`SELECT v FROM [${table}] WHERE id = 1`)
-            yield* Effect.sleep(100)
-            yield* Db.execute(`UPDATE [${table}] SET v = ? WHERE id = 1`, [row!.v + by])
-          }),
-          { isolation: "serializable", retry: true }
-        )
-      const before = db.resilienceStats().retries
-      yield* Effect.all([increment(10), increment(1)], { concurrency: 2 })
-      expect(yield* Db.execute(`SELECT v FROM [${table}]`)).toEqual([{ v: 111 }])
-      expect(attempts).toBe(3) // one body ran twice, never half
-      expect(db.resilienceStats().retries - before).toBe(1)
-      // without retry, the loser fails with a typed serialization error
-      const noRetry = (by: number) =>
-        Db.withTransaction(
-          Effect.gen(function*() {
-            const [row] = yield* Db.execute<{ v: number }>(`SELECT v FROM [${table}] WHERE id = 1`)
-            yield* Effect.sleep(100)
-            yield* Db.execute(`UPDATE [${table}] SET v = ? WHERE id = 1`, [row!.v + by])
-          }),
-          { isolation: "serializable" }
-        )
-      const exits = yield* Effect.all([Effect.exit(noRetry(1)), Effect.exit(noRetry(1))], { concurrency: 2 })
-      const failures = exits.filter((e) => e._tag === "Failure")
-      expect(failures.length).toBe(1)
-      expect(failures[0]!._tag === "Failure" && failures[0]!.cause._tag === "Fail" && failures[0]!.cause.error)
-        .toMatchObject({ category: "serialization", code: "40001", transient: true })
-      yield* Db.execute(`DROP TABLE [${table}]`)
-    }).pipe(Effect.provide(PgDatabase.layer({ url: PG_URL, alias })))
-  })
-
   it.live("the breaker opens on infrastructure failures, fails fast while open, and closes through half-open probes", () =>
     Effect.gen(function*() {
       const proxy = yield* FaultProxy.make({ host: "127.0.0.1", port: 5432 })

@@ -383,6 +383,40 @@ export const conformance = (profile: EngineProfile): void => {
             yield* Fiber.joinAll(held)
           }))
 
+        it.effect("whole-transaction retry: of two conflicting serializable transactions one re-runs; the result is serial", () =>
+          withTable("id int PRIMARY KEY, v int NOT NULL", (table) =>
+            Effect.gen(function*() {
+              const db = yield* Db
+              yield* Db.execute(`INSERT INTO [${table}] VALUES (?, ?)`, [1, 100])
+              let attempts = 0
+              const increment = (by: number, retry: boolean) =>
+                Db.withTransaction(
+                  Effect.gen(function*() {
+                    attempts++
+                    const [row] = yield* Db.execute<{ v: number }>(`SELECT v FROM [${table}] WHERE id = ?`, [1])
+                    yield* Effect.sleep(100)
+                    yield* Db.execute(`UPDATE [${table}] SET v = ? WHERE id = ?`, [row!.v + by, 1])
+                  }),
+                  { isolation: "serializable", retry }
+                )
+              const before = db.resilienceStats().retries
+              yield* Effect.all([increment(10, true), increment(1, true)], { concurrency: 2 })
+              expect(yield* Db.execute(`SELECT v FROM [${table}]`)).toEqual([{ v: 111 }])
+              expect(attempts).toBe(3) // one body ran twice, never half
+              expect(db.resilienceStats().retries - before).toBe(1)
+              // without retry, the loser fails with a typed, transient conflict error
+              const exits = yield* Effect.all([Effect.exit(increment(1, false)), Effect.exit(increment(1, false))], {
+                concurrency: 2
+              })
+              const failures = exits.filter((e) => e._tag === "Failure")
+              expect(failures.length).toBe(1)
+              const error = failures[0]!._tag === "Failure" && failures[0]!.cause._tag === "Fail"
+                ? failures[0]!.cause.error as DbError.DbError
+                : undefined
+              expect(["serialization", "deadlock"]).toContain(error?.category)
+              expect(error?.transient).toBe(true)
+            })))
+
         it.effect("isolation levels: read committed sees a concurrent commit, repeatable read does not", () =>
           withTable("id int PRIMARY KEY, v int", (table) =>
             Effect.gen(function*() {
