@@ -477,17 +477,17 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       return t
     }
 
+    /** A hard timeout around a whole batch (executeMany, insertMany); single statements use driver deadlines. */
     const withTimeout = <A, E, R>(
       effect: Effect.Effect<A, E, R>,
       millis: number | undefined,
-      kind: "statement" | "transaction",
       sql: string | undefined
     ): Effect.Effect<A, E | StatementTimeout, R> =>
       millis === undefined ? effect : Effect.timeoutFail(effect, {
         duration: millis,
         onTimeout: () => {
           breaker?.record(true, millis)
-          return new StatementTimeout({ kind, timeoutMillis: millis, sql })
+          return new StatementTimeout({ kind: "statement", timeoutMillis: millis, sql })
         }
       })
 
@@ -629,7 +629,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
           (conn ?? currentTx(fiber.currentContext)![0]).batch(nativeSql, rows)
         )
         return taggedHere(
-          withTimeout(runTransaction(body, {}, identity), statementTimeout(options), "statement", sql),
+          withTimeout(runTransaction(body, {}, identity), statementTimeout(options), sql),
           options,
           nativeSql
         )
@@ -702,7 +702,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
           )
         })
         return taggedHere(
-          withTimeout(runTransaction(body, {}, identity), statementTimeout(options), "statement", head),
+          withTimeout(runTransaction(body, {}, identity), statementTimeout(options), head),
           options,
           head
         )

@@ -366,3 +366,21 @@ export const isInfrastructure = (error: DbError): boolean => {
  */
 export const isDbError = (u: unknown): u is DbError =>
   Predicate.hasProperty(u, "_tag") && typeof u._tag === "string" && tags.has(u._tag)
+
+/**
+ * Node's socket error codes that mean the path to the server is gone, for
+ * every driver's classifier.
+ *
+ * @since 0.1.0
+ */
+export const socketErrorCodes: ReadonlySet<string> = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "ECONNABORTED"
+])

@@ -240,12 +240,6 @@ export interface Pool<C> {
   readonly stats: () => PoolStats
   /** Borrows a connection; the caller must `release` it. */
   readonly acquire: Effect.Effect<Lease<C>, PoolTimeout | PoolClosed>
-  /**
-   * Borrows a connection for a call that must be done by `deadline` (epoch
-   * millis): waiting ends at the earlier of that and `acquireTimeout`, and
-   * past the deadline fails with `onDeadline()`.
-   */
-  readonly acquireWithin: (deadline: number, onDeadline: () => DbError) => Effect.Effect<Lease<C>, DbError>
   /** Returns a borrowed connection, cleaning or destroying it as needed. */
   readonly release: (lease: Lease<C>) => Effect.Effect<void>
   /** Destroys a borrowed connection instead of returning it. */
@@ -545,12 +539,6 @@ const makeWithRuntime = <C>(
     acquireUntil(Date.now() + config.acquireTimeout, fiber, undefined)
   ) as Effect.Effect<Entry<C>, PoolTimeout | PoolClosed>
 
-  const acquireWithin = (deadline: number, onDeadline: () => DbError): Effect.Effect<Lease<C>, DbError> =>
-    Effect.withFiberRuntime((fiber) => {
-      const own = Date.now() + config.acquireTimeout
-      return own <= deadline ? acquireUntil(own, fiber, undefined) : acquireUntil(deadline, fiber, onDeadline)
-    })
-
   /** Returning is synchronous: cleanup that needs the server runs in the background. */
   const releaseNow = (lease: Lease<C>): void => {
     const entry = lease as Entry<C>
@@ -768,7 +756,6 @@ const makeWithRuntime = <C>(
       leaks
     }),
     acquire: acquireEntry,
-    acquireWithin,
     release,
     invalidate,
     withConnection,

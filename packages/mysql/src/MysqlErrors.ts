@@ -13,19 +13,11 @@ interface MysqlLikeError {
   readonly message?: unknown
 }
 
-const CONNECTION_CODES = new Set([
+/** mysql2's own codes for a lost connection, beside Node's socket codes. */
+const PROTOCOL_CODES = new Set([
   "PROTOCOL_CONNECTION_LOST",
   "PROTOCOL_SEQUENCE_TIMEOUT",
-  "PROTOCOL_PACKETS_OUT_OF_ORDER",
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "EPIPE",
-  "ETIMEDOUT",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-  "ECONNABORTED"
+  "PROTOCOL_PACKETS_OUT_OF_ORDER"
 ])
 
 const errnoOf = (cause: unknown): number | undefined => {
@@ -59,7 +51,7 @@ export const isConnectionLoss = (cause: unknown): boolean => {
   const errno = errnoOf(cause)
   if (errno === 2006 || errno === 2013 || errno === 1927 || errno === 1053) return true
   const code = (cause as MysqlLikeError | null)?.code
-  if (typeof code === "string" && CONNECTION_CODES.has(code)) return true
+  if (typeof code === "string" && (PROTOCOL_CODES.has(code) || DbError.socketErrorCodes.has(code))) return true
   return (cause as MysqlLikeError | null)?.fatal === true && errno === undefined
 }
 

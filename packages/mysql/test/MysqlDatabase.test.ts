@@ -5,7 +5,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Logger from "effect/Logger"
-import { admin, MYSQL_URL, scopedDatabase, threads, unique } from "./helpers.js"
+import { admin, MYSQL_URL, unique } from "./helpers.js"
 
 const tableExists = (table: string) =>
   admin(async (c) => {
@@ -89,24 +89,6 @@ describe("MysqlDatabase: recovery", () => {
 })
 
 describe("MysqlDatabase: timeouts, shutdown and errors", () => {
-  it.live("a hard timeout kills the statement on the server (KILL QUERY) and the connection stays usable", () => {
-    const database = unique("dal_to")
-    return Effect.gen(function*() {
-      yield* scopedDatabase(database)
-      yield* Effect.gen(function*() {
-        const start = Date.now()
-        const error = yield* Effect.flip(Db.execute("SELECT SLEEP(10)", [], { timeout: "200 millis" }))
-        expect(error).toMatchObject({ _tag: "StatementTimeout", timeoutMillis: 200 })
-        expect(Date.now() - start).toBeLessThan(500)
-        const running = (yield* threads(database)).filter((t) => t.command === "Query")
-        expect(running).toEqual([])
-        expect(yield* Db.execute("SELECT 1 AS ok")).toEqual([{ ok: 1 }])
-      }).pipe(Effect.provide(MysqlDatabase.layer({ url: MYSQL_URL, database, pool: { max: 1 } })))
-      // the layer closed: no connection of ours is left on the server
-      expect(yield* threads(database)).toEqual([])
-    }).pipe(Effect.scoped)
-  })
-
   it.live("duplicate-key messages name the key but never the value", () => {
     const table = unique("dup")
     return Effect.gen(function*() {

@@ -38,7 +38,10 @@ describe("resilience: MariaDB", () => {
         expect(error).toMatchObject({ _tag: "StatementTimeout", timeoutMillis: 200 })
         expect(Date.now() - start).toBeLessThan(500)
         yield* Bank.eventually(Effect.map(threads(database), (rows) => rows.every((r) => r.command !== "Query")), 1_000)
-      }).pipe(Effect.provide(MysqlDatabase.layer({ url: MYSQL_URL, database })))
+        expect(yield* Db.execute("SELECT 1 AS ok")).toEqual([{ ok: 1 }])
+      }).pipe(Effect.provide(MysqlDatabase.layer({ url: MYSQL_URL, database, pool: { max: 1 } })))
+      // the layer closed: no connection of ours is left on the server
+      expect(yield* threads(database)).toEqual([])
     }).pipe(Effect.scoped)
   })
 

@@ -6,17 +6,6 @@
  */
 import { DbError } from "@effect-dal/core"
 
-const CONNECTION_CODES = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "EPIPE",
-  "ETIMEDOUT",
-  "EHOSTUNREACH",
-  "ENETUNREACH",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-  "ECONNABORTED"
-])
 
 const constraintKinds: Record<string, DbError.ConstraintKind> = {
   "23505": "unique",
@@ -46,7 +35,7 @@ const sqlState = (cause: unknown): string | undefined => {
 export const isConnectionLoss = (cause: unknown): boolean => {
   const code = sqlState(cause)
   if (code !== undefined) {
-    return CONNECTION_CODES.has(code) || code.startsWith("08") || code === "57P01" || code === "57P02"
+    return DbError.socketErrorCodes.has(code) || code.startsWith("08") || code === "57P01" || code === "57P02"
   }
   const message = (cause as PgLikeError | null)?.message
   // pg raises these without a code when the socket closes under it

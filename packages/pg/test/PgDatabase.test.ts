@@ -327,19 +327,6 @@ describe("PgDatabase: errors", () => {
     }).pipe(Effect.provide(
       PgDatabase.layer({ host: "127.0.0.1", port: 1, database: "test", alias: unique("down"), pool: { acquireTimeout: 300 } })
     )))
-
-  it.live("a hard timeout returns a typed error promptly and cancels the statement on the server", () => {
-    const { layer, alias } = setup()
-    return Effect.gen(function*() {
-      const start = Date.now()
-      const error = yield* Effect.flip(Db.execute("SELECT pg_sleep(10)", [], { timeout: "200 millis" }))
-      expect(error).toMatchObject({ _tag: "StatementTimeout", timeoutMillis: 200 })
-      expect(Date.now() - start).toBeLessThan(1000)
-      const running = (yield* backends(alias)).filter((b) => b.state === "active")
-      expect(running).toEqual([])
-      expect(yield* Db.execute("SELECT 2 AS two")).toEqual([{ two: 2 }])
-    }).pipe(Effect.provide(layer))
-  })
 })
 
 describe("PgDatabase: configuration, sharing and shutdown", () => {
