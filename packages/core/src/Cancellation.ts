@@ -18,6 +18,7 @@ import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
 import type { DbError } from "./DbError.js"
 import { StatementTimeout } from "./DbError.js"
+import { abortable } from "./internal/abortable.js"
 
 /** How long a cancelled statement may take to let go before its connection is given up. */
 const DEFAULT_GRACE_MS = 5_000
@@ -49,33 +50,49 @@ export class CancelGate {
   }
 
   /**
-   * Runs a callback-style statement. `start` sends it and calls `done` once
-   * with its outcome; an interruption before that, or the `timeout` (a hard
-   * timeout in milliseconds) passing, cancels it in the background.
+   * Sends a callback-style statement. `start` sends it and calls its `done`
+   * once; the outcome goes on to `onOutcome`, unless the `timeout` (a hard
+   * timeout in milliseconds) passed first, which cancels the statement in the
+   * background and reports `StatementTimeout`. The function returned aborts:
+   * it cancels a statement still running, in the background, and `onOutcome`
+   * is then never called.
    */
+  send<A>(
+    sql: string,
+    timeout: number | undefined,
+    start: (done: (outcome: Exit.Exit<A, DbError>) => void) => void,
+    onOutcome: (outcome: Exit.Exit<A, DbError>) => void
+  ): () => void {
+    const inFlight: InFlight = { settled: false, onSettle: undefined }
+    // one timer, no fiber: the hard timeout sits on every statement
+    const timer = timeout === undefined ? undefined : setTimeout(() => {
+      if (inFlight.settled || inFlight.onSettle !== undefined) return
+      this.cancelInBackground(inFlight)
+      onOutcome(Exit.fail(new StatementTimeout({ kind: "statement", timeoutMillis: timeout, sql })))
+    }, Math.max(0, timeout))
+    start((outcome) => {
+      inFlight.settled = true
+      if (timer !== undefined) clearTimeout(timer)
+      if (inFlight.onSettle !== undefined) return inFlight.onSettle()
+      onOutcome(outcome)
+    })
+    return () => {
+      if (timer !== undefined) clearTimeout(timer)
+      if (!inFlight.settled && inFlight.onSettle === undefined) this.cancelInBackground(inFlight)
+    }
+  }
+
+  /** `send` as an effect; interrupting it aborts the statement. */
   run<A>(
     sql: string,
     timeout: number | undefined,
-    start: (done: (outcome: Effect.Effect<A, DbError>) => void) => void
+    start: (done: (outcome: Exit.Exit<A, DbError>) => void) => void
   ): Effect.Effect<A, DbError> {
-    return Effect.async<A, DbError>((resume) => {
-      const inFlight: InFlight = { settled: false, onSettle: undefined }
-      // one timer, no fiber: the hard timeout sits on every statement
-      const timer = timeout === undefined ? undefined : setTimeout(() => {
-        if (inFlight.settled || inFlight.onSettle !== undefined) return
-        this.cancelInBackground(inFlight)
-        resume(Effect.fail(new StatementTimeout({ kind: "statement", timeoutMillis: timeout, sql })))
-      }, Math.max(0, timeout))
-      start((outcome) => {
-        inFlight.settled = true
-        if (timer !== undefined) clearTimeout(timer)
-        if (inFlight.onSettle !== undefined) return inFlight.onSettle()
-        resume(outcome)
-      })
-      return Effect.sync(() => {
-        if (timer !== undefined) clearTimeout(timer)
-        if (!inFlight.settled && inFlight.onSettle === undefined) this.cancelInBackground(inFlight)
-      })
+    return Effect.suspend(() => {
+      let abort: (() => void) | undefined
+      return abortable<A, DbError>((resume) => {
+        abort = this.send(sql, timeout, start, resume)
+      }, () => abort?.())
     })
   }
 

@@ -33,6 +33,7 @@ import type { Dialect, IsolationLevel } from "./Dialect.js"
 import { quoteIdentifier } from "./Dialect.js"
 import type { Driver, DriverConnection, QueryResult } from "./Driver.js"
 import type { StatementHooks } from "./internal/connection.js"
+import { abortable } from "./internal/abortable.js"
 import { DalConnection, toSqlError } from "./internal/connection.js"
 import { acquireShared } from "./internal/registry.js"
 import { DbMetrics } from "./Metrics.js"
@@ -497,27 +498,84 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
     const defaultSchedule = toSchedule(config.retry)
 
     /**
+     * One statement on a connection of its own, all in callbacks when the
+     * pool can lend one without effects: the connection goes from the
+     * finished statement straight to the next caller's, with no fiber in
+     * between. Interrupted, it withdraws from the queue or aborts the statement.
+     */
+    const leased = (
+      fiber: Fiber.RuntimeFiber<unknown, unknown>,
+      sql: string,
+      params: ReadonlyArray<unknown>,
+      deadline: number | undefined,
+      timedOut: () => DbError
+    ): Effect.Effect<any, DbError> => {
+      let state: "waiting" | "running" | "done" = "waiting"
+      let lease: Pool.Lease<DalConnection> | undefined
+      let abort: (() => void) | undefined
+      let withdraw: (() => void) | undefined
+      return abortable<any, DbError>((resume) => {
+        const tags = hooks.wantsTags ? fiber.getFiberRef(currentTags) : undefined
+        withdraw = pool.borrow(fiber, deadline, timedOut, (l) => {
+          state = "running"
+          lease = l
+          try {
+            const remaining = deadline === undefined ? undefined : Math.max(1, deadline - Date.now())
+            const aborter = l.conn.send(sql, params, "rows", true, remaining, tags, (outcome) => {
+              state = "done"
+              pool.releaseNow(l)
+              resume(outcome)
+            })
+            if (state === "running") abort = aborter
+          } catch (defect) {
+            // a driver that throws instead of reporting: the caller dies, the pool stays whole
+            state = "done"
+            pool.releaseNow(l)
+            resume(Effect.die(defect))
+          }
+        }, (error) => {
+          state = "done"
+          resume(Effect.fail(error))
+        })
+        if (withdraw === undefined) {
+          state = "done"
+          resume(pool.use(deadline, timedOut, (conn) =>
+            conn.run(sql, params, "rows", true, deadline === undefined ? undefined : Math.max(1, deadline - Date.now()))))
+        }
+      }, () => {
+        if (state === "waiting") withdraw?.()
+        else if (state === "running") {
+          state = "done"
+          abort?.()
+          pool.releaseNow(lease!)
+        }
+      })
+    }
+
+    /**
      * A statement outside any transaction: the breaker, acquisition and the
      * statement, all within the call's deadline. Retries start only after a
      * failure, where safe; a write lost with its connection becomes
      * `OutcomeUnknown`, never retried blindly.
      */
-    const autocommit = <A>(
+    const autocommit = (
+      fiber: Fiber.RuntimeFiber<unknown, unknown>,
       sql: string,
-      run: (conn: DalConnection, timeout: number | undefined) => Effect.Effect<A, DbError>,
+      params: ReadonlyArray<unknown>,
       options: ExecuteOptions | undefined,
       timeout: number | undefined
-    ): Effect.Effect<A, DbError> => {
+    ): Effect.Effect<any, DbError> => {
       const deadline = timeout === undefined ? undefined : Date.now() + timeout
       const timedOut = () => new StatementTimeout({ kind: "statement", timeoutMillis: timeout!, sql })
-      const attempt: Effect.Effect<A, DbError> = Effect.suspend(() => {
+      const attemptNow = (): Effect.Effect<any, DbError> => {
         const denied = breaker?.permit()
         if (denied !== undefined) return Effect.fail(denied)
-        if (deadline === undefined) return pool.use(undefined, undefined, (conn) => run(conn, undefined))
-        if (Date.now() >= deadline) return Effect.fail(timedOut())
-        return pool.use(deadline, timedOut, (conn) => run(conn, Math.max(1, deadline - Date.now())))
-      })
-      return Effect.catchAll(attempt, (first) => {
+        if (deadline !== undefined && Date.now() >= deadline) return Effect.fail(timedOut())
+        return leased(fiber, sql, params, deadline, timedOut)
+      }
+      // the caller runs this lazily already (it holds the fiber): only retries need a suspended attempt
+      return Effect.catchAll(attemptNow(), (first) => {
+        const attempt = Effect.suspend(attemptNow)
         noteFailedAcquire(first)
         const read = isReadOnlyStatement(sql)
         const idempotent = options?.idempotent === true
@@ -601,12 +659,15 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       const t = prepare(sql, params)
       if (t instanceof InvalidQuery) return Effect.fail(t)
       const timeout = statementTimeout(options)
-      const run = (c: DalConnection, remaining: number | undefined) =>
-        c.run(t.sql, params, "rows", true, remaining) as Effect.Effect<ReadonlyArray<A>, DbError>
-      if (conn !== undefined) return taggedHere(run(conn, timeout), options, t.sql)
+      if (conn !== undefined) return taggedHere(conn.run(t.sql, params, "rows", true, timeout), options, t.sql)
       return Effect.withFiberRuntime<ReadonlyArray<A>, DbError>((fiber) => {
         const tx = currentTx(fiber.currentContext)
-        return tagged(fiber, tx === undefined ? autocommit(t.sql, run, options, timeout) : run(tx[0], timeout), options, t.sql)
+        return tagged(
+          fiber,
+          tx === undefined ? autocommit(fiber, t.sql, params, options, timeout) : tx[0].run(t.sql, params, "rows", true, timeout),
+          options,
+          t.sql
+        )
       })
     }
 

@@ -6,10 +6,12 @@
  * @since 0.1.0
  */
 import type * as Statement from "@effect/sql/Statement"
-import type * as Effect from "effect/Effect"
+import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
 import type * as Stream from "effect/Stream"
 import type { ConnectionError, DbError } from "./DbError.js"
 import type { Dialect } from "./Dialect.js"
+import { abortable } from "./internal/abortable.js"
 import type * as StatementCache from "./StatementCache.js"
 
 /**
@@ -38,26 +40,31 @@ export interface QueryResult {
 /**
  * One open connection of an engine.
  *
- * Every effect returned must, when interrupted, return at once and cancel the
- * running statement on the server in the background; until that cancel has
- * settled, `settle` says so, and the core runs nothing else on the connection
- * and does not pass it on. So a cancel can never hit another statement.
+ * Aborting a statement, or an interrupted effect, must return at once and
+ * cancel the running statement on the server in the background; until that
+ * cancel has settled, `settle` says so, and the core runs nothing else on the
+ * connection and does not pass it on. So a cancel can never hit another
+ * statement. `CancelGate` does this for a driver.
  *
  * @since 0.1.0
  */
 export interface DriverConnection {
   /**
-   * Runs one statement with native placeholders. `prepared` allows the
-   * statement cache; `timeout` (milliseconds) is the hard timeout, after which
-   * it fails with `StatementTimeout` and is cancelled (see `CancelGate`).
+   * Sends one statement with native placeholders and calls `done` once with
+   * its outcome. `prepared` allows the statement cache; `timeout`
+   * (milliseconds) is the hard timeout, after which the outcome is
+   * `StatementTimeout` and the statement is cancelled. The function returned
+   * aborts: `done` is then never called. Callbacks rather than an effect, so
+   * that a pool can hand a finished connection straight to the next caller.
    */
-  readonly query: (
+  readonly send: (
     sql: string,
     params: ReadonlyArray<unknown>,
     mode: QueryMode,
     prepared: boolean,
-    timeout?: number | undefined
-  ) => Effect.Effect<any, DbError>
+    timeout: number | undefined,
+    done: (outcome: Exit.Exit<any, DbError>) => void
+  ) => () => void
   /**
    * Runs one statement for many parameter rows in as few round trips as the
    * engine allows (pipelined, or as one multi-statement); returns the
@@ -109,3 +116,23 @@ export interface Driver {
   /** Releases what the driver holds beyond its connections (an embedded database), after the pool closed. */
   readonly shutdown?: Effect.Effect<void> | undefined
 }
+
+/**
+ * `DriverConnection.send` as an effect; interrupting it aborts the statement.
+ *
+ * @since 0.1.0
+ */
+export const query = (
+  conn: DriverConnection,
+  sql: string,
+  params: ReadonlyArray<unknown>,
+  mode: QueryMode,
+  prepared: boolean,
+  timeout?: number | undefined
+): Effect.Effect<any, DbError> =>
+  Effect.suspend(() => {
+    let abort: (() => void) | undefined
+    return abortable<any, DbError>((resume) => {
+      abort = conn.send(sql, params, mode, prepared, timeout, resume)
+    }, () => abort?.())
+  })

@@ -221,12 +221,24 @@ class Entry<C> implements Lease<C> {
   }
 }
 
+/**
+ * A caller waiting for a connection. `handed`: a connection is assigned but
+ * not yet passed on (deliveries nested too deep are deferred a microtask).
+ */
 class Waiter<C> {
+  state: "waiting" | "handed" | "delivered" | "withdrawn" | "failed" = "waiting"
   entry: Entry<C> | undefined = undefined
-  done = false
-  resume: ((effect: Effect.Effect<Entry<C>, DbError>) => void) | undefined = undefined
   timer: ReturnType<typeof setTimeout> | undefined = undefined
+  constructor(
+    readonly deliver: (entry: Entry<C>) => void,
+    readonly fail: (error: DbError) => void
+  ) {}
 }
+
+/** How deep deliveries may nest (a statement that fails synchronously hands its connection on at once). */
+const MAX_NESTED_DELIVERIES = 16
+
+const noop = () => {}
 
 /**
  * A pool of connections of type `C`.
@@ -253,6 +265,23 @@ export interface Pool<C> {
     onDeadline: (() => DbError) | undefined,
     f: (conn: C) => Effect.Effect<A, E, R>
   ) => Effect.Effect<A, E | DbError, R>
+  /**
+   * `use` in callbacks, for a caller that runs its statement without effects:
+   * `onLease` gets the connection (synchronously when one is idle) and must
+   * hand it back with `releaseNow`; `onError` gets a failed acquisition. The
+   * function returned withdraws a caller still waiting. `undefined` when the
+   * acquisition needs effects (an idle connection to validate first): call
+   * `use` instead.
+   */
+  readonly borrow: (
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    deadline: number | undefined,
+    onDeadline: (() => DbError) | undefined,
+    onLease: (lease: Lease<C>) => void,
+    onError: (error: DbError) => void
+  ) => (() => void) | undefined
+  /** `release`, synchronously. */
+  readonly releaseNow: (lease: Lease<C>) => void
   /** Borrows a connection for the duration of `f`. */
   readonly withConnection: <A, E, R>(
     f: (conn: C) => Effect.Effect<A, E, R>
@@ -329,7 +358,7 @@ const makeWithRuntime = <C>(
         waiters = waiters.slice(waitersHead)
         waitersHead = 0
       }
-      if (!w.done) return w
+      if (w.state === "waiting") return w
     }
     return undefined
   }
@@ -356,16 +385,62 @@ const makeWithRuntime = <C>(
     const w = nextWaiter()
     if (w !== undefined) {
       pending--
-      w.done = true
+      w.state = "handed"
       w.entry = entry
       if (w.timer !== undefined) clearTimeout(w.timer)
       entry.state = "active"
       active++
-      w.resume!(Effect.succeed(entry))
+      if (delivering < MAX_NESTED_DELIVERIES) deliver(w)
+      else queueMicrotask(() => deliver(w))
       return
     }
     entry.state = "idle"
     idle.push(entry)
+  }
+
+  let delivering = 0
+  const deliver = (w: Waiter<C>): void => {
+    if (w.state !== "handed") return
+    w.state = "delivered"
+    delivering++
+    try {
+      w.deliver(w.entry!)
+    } finally {
+      delivering--
+    }
+  }
+
+  /** Takes a caller off the queue; a connection already assigned to it goes back. */
+  const withdraw = (w: Waiter<C>): void => {
+    if (w.state === "waiting") {
+      w.state = "withdrawn"
+      pending--
+      clearTimeout(w.timer)
+    } else if (w.state === "handed") {
+      w.state = "withdrawn"
+      releaseNow(w.entry!)
+    }
+  }
+
+  const enqueue = (
+    deadline: number,
+    deadlineError: (() => DbError) | undefined,
+    onEntry: (entry: Entry<C>) => void,
+    onError: (error: DbError) => void
+  ): Waiter<C> => {
+    const w = new Waiter<C>(onEntry, onError)
+    waiters.push(w)
+    pending++
+    w.timer = setTimeout(() => {
+      if (w.state !== "waiting") return
+      w.state = "failed"
+      const error = deadlineError === undefined ? timeoutError() : deadlineError()
+      observer.acquireFailed(error)
+      pending--
+      onError(error)
+    }, Math.max(0, deadline - Date.now()))
+    fill()
+    return w
   }
 
   const backoff = (): number => {
@@ -432,30 +507,13 @@ const makeWithRuntime = <C>(
 
   const wait = (deadline: number, deadlineError: (() => DbError) | undefined): Effect.Effect<Entry<C>, DbError> =>
     Effect.suspend(() => {
-      const w = new Waiter<C>()
+      let w: Waiter<C> | undefined
       return Effect.async<Entry<C>, DbError>((resume) => {
-        w.resume = resume
-        waiters.push(w)
-        pending++
-        w.timer = setTimeout(() => {
-          if (w.done) return
-          w.done = true
-          const error = deadlineError === undefined ? timeoutError() : deadlineError()
-          observer.acquireFailed(error)
-          pending--
-          resume(Effect.fail(error))
-        }, Math.max(0, deadline - Date.now()))
-        fill()
-        return Effect.sync(() => {
-          if (!w.done) {
-            w.done = true
-            pending--
-            clearTimeout(w.timer)
-          }
-        })
+        w = enqueue(deadline, deadlineError, (entry) => resume(Effect.succeed(entry)), (error) => resume(Effect.fail(error)))
+        return Effect.sync(() => withdraw(w!))
       }).pipe(
         // the connection may have been handed over just before the interruption landed
-        Effect.onInterrupt(() => Effect.suspend(() => (w.entry === undefined ? Effect.void : release(w.entry))))
+        Effect.onInterrupt(() => Effect.suspend(() => (w?.state === "delivered" ? release(w.entry!) : Effect.void)))
       )
     })
 
@@ -633,6 +691,47 @@ const makeWithRuntime = <C>(
       })
     )
 
+  /**
+   * `use` in callbacks: the connection goes to `onLease` (at once when one is
+   * idle, else when one is returned), or the failure to `onError`; the caller
+   * returns it with `release`. The function returned withdraws a caller still
+   * waiting. `undefined` when this acquisition needs effects (an idle
+   * connection to validate first): use `use` then.
+   */
+  const borrow = (
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    deadline: number | undefined,
+    onDeadline: (() => DbError) | undefined,
+    onLease: (lease: Lease<C>) => void,
+    onError: (error: DbError) => void
+  ): (() => void) | undefined => {
+    if (closed) {
+      const error = new PoolClosed({ alias })
+      observer.acquireFailed(error)
+      onError(error)
+      return noop
+    }
+    const entry = takeIdle(fiber)
+    if (entry !== undefined) {
+      observer.acquired(0)
+      onLease(entry)
+      return noop
+    }
+    if (pending === 0 && idle.length > 0) return undefined
+    const own = Date.now() + config.acquireTimeout
+    const start = performance.now()
+    const w = enqueue(
+      deadline === undefined || own <= deadline ? own : deadline,
+      deadline === undefined || own <= deadline ? undefined : onDeadline,
+      (entry) => {
+        observer.acquired(performance.now() - start)
+        onLease(markLeased(entry, fiber, Date.now()))
+      },
+      onError
+    )
+    return () => withdraw(w)
+  }
+
   /** Closes idle connections above `min` after `idleTimeout`, retires old ones, pings the rest. */
   const maintain = Effect.suspend(() => {
     const now = Date.now()
@@ -721,12 +820,12 @@ const makeWithRuntime = <C>(
     drained = Deferred.unsafeMake<void>(FiberId.none)
     let w: Waiter<C> | undefined
     while ((w = nextWaiter()) !== undefined) {
-      w.done = true
+      w.state = "failed"
       pending--
       clearTimeout(w.timer)
       const error = new PoolClosed({ alias })
       observer.acquireFailed(error)
-      w.resume!(Effect.fail(error))
+      w.fail(error)
     }
     let entry: Entry<C> | undefined
     while ((entry = idle.pop()) !== undefined) destroyEntry(entry)
@@ -760,6 +859,8 @@ const makeWithRuntime = <C>(
     invalidate,
     withConnection,
     use,
+    borrow,
+    releaseNow,
     scoped: Effect.acquireRelease(acquireEntry, release).pipe(Effect.map((entry) => entry.conn)),
     close
   }

@@ -6,6 +6,7 @@ import type * as Cause from "effect/Cause"
 import * as Stream from "effect/Stream"
 import type { DbError } from "../DbError.js"
 import type { DriverConnection, QueryMode, QueryResult } from "../Driver.js"
+import { query } from "../Driver.js"
 import { changesSessionState } from "../PortableSql.js"
 import type { QueryTags } from "../QueryTags.js"
 import { currentTags } from "../QueryTags.js"
@@ -67,17 +68,42 @@ export class DalConnection implements SqlConnection.Connection {
   ): Effect.Effect<any, DbError> {
     const driver = this.driver
     const tx = this.txDeadline
-    if (tx === undefined) return this.guarded(sql, () => driver.query(sql, params, mode, prepared, timeout))
+    if (tx === undefined) return this.guarded(sql, () => query(driver, sql, params, mode, prepared, timeout))
     const remaining = tx.at - Date.now()
     if (remaining <= 0) return Effect.fail(tx.error())
     if (timeout !== undefined && timeout <= remaining) {
-      return this.guarded(sql, () => driver.query(sql, params, mode, prepared, timeout))
+      return this.guarded(sql, () => query(driver, sql, params, mode, prepared, timeout))
     }
     return Effect.catchTag(
-      this.guarded(sql, () => driver.query(sql, params, mode, prepared, remaining)),
+      this.guarded(sql, () => query(driver, sql, params, mode, prepared, remaining)),
       "StatementTimeout",
       () => Effect.fail(tx.error())
     )
+  }
+
+  /**
+   * `run` in callbacks, for a statement on a connection fresh from the pool:
+   * the pool settles connections and rolls back transactions before it passes
+   * them on, so there is nothing to wait for, no transaction deadline, and
+   * nothing for the DDL guard. `done` gets the outcome, with the slow-query
+   * log to run first if any. The function returned aborts.
+   */
+  send(
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    mode: QueryMode,
+    prepared: boolean,
+    timeout: number | undefined,
+    tags: QueryTags | undefined,
+    done: (outcome: Effect.Effect<any, DbError>) => void
+  ): () => void {
+    if (!this.sessionDirty && changesSessionState(sql)) this.sessionDirty = true
+    const observe = this.hooks.observe
+    const start = performance.now()
+    return this.driver.send(sql, params, mode, prepared, timeout, (outcome) => {
+      const log = observe(sql, outcome._tag === "Failure" ? outcome.cause : undefined, performance.now() - start, tags)
+      done(log === undefined ? outcome : Effect.zipRight(log, outcome))
+    })
   }
 
   /** One statement for many parameter rows, in as few round trips as the driver allows; the affected count. */

@@ -1,9 +1,10 @@
-import type { DatabaseConfig, DbError, Driver } from "@effect-dal/core"
-import { CancelGate, Dialect, StatementCache } from "@effect-dal/core"
+import type { DatabaseConfig, DbError } from "@effect-dal/core"
+import { CancelGate, Dialect, Driver, StatementCache } from "@effect-dal/core"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import * as Statement from "@effect/sql/Statement"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Redacted from "effect/Redacted"
 import * as Stream from "effect/Stream"
 import * as Mysql from "mysql2"
@@ -101,17 +102,24 @@ class MysqlConnection implements Driver.DriverConnection {
     }
   }
 
-  query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode, prepared: boolean, timeout?: number) {
-    return this.gate.run<any>(sql, timeout, (done) => {
+  send(
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    mode: Driver.QueryMode,
+    prepared: boolean,
+    timeout: number | undefined,
+    onOutcome: (outcome: Exit.Exit<any, DbError.DbError>) => void
+  ) {
+    return this.gate.send<any>(sql, timeout, (done) => {
       const options = { sql, values: params as Array<any>, rowsAsArray: mode === "values" }
       const callback = (err: Mysql.QueryError | null, results: any, fields: any) => {
         if (err) {
           const error = classify(err, sql, "query")
           if (error._tag === "ConnectionError") this.broken = true
-          return done(Effect.fail(error))
+          return done(Exit.fail(error))
         }
         this.track(results)
-        done(Effect.succeed(shape(results, fields, mode)))
+        done(Exit.succeed(shape(results, fields, mode)))
       }
       // server-side prepared statements for parameterized statements; the text protocol for
       // the rest, which also allows multiple statements
@@ -119,7 +127,7 @@ class MysqlConnection implements Driver.DriverConnection {
         this.countLookup(options)
         this.conn.execute(options, callback)
       } else this.conn.query(options, callback)
-    })
+    }, onOutcome)
   }
 
   settle() {
@@ -156,7 +164,7 @@ class MysqlConnection implements Driver.DriverConnection {
     }
     if (current.length > 0) chunks.push(current.join(";\n"))
     return Effect.reduce(chunks, 0, (sum, chunk) =>
-      Effect.map(this.query(chunk, [], "result", false) as Effect.Effect<Driver.QueryResult, DbError.DbError>, (r) =>
+      Effect.map(Driver.query(this, chunk, [], "result", false) as Effect.Effect<Driver.QueryResult, DbError.DbError>, (r) =>
         sum + r.affected))
   }
 

@@ -1,9 +1,10 @@
-import type { DatabaseConfig, DbError, Driver } from "@effect-dal/core"
-import { CancelGate, Dialect, StatementCache } from "@effect-dal/core"
+import type { DatabaseConfig, DbError } from "@effect-dal/core"
+import { CancelGate, Dialect, Driver, StatementCache } from "@effect-dal/core"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Statement from "@effect/sql/Statement"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Stream from "effect/Stream"
@@ -94,8 +95,15 @@ class PgConnection implements Driver.DriverConnection {
     return this.cache.lookup(sql)
   }
 
-  query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode, prepared: boolean, timeout?: number) {
-    return this.gate.run<any>(sql, timeout, (done) => {
+  send(
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    mode: Driver.QueryMode,
+    prepared: boolean,
+    timeout: number | undefined,
+    onOutcome: (outcome: Exit.Exit<any, DbError.DbError>) => void
+  ) {
+    return this.gate.send<any>(sql, timeout, (done) => {
       const send = (retried: boolean) => {
         // only parameterized statements are prepared: the rest may hold several statements
         const name = prepared && params.length > 0 ? this.cache.lookup(sql) : undefined
@@ -114,14 +122,18 @@ class PgConnection implements Driver.DriverConnection {
               this.cache.invalidate(sql)
               if (!retried && this.client.getTransactionStatus() === "I") return send(true)
             }
-            done(Effect.fail(error))
+            done(Exit.fail(error))
           } else {
-            done(Effect.succeed(shape(result, mode)))
+            done(Exit.succeed(shape(result, mode)))
           }
         })
       }
       send(false)
-    })
+    }, onOutcome)
+  }
+
+  private query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode, prepared: boolean): Effect.Effect<any, DbError.DbError> {
+    return Driver.query(this, sql, params, mode, prepared)
   }
 
   settle() {
@@ -156,7 +168,7 @@ class PgConnection implements Driver.DriverConnection {
           } else affected += result.rowCount ?? 0
           if (--pending === 0) {
             client.pipeline = false
-            done(failure === undefined ? Effect.succeed(affected) : Effect.fail(failure))
+            done(failure === undefined ? Exit.succeed(affected) : Exit.fail(failure))
           }
         })
       }

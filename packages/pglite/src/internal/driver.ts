@@ -1,5 +1,5 @@
-import type { DbError, Driver } from "@effect-dal/core"
-import { DbError as DbErrors, Dialect, StatementCache } from "@effect-dal/core"
+import type { DbError } from "@effect-dal/core"
+import { DbError as DbErrors, Dialect, Driver, StatementCache } from "@effect-dal/core"
 import { classify } from "@effect-dal/pg/PgErrors"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Statement from "@effect/sql/Statement"
@@ -7,6 +7,7 @@ import type { PGliteOptions, Results } from "@electric-sql/pglite"
 import { PGlite, types } from "@electric-sql/pglite"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 
@@ -36,31 +37,44 @@ class PgliteConnection implements Driver.DriverConnection {
       ])
   }
 
-  query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode, _prepared: boolean, timeout?: number) {
+  send(
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    mode: Driver.QueryMode,
+    _prepared: boolean,
+    timeout: number | undefined,
+    done: (outcome: Exit.Exit<any, DbError.DbError>) => void
+  ) {
     // PGlite runs one statement at a time in-process and cannot cancel one: a timed-out or
-    // interrupted caller returns at once, and the next statement queues behind the running one
-    return Effect.async<any, DbError.DbError>((resume) => {
-      let done = false
-      const timer = timeout === undefined ? undefined : setTimeout(() => {
-        done = true
-        resume(Effect.fail(new DbErrors.StatementTimeout({ kind: "statement", timeoutMillis: timeout, sql })))
-      }, timeout)
-      this.run(sql, params, mode).then(
-        (results) => {
-          if (timer !== undefined) clearTimeout(timer)
-          if (!done) resume(Effect.succeed(shape(results, mode)))
-        },
-        (err) => {
-          if (timer !== undefined) clearTimeout(timer)
-          if (!done) resume(Effect.fail(classify(err, sql, "query")))
-        }
-      )
-    })
+    // aborted caller returns at once, and the next statement queues behind the running one
+    let finished = false
+    const timer = timeout === undefined ? undefined : setTimeout(() => {
+      finished = true
+      done(Exit.fail(new DbErrors.StatementTimeout({ kind: "statement", timeoutMillis: timeout, sql })))
+    }, timeout)
+    const settle = (outcome: Exit.Exit<any, DbError.DbError>) => {
+      if (timer !== undefined) clearTimeout(timer)
+      if (finished) return
+      finished = true
+      done(outcome)
+    }
+    this.run(sql, params, mode).then(
+      (results) => settle(Exit.succeed(shape(results, mode))),
+      (err) => settle(Exit.fail(classify(err, sql, "query")))
+    )
+    return () => {
+      if (timer !== undefined) clearTimeout(timer)
+      finished = true
+    }
+  }
+
+  private query(sql: string, params: ReadonlyArray<unknown>, mode: Driver.QueryMode): Effect.Effect<any, DbError.DbError> {
+    return Driver.query(this, sql, params, mode, false)
   }
 
   stream(sql: string, params: ReadonlyArray<unknown>, chunkSize: number): Stream.Stream<any, DbError.DbError> {
     const name = `dal_cursor_${++cursors}`
-    const exec = (statement: string, values: ReadonlyArray<unknown> = []) => this.query(statement, values, "rows", false)
+    const exec = (statement: string, values: ReadonlyArray<unknown> = []) => this.query(statement, values, "rows")
     const db = this.db
     return Stream.unwrapScoped(Effect.gen(function*() {
       const ownTransaction = !db.isInTransaction()
@@ -83,7 +97,7 @@ class PgliteConnection implements Driver.DriverConnection {
   }
 
   get ping() {
-    return Effect.asVoid(this.query("SELECT 1", [], "raw", false))
+    return Effect.asVoid(this.query("SELECT 1", [], "raw"))
   }
 
   transactionState() {
