@@ -31,9 +31,24 @@ interface Header {
   readonly serverStatus?: number
 }
 
-/** mysql2's key of a prepared statement in its per-connection LRU. */
-const statementKey = (options: { sql: string; rowsAsArray: boolean }) =>
-  `undefined/undefined/${options.rowsAsArray}${options.sql}`
+const statementKeys = new Map<string, string>()
+
+/**
+ * mysql2's key of a prepared statement in its per-connection LRU, for a
+ * statement sent as text and values (rowsAsArray unset). Kept per SQL text,
+ * so that the key's hash is computed once, not on every statement.
+ */
+const statementKey = (sql: string, rowsAsArray: boolean): string => {
+  if (rowsAsArray) return `undefined/undefined/true${sql}`
+  let key = statementKeys.get(sql)
+  if (key === undefined) {
+    // bounded: an application with endless distinct statements only pays the old price
+    if (statementKeys.size >= 10_000) statementKeys.clear()
+    key = `undefined/undefined/undefined${sql}`
+    statementKeys.set(sql, key)
+  }
+  return key
+}
 
 const isHeader = (u: unknown): u is Header =>
   typeof u === "object" && u !== null && !Array.isArray(u) && "affectedRows" in u && "fieldCount" in u
@@ -111,7 +126,6 @@ class MysqlConnection implements Driver.DriverConnection {
     onOutcome: (outcome: Exit.Exit<any, DbError.DbError>) => void
   ) {
     return this.gate.send<any>(sql, timeout, (done) => {
-      const options = { sql, values: params as Array<any>, rowsAsArray: mode === "values" }
       const callback = (err: Mysql.QueryError | null, results: any, fields: any) => {
         if (err) {
           const error = classify(err, sql, "query")
@@ -122,11 +136,16 @@ class MysqlConnection implements Driver.DriverConnection {
         done(Exit.succeed(shape(results, fields, mode)))
       }
       // server-side prepared statements for parameterized statements; the text protocol for
-      // the rest, which also allows multiple statements
+      // the rest, which also allows multiple statements. Text and values rather than an options
+      // object unless rows come as arrays: mysql2 copies an options object on every call
+      const rowsAsArray = mode === "values"
+      const values = params as Array<any>
       if (prepared && params.length > 0 && this.cacheSize > 0) {
-        this.countLookup(options)
-        this.conn.execute(options, callback)
-      } else this.conn.query(options, callback)
+        this.countLookup(sql, rowsAsArray)
+        if (rowsAsArray) this.conn.execute({ sql, values, rowsAsArray }, callback)
+        else this.conn.execute(sql, values, callback)
+      } else if (rowsAsArray) this.conn.query({ sql, values, rowsAsArray }, callback)
+      else this.conn.query(sql, values, callback)
     }, onOutcome)
   }
 
@@ -138,9 +157,9 @@ class MysqlConnection implements Driver.DriverConnection {
    * mysql2 keeps the prepared statements of a connection in an LRU of
    * `maxPreparedStatements` and closes evicted ones on the server: count what it will do.
    */
-  private countLookup(options: { sql: string; rowsAsArray: boolean }) {
+  private countLookup(sql: string, rowsAsArray: boolean) {
     const lru = (this.conn as unknown as { _statements: { has(key: string): boolean; size: number } })._statements
-    if (lru.has(statementKey(options))) this.cacheStats.hits++
+    if (lru.has(statementKey(sql, rowsAsArray))) this.cacheStats.hits++
     else {
       this.cacheStats.misses++
       if (lru.size >= this.cacheSize) this.cacheStats.evictions++

@@ -107,13 +107,7 @@ class PgConnection implements Driver.DriverConnection {
       const send = (retried: boolean) => {
         // only parameterized statements are prepared: the rest may hold several statements
         const name = prepared && params.length > 0 ? this.cache.lookup(sql) : undefined
-        const config: Pg.QueryConfig = {
-          text: sql,
-          values: params as Array<unknown>,
-          ...(name === undefined ? {} : { name }),
-          ...(mode === "values" ? { rowMode: "array" } : {})
-        } as Pg.QueryConfig
-        this.client.query(config, (err: Error | null, result: Pg.QueryResult | Array<Pg.QueryResult>) => {
+        const callback = (err: Error | null, result: Pg.QueryResult | Array<Pg.QueryResult>) => {
           if (err) {
             const error = classify(err, sql, "query")
             if (error._tag === "ConnectionError") this.broken = true
@@ -126,7 +120,16 @@ class PgConnection implements Driver.DriverConnection {
           } else {
             done(Exit.succeed(shape(result, mode)))
           }
-        })
+        }
+        if (mode === "values") {
+          const config = { text: sql, values: params as Array<unknown>, rowMode: "array", ...(name === undefined ? {} : { name }) }
+          this.client.query(config as Pg.QueryConfig, callback)
+          return
+        }
+        // text and values rather than a config object, which pg copies property by property on every call
+        const query = new Pg.Query(sql, params as Array<unknown>, callback as never) as Pg.Query & { name?: string }
+        if (name !== undefined) query.name = name
+        this.client.query(query)
       }
       send(false)
     }, onOutcome)
