@@ -109,7 +109,11 @@ export interface Executor {
  * @since 0.1.0
  */
 export interface InsertManyOptions extends ExecuteOptions {
-  /** Rows per INSERT statement (lowered to fit the engine's parameter limit); default 1000. */
+  /**
+   * Rows per INSERT statement, lowered to fit the engine's parameter limit;
+   * default 10,000. A statement also ends after about 4 MB of text and bytes
+   * values, well under MySQL's default `max_allowed_packet`.
+   */
   readonly chunkSize?: number | undefined
   /** A column whose generated values to return (PostgreSQL `RETURNING`); MySQL reports auto-increment keys. */
   readonly returning?: string | undefined
@@ -341,6 +345,36 @@ const makeDdlGuard = (
 }
 
 const identity = <A>(a: A): A => a
+
+/** About how much text and bytes one INSERT statement of `insertMany` may carry. */
+const CHUNK_BYTES = 4 * 1024 * 1024
+
+/** Cuts rows into statements of at most `perChunk` rows and about `CHUNK_BYTES` of values. */
+const chunkRows = <R extends Readonly<Record<string, unknown>>>(
+  rows: ReadonlyArray<R>,
+  columns: ReadonlyArray<string>,
+  perChunk: number
+): Array<ReadonlyArray<R>> => {
+  const chunks: Array<ReadonlyArray<R>> = []
+  let start = 0
+  let bytes = 0
+  for (let i = 0; i < rows.length; i++) {
+    let size = 0
+    for (const column of columns) {
+      const v = rows[i]![column]
+      if (typeof v === "string") size += v.length
+      else if (v instanceof Uint8Array) size += v.byteLength
+    }
+    if (i > start && (i - start >= perChunk || bytes + size > CHUNK_BYTES)) {
+      chunks.push(rows.slice(start, i))
+      start = i
+      bytes = 0
+    }
+    bytes += size
+  }
+  chunks.push(rows.slice(start))
+  return chunks
+}
 
 /**
  * Builds a `Db` for an engine's driver. Configs with the same `hash` share
@@ -722,7 +756,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
         // as many rows per statement as the engine's parameter limit allows
         const perChunk = Math.max(
           1,
-          Math.min(options?.chunkSize ?? 1_000, Math.floor(dialect.maxParameters / columns.length))
+          Math.min(options?.chunkSize ?? 10_000, Math.floor(dialect.maxParameters / columns.length))
         )
         const head = `INSERT INTO ${quoteIdentifier(dialect, table)} (${
           columns.map((c) => quoteIdentifier(dialect, c)).join(", ")
@@ -744,8 +778,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
           const c = currentTx(fiber.currentContext)![0]
           const keys: Array<unknown> = []
           let inserted = 0
-          const chunks: Array<ReadonlyArray<Readonly<Record<string, unknown>>>> = []
-          for (let i = 0; i < rows.length; i += perChunk) chunks.push(rows.slice(i, i + perChunk))
+          const chunks = chunkRows(rows, columns, perChunk)
           return Effect.map(
             Effect.forEach(chunks, (chunk) => {
               const params: Array<unknown> = []

@@ -691,13 +691,7 @@ const makeWithRuntime = <C>(
       })
     )
 
-  /**
-   * `use` in callbacks: the connection goes to `onLease` (at once when one is
-   * idle, else when one is returned), or the failure to `onError`; the caller
-   * returns it with `release`. The function returned withdraws a caller still
-   * waiting. `undefined` when this acquisition needs effects (an idle
-   * connection to validate first): use `use` then.
-   */
+  /** See `Pool.borrow`: the same queue and deadlines as `use`, without a fiber in between. */
   const borrow = (
     fiber: Fiber.RuntimeFiber<unknown, unknown>,
     deadline: number | undefined,

@@ -184,6 +184,108 @@ describe("Pool", () => {
       expect(pool.stats()).toMatchObject({ size: 1, idle: 1, active: 0 })
     })))
 
+  describe("borrow (the callback lane)", () => {
+    type Lease = Pool.Lease<FakeConn>
+    const borrow = (pool: Pool.Pool<FakeConn>, onLease: (l: Lease) => void, onError: (e: DbError.DbError) => void = () => {}) =>
+      Effect.withFiberRuntime<(() => void) | undefined>((fiber) =>
+        Effect.succeed(pool.borrow(fiber, undefined, undefined, onLease, onError))
+      )
+
+    it.live("lends an idle connection at once, and a returned one straight to the next caller, in order", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const { hooks } = fake()
+        const pool = yield* makePool({ min: 1, max: 1 }, hooks)
+        yield* Effect.sleep(10)
+        const got: Array<string> = []
+        const leases: Record<string, Lease> = {}
+        for (const name of ["a", "b", "c"]) {
+          yield* borrow(pool, (l) => {
+            got.push(name)
+            leases[name] = l
+          })
+        }
+        expect(got).toEqual(["a"])
+        expect(pool.stats().pending).toBe(2)
+        // synchronously: no fiber runs between the return and the next caller's turn
+        pool.releaseNow(leases["a"]!)
+        expect(got).toEqual(["a", "b"])
+        pool.releaseNow(leases["b"]!)
+        expect(got).toEqual(["a", "b", "c"])
+        pool.releaseNow(leases["c"]!)
+        expect(pool.stats()).toMatchObject({ size: 1, idle: 1, active: 0, pending: 0 })
+      })))
+
+    it.live("a withdrawn caller leaves the queue and its turn goes to the next", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const { hooks } = fake()
+        const pool = yield* makePool({ min: 1, max: 1 }, hooks)
+        yield* Effect.sleep(10)
+        let held: Lease | undefined
+        const got: Array<string> = []
+        yield* borrow(pool, (l) => (held = l))
+        const withdraw = yield* borrow(pool, () => got.push("withdrawn"))
+        yield* borrow(pool, (l) => {
+          got.push("next")
+          pool.releaseNow(l)
+        })
+        withdraw!()
+        expect(pool.stats().pending).toBe(1)
+        pool.releaseNow(held!)
+        expect(got).toEqual(["next"])
+        expect(pool.stats()).toMatchObject({ idle: 1, active: 0, pending: 0 })
+      })))
+
+    it.live("a waiting caller gets PoolTimeout after acquireTimeout, and PoolClosed when the pool closes", () =>
+      Effect.gen(function*() {
+        const { hooks } = fake()
+        const pool = yield* Pool.make({ alias: "fake", config: Pool.resolveOptions({ min: 1, max: 1, acquireTimeout: 50, closeTimeout: 10 }), hooks })
+        yield* Effect.sleep(10)
+        yield* borrow(pool, () => {}) // held for good
+        const errors: Array<string> = []
+        yield* borrow(pool, () => errors.push("leased"), (e) => errors.push(e._tag))
+        yield* Effect.sleep(100)
+        expect(errors).toEqual(["PoolTimeout"])
+        yield* borrow(pool, () => errors.push("leased"), (e) => errors.push(e._tag))
+        yield* pool.close
+        expect(errors).toEqual(["PoolTimeout", "PoolClosed"])
+        yield* borrow(pool, () => errors.push("leased"), (e) => errors.push(e._tag))
+        expect(errors).toEqual(["PoolTimeout", "PoolClosed", "PoolClosed"])
+      }))
+
+    it.live("ten thousand callers that hand the connection back at once are all served, without growing the stack", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const { hooks } = fake()
+        const pool = yield* makePool({ min: 1, max: 1 }, hooks)
+        yield* Effect.sleep(10)
+        let held: Lease | undefined
+        yield* borrow(pool, (l) => (held = l))
+        let served = 0
+        for (let i = 0; i < 10_000; i++) {
+          // like a statement that fails synchronously: the connection goes back inside the hand-off
+          yield* borrow(pool, (l) => {
+            served++
+            pool.releaseNow(l)
+          })
+        }
+        pool.releaseNow(held!)
+        yield* Effect.sleep(50)
+        expect(served).toBe(10_000)
+        expect(pool.stats()).toMatchObject({ idle: 1, active: 0, pending: 0 })
+      })))
+
+    it.live("sends the caller to the effect lane when the idle connection must be validated first", () =>
+      Effect.scoped(Effect.gen(function*() {
+        const { hooks } = fake()
+        const pool = yield* makePool({ min: 1, max: 1, validationWindow: 10 }, hooks)
+        yield* Effect.sleep(40)
+        let leased = false
+        const result = yield* borrow(pool, () => (leased = true))
+        expect(result).toBeUndefined()
+        expect(leased).toBe(false)
+        expect(pool.stats()).toMatchObject({ idle: 1, active: 0, pending: 0 })
+      })))
+  })
+
   it.live("close drains borrowed connections up to closeTimeout, then closes everything", () =>
     Effect.gen(function*() {
       const { hooks, created } = fake()

@@ -1,5 +1,5 @@
 import type { DatabaseConfig, DbError } from "@effect-dal/core"
-import { CancelGate, Dialect, Driver, StatementCache } from "@effect-dal/core"
+import { CancelGate, DbError as DbErrors, Dialect, Driver, StatementCache } from "@effect-dal/core"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import * as Statement from "@effect/sql/Statement"
 import * as Chunk from "effect/Chunk"
@@ -140,12 +140,17 @@ class MysqlConnection implements Driver.DriverConnection {
       // object unless rows come as arrays: mysql2 copies an options object on every call
       const rowsAsArray = mode === "values"
       const values = params as Array<any>
-      if (prepared && params.length > 0 && this.cacheSize > 0) {
-        this.countLookup(sql, rowsAsArray)
-        if (rowsAsArray) this.conn.execute({ sql, values, rowsAsArray }, callback)
-        else this.conn.execute(sql, values, callback)
-      } else if (rowsAsArray) this.conn.query({ sql, values, rowsAsArray }, callback)
-      else this.conn.query(sql, values, callback)
+      try {
+        if (prepared && params.length > 0 && this.cacheSize > 0) {
+          this.countLookup(sql, rowsAsArray)
+          if (rowsAsArray) this.conn.execute({ sql, values, rowsAsArray }, callback)
+          else this.conn.execute(sql, values, callback)
+        } else if (rowsAsArray) this.conn.query({ sql, values, rowsAsArray }, callback)
+        else this.conn.query(sql, values, callback)
+      } catch (e) {
+        // mysql2 throws on parameters it cannot bind (undefined, functions) before sending anything
+        done(Exit.fail(new DbErrors.InvalidQuery({ reason: "invalidArgument", detail: String((e as Error)?.message ?? e), sql })))
+      }
     }, onOutcome)
   }
 
