@@ -99,9 +99,12 @@ export class DbMetrics {
     return labels
   }
 
+  private acquiredLabels: ReadonlyArray<MetricLabel.MetricLabel> | undefined
+
   acquired(ms: number): void {
     metrics.acquireDuration.unsafeUpdate(ms, this.labels)
-    metrics.acquisitions.unsafeUpdate(1, this.with("outcome", "success"))
+    // on every statement: the labels are looked up once
+    metrics.acquisitions.unsafeUpdate(1, this.acquiredLabels ??= this.with("outcome", "success"))
   }
 
   acquireFailed(timeout: boolean, category: ErrorCategory): void {
