@@ -893,19 +893,19 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
               )
             )
           }
-          return Effect.flatMap(Effect.mapError(restore(acquire), mapError), (lease) => {
+          // most callers want our errors as they are: no mapping op for them
+          const typed = <X>(e: Effect.Effect<X, DbError>): Effect.Effect<X, E2> =>
+            mapError === (identity as unknown) ? e as Effect.Effect<X, never> : Effect.mapError(e, mapError)
+          return Effect.flatMap(typed(restore(acquire)), (lease) => {
             const conn = lease.conn
             const deadline = timeout === undefined
               ? undefined
               : { at: Date.now() + timeout, error: transactionTimedOut(timeout) }
-            return begin(conn, options).pipe(
-              Effect.mapError(mapError),
-              Effect.zipRight(Effect.sync(() => {
+            return typed(begin(conn, options)).pipe(
+              Effect.flatMap(() => {
                 conn.txDeadline = deadline
-              })),
-              Effect.zipRight(
-                Effect.exit(Effect.locally(restore(effect), FiberRef.currentContext, txContext(context, conn, 0)))
-              ),
+                return Effect.exit(Effect.locally(restore(effect), FiberRef.currentContext, txContext(context, conn, 0)))
+              }),
               Effect.flatMap((exit): Effect.Effect<A, E | E2> => {
                 // COMMIT and ROLLBACK are never cut short: a cancelled COMMIT would leave the outcome unknown
                 conn.txDeadline = undefined
@@ -913,7 +913,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
                 if (deadline !== undefined && Date.now() > deadline.at) {
                   return Effect.zipRight(rollbackTop(conn), Effect.fail(mapError(deadline.error())))
                 }
-                return Effect.as(Effect.mapError(commit(conn), mapError), exit.value)
+                return Effect.as(typed(commit(conn)), exit.value)
               }),
               Effect.ensuring(Effect.suspend(() => {
                 conn.txDeadline = undefined
@@ -959,6 +959,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
             }
           }) as Effect.Effect<A, E | DbError, R>
         }
+        if (mapError === (identity as unknown)) return attempt as Effect.Effect<A, E | E2, R>
         return Effect.mapError(attempt, (error): E | E2 => (isOurs(error) ? mapError(error) : error as E))
       })
 

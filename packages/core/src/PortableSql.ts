@@ -327,14 +327,33 @@ const upper = (c: number): number => (c >= 97 && c <= 122 ? c - 32 : c)
 export const changesSessionState = (sql: string): boolean => {
   let i = 0
   while (i < sql.length && isSpace(sql.charCodeAt(i))) i++
-  // a cheap first-letter filter keeps this off the path of SELECT, INSERT, UPDATE and DELETE
+  // a look at the first letters keeps this off the path of SELECT, INSERT, UPDATE, DELETE, BEGIN, COMMIT …
   const c0 = upper(sql.charCodeAt(i))
-  if (c0 === 83 /* S */) {
-    if (upper(sql.charCodeAt(i + 1)) !== 69 || upper(sql.charCodeAt(i + 2)) !== 84 || isIdentChar(sql.charCodeAt(i + 3))) {
+  const c1 = upper(sql.charCodeAt(i + 1))
+  switch (c0) {
+    case 83: // SET, not SELECT
+      if (c1 !== 69 || upper(sql.charCodeAt(i + 2)) !== 84 || isIdentChar(sql.charCodeAt(i + 3))) return false
+      break
+    case 82: // RESET
+    case 80: // PREPARE
+    case 67: // CREATE
+      if (c1 !== (c0 === 82 ? 69 : 82)) return false
+      break
+    case 76: // LISTEN, LOAD
+      if (c1 !== 73 && c1 !== 79) return false
+      break
+    case 68: // DECLARE, not DELETE or DROP
+      if (c1 !== 69 || upper(sql.charCodeAt(i + 2)) !== 67) return false
+      break
+    case 85: // USE, not UPDATE
+      if (c1 !== 83) return false
+      break
+    case 47: // a comment first: read the words properly
+    case 45:
+    case 35:
+      break
+    default:
       return false
-    }
-  } else if (c0 !== 82 && c0 !== 67 && c0 !== 76 && c0 !== 80 && c0 !== 68 && c0 !== 85) {
-    return false
   }
   const [first, second, third] = leadingWords(sql, 3)
   switch (first) {

@@ -109,3 +109,44 @@ describe("Translator cache", () => {
     expect(tr.translate("SELECT ?")).not.toBe(a)
   })
 })
+
+describe("changesSessionState", () => {
+  it("sees session changes by their first words, comments first included, and nothing else", () => {
+    for (
+      const sql of [
+        "SET search_path TO app",
+        "  set timezone = 'UTC'",
+        "RESET ALL",
+        "CREATE TEMP TABLE t (id int)",
+        "create temporary table t (id int)",
+        "CREATE GLOBAL TEMPORARY TABLE t (id int)",
+        "LISTEN jobs",
+        "LOAD 'auto_explain'",
+        "PREPARE q AS SELECT 1",
+        "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+        "USE other",
+        "/* tagged */ SET search_path TO app",
+        "-- a note\nSET statement_timeout = 0"
+      ]
+    ) expect([sql, PortableSql.changesSessionState(sql)]).toEqual([sql, true])
+    for (
+      const sql of [
+        "SELECT 1",
+        "SETTINGS",
+        "INSERT INTO t VALUES (1)",
+        "UPDATE t SET a = 1",
+        "DELETE FROM t",
+        "DROP TABLE t",
+        "DECLARE c CURSOR FOR SELECT 1",
+        "SET LOCAL statement_timeout = 0",
+        "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        "CREATE TABLE t (id int)",
+        "COMMIT",
+        "ROLLBACK",
+        "RELEASE SAVEPOINT s",
+        "LOCK TABLE t",
+        "/* SET */ SELECT 1"
+      ]
+    ) expect([sql, PortableSql.changesSessionState(sql)]).toEqual([sql, false])
+  })
+})

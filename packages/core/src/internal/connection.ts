@@ -6,8 +6,8 @@ import type * as Cause from "effect/Cause"
 import * as Stream from "effect/Stream"
 import type { DbError } from "../DbError.js"
 import type { DriverConnection, QueryMode, QueryResult } from "../Driver.js"
-import { query } from "../Driver.js"
 import { changesSessionState } from "../PortableSql.js"
+import { abortable } from "./abortable.js"
 import type { QueryTags } from "../QueryTags.js"
 import { currentTags } from "../QueryTags.js"
 
@@ -66,27 +66,44 @@ export class DalConnection implements SqlConnection.Connection {
     prepared = true,
     timeout?: number
   ): Effect.Effect<any, DbError> {
-    const driver = this.driver
     const tx = this.txDeadline
-    if (tx === undefined) return this.guarded(sql, () => query(driver, sql, params, mode, prepared, timeout))
+    if (tx === undefined) return this.prefixed(sql, this.statement(sql, params, mode, prepared, timeout))
     const remaining = tx.at - Date.now()
     if (remaining <= 0) return Effect.fail(tx.error())
     if (timeout !== undefined && timeout <= remaining) {
-      return this.guarded(sql, () => query(driver, sql, params, mode, prepared, timeout))
+      return this.prefixed(sql, this.statement(sql, params, mode, prepared, timeout))
     }
     return Effect.catchTag(
-      this.guarded(sql, () => query(driver, sql, params, mode, prepared, remaining)),
+      this.prefixed(sql, this.statement(sql, params, mode, prepared, remaining)),
       "StatementTimeout",
       () => Effect.fail(tx.error())
     )
   }
 
+  /** `send` as an effect: one `Effect.async`, the outcome observed in the driver's callback. */
+  private statement(
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    mode: QueryMode,
+    prepared: boolean,
+    timeout: number | undefined
+  ): Effect.Effect<any, DbError> {
+    return Effect.withFiberRuntime((fiber) => {
+      const tags = this.hooks.wantsTags ? fiber.getFiberRef(currentTags) : undefined
+      let abort: (() => void) | undefined
+      return abortable<any, DbError>((resume) => {
+        abort = this.send(sql, params, mode, prepared, timeout, tags, resume)
+      }, () => abort?.())
+    })
+  }
+
   /**
-   * `run` in callbacks, for a statement on a connection fresh from the pool:
-   * the pool settles connections and rolls back transactions before it passes
-   * them on, so there is nothing to wait for, no transaction deadline, and
-   * nothing for the DDL guard. `done` gets the outcome, with the slow-query
-   * log to run first if any. The function returned aborts.
+   * `run` in callbacks, without what `run` adds around it: the DDL guard, the
+   * settling of a cancelled statement and the transaction deadline. A
+   * connection fresh from the pool needs none of them (the pool settles
+   * connections and rolls back transactions before it lends them). `done`
+   * gets the outcome, with the slow-query log to run first if any. The
+   * function returned aborts.
    */
   send(
     sql: string,
@@ -123,13 +140,12 @@ export class DalConnection implements SqlConnection.Connection {
     return settle === undefined ? stream : Stream.unwrap(Effect.as(settle, stream))
   }
 
+  /** Observes a statement that runs as an effect (a batch): the breaker, metrics and slow-query log see it. */
   private guarded<A>(sql: string, send: () => Effect.Effect<A, DbError>): Effect.Effect<A, DbError> {
     if (!this.sessionDirty && changesSessionState(sql)) this.sessionDirty = true
-    const check = this.hooks.guard === undefined ? undefined : this.hooks.guard(sql, this.driver)
-    const settle = this.driver.settle()
     const observe = this.hooks.observe
     const wantsTags = this.hooks.wantsTags
-    let query: Effect.Effect<A, DbError> = Effect.withFiberRuntime((fiber) => {
+    const query: Effect.Effect<A, DbError> = Effect.withFiberRuntime((fiber) => {
       const tags = wantsTags ? fiber.getFiberRef(currentTags) : undefined
       const start = performance.now()
       return Effect.matchCauseEffect(send(), {
@@ -143,8 +159,14 @@ export class DalConnection implements SqlConnection.Connection {
         }
       })
     })
+    return this.prefixed(sql, query)
+  }
+
+  /** The DDL guard, and a cancelled statement's settling, go before anything else on the connection. */
+  private prefixed<A>(sql: string, query: Effect.Effect<A, DbError>): Effect.Effect<A, DbError> {
+    const check = this.hooks.guard === undefined ? undefined : this.hooks.guard(sql, this.driver)
+    const settle = this.driver.settle()
     if (check !== undefined) query = Effect.zipRight(check, query)
-    // a statement cancelled earlier must have let go before anything else runs here
     return settle === undefined ? query : Effect.zipRight(settle, query)
   }
 
