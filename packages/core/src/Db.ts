@@ -450,6 +450,8 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
             const timeout = error._tag === "PoolTimeout" || error._tag === "StatementTimeout"
             metrics.acquireFailed(timeout, error.category)
             window.acquireFailed(timeout)
+            // every lane's failed acquisition, counted once, here; failed statements count where they fail
+            if (error._tag === "PoolTimeout" || error._tag === "PoolClosed") breaker?.record(true, 0)
           },
           created: () => metrics.connection("created"),
           destroyed: () => metrics.connection("destroyed"),
@@ -482,13 +484,12 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       return isOwn(conn) ? [conn, depth] : undefined
     }
 
-    /** Fails fast while the breaker is open; counts a failed acquisition against it. */
+    /** Fails fast while the breaker is open (the pool's observer counts a failed acquisition against it). */
     const acquire: Effect.Effect<Pool.Lease<DalConnection>, DbError> = breaker === undefined
       ? pool.acquire
       : Effect.suspend((): Effect.Effect<Pool.Lease<DalConnection>, DbError> => {
         const denied = breaker.permit()
-        if (denied !== undefined) return Effect.fail(denied)
-        return Effect.tapError(pool.acquire, () => Effect.sync(() => breaker.record(true, 0)))
+        return denied === undefined ? pool.acquire : Effect.fail(denied)
       })
 
 
@@ -610,7 +611,6 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       // the caller runs this lazily already (it holds the fiber): only retries need a suspended attempt
       return Effect.catchAll(attemptNow(), (first) => {
         const attempt = Effect.suspend(attemptNow)
-        noteFailedAcquire(first)
         const read = isReadOnlyStatement(sql)
         const idempotent = options?.idempotent === true
         const final = (error: DbError): DbError =>
@@ -625,7 +625,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
         // the schedule sees the first failure as its first input, then paces the attempts after it
         let replayed = false
         const again = Effect.suspend(() => {
-          if (replayed) return Effect.tapError(attempt, (e) => Effect.sync(() => noteFailedAcquire(e)))
+          if (replayed) return attempt
           replayed = true
           return Effect.fail(first)
         })
@@ -644,12 +644,6 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       })
     }
 
-    /** A failed acquisition counts against the breaker; failed statements count where they fail. */
-    const noteFailedAcquire = (error: DbError) => {
-      if (breaker !== undefined && (error._tag === "PoolTimeout" || error._tag === "PoolClosed")) {
-        breaker.record(true, 0)
-      }
-    }
 
     const spanAttributes: Record<string, unknown> = {
       "db.system.name": driver.system,
