@@ -265,6 +265,14 @@ export const conformance = (profile: EngineProfile): void => {
             expect(dup._tag).toBe("ConstraintViolation")
             const [after] = yield* Db.execute<{ n: unknown }>(`SELECT count(*) AS n FROM [${table}]`)
             expect(Number(after!.n)).toBe(2_500)
+            // inside a transaction it joins it, and goes with its rollback
+            const failed = yield* Effect.exit(Db.withTransaction(Effect.zipRight(
+              Db.insertMany(table, [{ v: "in tx" }]),
+              Effect.fail("abort" as const)
+            )))
+            expect(Exit.isFailure(failed)).toBe(true)
+            const [rolledBack] = yield* Db.execute<{ n: unknown }>(`SELECT count(*) AS n FROM [${table}] WHERE v = ?`, ["in tx"])
+            expect(Number(rolledBack!.n)).toBe(0)
           })))
 
       it.effect("insertMany cuts statements by size too: 20 MB of rows go in, past MySQL's 16 MB packet limit", () =>
