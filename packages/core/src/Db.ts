@@ -245,7 +245,8 @@ export interface DbService extends Executor {
   readonly sql: SqlClient.SqlClient
   /**
    * Inserts rows (objects with the same keys) as multi-row INSERTs, chunked
-   * under the engine's parameter limit, all in one transaction.
+   * under the engine's parameter limit: all or nothing (several statements
+   * run in one transaction).
    */
   readonly insertMany: (
     table: string,
