@@ -166,6 +166,27 @@ describe("resilience: PostgreSQL", () => {
       }).pipe(Effect.provide(layer))
     }).pipe(Effect.scoped), 30_000)
 
+  it.live("a PoolTimeout counts against the breaker once, whether a statement or a transaction waited", () =>
+    Effect.gen(function*() {
+      const db = yield* Db
+      const release = yield* Deferred.make<void>()
+      const holder = yield* Effect.fork(Effect.scoped(Effect.zipRight(Db.transaction, Deferred.await(release))))
+      yield* Effect.sleep(50)
+      const before = db.breaker!.stats().failures
+      expect(yield* Effect.flip(Db.execute("SELECT 1"))).toMatchObject({ _tag: "PoolTimeout" })
+      expect(db.breaker!.stats().failures).toBe(before + 1)
+      expect(yield* Effect.flip(Db.withTransaction(Db.execute("SELECT 1")))).toMatchObject({ _tag: "PoolTimeout" })
+      expect(db.breaker!.stats().failures).toBe(before + 2)
+      yield* Deferred.succeed(release, undefined)
+      yield* Fiber.join(holder)
+      expect(yield* Db.execute("SELECT 1 AS ok")).toEqual([{ ok: 1 }])
+    }).pipe(Effect.provide(PgDatabase.layer({
+      url: PG_URL,
+      alias: unique("pooltimeout"),
+      retry: false,
+      pool: { min: 1, max: 1, acquireTimeout: "150 millis" }
+    }))))
+
   it.live("1000 unique violations do not open the breaker", () => {
     const alias = unique("uniq")
     const table = unique("uniq_t")
