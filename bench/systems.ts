@@ -126,14 +126,18 @@ const postgresJs = async (): Promise<System> => {
   }
 }
 
-const stockPg = async (): Promise<System> => {
-  const runtime = ManagedRuntime.make(
-    PgClient.layer({ url: Redacted.make(PG_URL), maxConnections: POOL }) as Layer.Layer<SqlClient.SqlClient, unknown>
-  )
+/** A stock `@effect/sql` client: the same templates on either engine. */
+const stock = async (
+  name: string,
+  engine: Engine,
+  layer: Layer.Layer<SqlClient.SqlClient, unknown>,
+  sleep5ms: string
+): Promise<System> => {
+  const runtime = ManagedRuntime.make(layer)
   const sql = await runtime.runPromise(SqlClient.SqlClient)
   return {
-    name: "@effect/sql-pg (stock)",
-    engine: "pg",
+    name,
+    engine,
     kind: "stock",
     runtime,
     workloads: {
@@ -144,7 +148,7 @@ const stockPg = async (): Promise<System> => {
           sql`UPDATE bench_accounts SET balance = balance - ${amount} WHERE id = ${from}`,
           sql`UPDATE bench_accounts SET balance = balance + ${amount} WHERE id = ${to}`
         ))),
-      sleep5ms: () => effect(sql`SELECT pg_sleep(0.005)`),
+      sleep5ms: () => effect(sql.unsafe(sleep5ms)),
       batchInsert: (rows) =>
         effect(sql`INSERT INTO bench_events ${sql.insert(rows.map((r) => ({ account_id: r[0], payload: r[1] })))}`)
     },
@@ -152,8 +156,16 @@ const stockPg = async (): Promise<System> => {
   }
 }
 
+const stockPg = () =>
+  stock(
+    "@effect/sql-pg (stock)",
+    "pg",
+    PgClient.layer({ url: Redacted.make(PG_URL), maxConnections: POOL }) as Layer.Layer<SqlClient.SqlClient, unknown>,
+    pgSql.sleep
+  )
+
 /** effect-dal as a user would deploy it: breaker, retries, timeouts, metrics and statement cache on. */
-const dalWorkloads = (): Workloads => ({
+const dalWorkloads = (sleep5ms: string): Workloads => ({
   pointSelect: (id) => effect(Db.execute("SELECT id, name, balance FROM [bench_accounts] WHERE id = ?", [id])),
   insert: (id) => effect(Db.execute("INSERT INTO [bench_events] (account_id, payload) VALUES (?, ?)", [id, "x"])),
   transfer: (from, to, amount) =>
@@ -161,7 +173,7 @@ const dalWorkloads = (): Workloads => ({
       Db.execute("UPDATE [bench_accounts] SET balance = balance - ? WHERE id = ?", [amount, from]),
       Db.execute("UPDATE [bench_accounts] SET balance = balance + ? WHERE id = ?", [amount, to])
     ))),
-  sleep5ms: () => effect(Db.execute("SELECT pg_sleep(0.005)")),
+  sleep5ms: () => effect(Db.execute(sleep5ms)),
   batchInsert: (rows) =>
     effect(Db.insertMany("bench_events", rows.map((r) => ({ account_id: r[0], payload: r[1] })))),
   loopInsert: (rows) =>
@@ -178,13 +190,20 @@ const deployed = {
   pool: { min: POOL, max: POOL, acquireTimeout: "10 seconds" }
 } as const
 
-const dalPg = async (): Promise<System> => {
-  const runtime = ManagedRuntime.make(
-    PgDatabase.layer({ url: Redacted.make(PG_URL), alias: "bench_pg", ...deployed }) as Layer.Layer<Db, unknown>
-  )
+/** effect-dal on either engine, deployed as above. */
+const dal = async (name: string, engine: Engine, layer: Layer.Layer<Db, unknown>, sleep5ms: string): Promise<System> => {
+  const runtime = ManagedRuntime.make(layer)
   await runtime.runPromise(Db)
-  return { name: "effect-dal pg", engine: "pg", kind: "effect-dal", runtime, workloads: dalWorkloads(), close: () => runtime.dispose() }
+  return { name, engine, kind: "effect-dal", runtime, workloads: dalWorkloads(sleep5ms), close: () => runtime.dispose() }
 }
+
+const dalPg = () =>
+  dal(
+    "effect-dal pg",
+    "pg",
+    PgDatabase.layer({ url: Redacted.make(PG_URL), alias: "bench_pg", ...deployed }) as Layer.Layer<Db, unknown>,
+    pgSql.sleep
+  )
 
 // --- MySQL ------------------------------------------------------------------------------------
 
@@ -192,7 +211,8 @@ const mySql = {
   point: "SELECT id, name, balance FROM bench_accounts WHERE id = ?",
   insert: "INSERT INTO bench_events (account_id, payload) VALUES (?, ?)",
   debit: "UPDATE bench_accounts SET balance = balance - ? WHERE id = ?",
-  credit: "UPDATE bench_accounts SET balance = balance + ? WHERE id = ?"
+  credit: "UPDATE bench_accounts SET balance = balance + ? WHERE id = ?",
+  sleep: "SELECT SLEEP(0.005)"
 }
 
 const rawMysql = async (): Promise<System> => {
@@ -219,57 +239,28 @@ const rawMysql = async (): Promise<System> => {
             conn.release()
           }
         }),
-      sleep5ms: () => promise(() => pool.query("SELECT SLEEP(0.005)")),
+      sleep5ms: () => promise(() => pool.query(mySql.sleep)),
       batchInsert: (rows) => promise(() => pool.query("INSERT INTO bench_events (account_id, payload) VALUES ?", [rows]))
     },
     close: () => pool.end()
   }
 }
 
-const stockMysql = async (): Promise<System> => {
-  const runtime = ManagedRuntime.make(
-    MysqlClient.layer({ url: Redacted.make(MYSQL_URL), maxConnections: POOL }) as Layer.Layer<SqlClient.SqlClient, unknown>
+const stockMysql = () =>
+  stock(
+    "@effect/sql-mysql2 (stock)",
+    "mysql",
+    MysqlClient.layer({ url: Redacted.make(MYSQL_URL), maxConnections: POOL }) as Layer.Layer<SqlClient.SqlClient, unknown>,
+    mySql.sleep
   )
-  const sql = await runtime.runPromise(SqlClient.SqlClient)
-  return {
-    name: "@effect/sql-mysql2 (stock)",
-    engine: "mysql",
-    kind: "stock",
-    runtime,
-    workloads: {
-      pointSelect: (id) => effect(sql`SELECT id, name, balance FROM bench_accounts WHERE id = ${id}`),
-      insert: (id) => effect(sql`INSERT INTO bench_events (account_id, payload) VALUES (${id}, ${"x"})`),
-      transfer: (from, to, amount) =>
-        effect(sql.withTransaction(Effect.zipRight(
-          sql`UPDATE bench_accounts SET balance = balance - ${amount} WHERE id = ${from}`,
-          sql`UPDATE bench_accounts SET balance = balance + ${amount} WHERE id = ${to}`
-        ))),
-      sleep5ms: () => effect(sql`SELECT SLEEP(0.005)`),
-      batchInsert: (rows) =>
-        effect(sql`INSERT INTO bench_events ${sql.insert(rows.map((r) => ({ account_id: r[0], payload: r[1] })))}`)
-    },
-    close: () => runtime.dispose()
-  }
-}
 
-const dalMysql = async (): Promise<System> => {
-  const runtime = ManagedRuntime.make(
-    MysqlDatabase.layer({ url: Redacted.make(MYSQL_URL), alias: "bench_mysql", ...deployed }) as Layer.Layer<
-      Db,
-      unknown
-    >
+const dalMysql = () =>
+  dal(
+    "effect-dal mysql",
+    "mysql",
+    MysqlDatabase.layer({ url: Redacted.make(MYSQL_URL), alias: "bench_mysql", ...deployed }) as Layer.Layer<Db, unknown>,
+    mySql.sleep
   )
-  await runtime.runPromise(Db)
-  const workloads = dalWorkloads()
-  return {
-    name: "effect-dal mysql",
-    engine: "mysql",
-    kind: "effect-dal",
-    runtime,
-    workloads: { ...workloads, sleep5ms: () => effect(Db.execute("SELECT SLEEP(0.005)")) },
-    close: () => runtime.dispose()
-  }
-}
 
 export const makers: Record<Engine, ReadonlyArray<() => Promise<System>>> = {
   pg: [rawPg, postgresJs, stockPg, dalPg],

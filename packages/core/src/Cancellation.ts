@@ -18,7 +18,7 @@ import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
 import type { DbError } from "./DbError.js"
 import { StatementTimeout } from "./DbError.js"
-import { abortable } from "./internal/abortable.js"
+import { fromSend } from "./internal/abortable.js"
 
 /** How long a cancelled statement may take to let go before its connection is given up. */
 const DEFAULT_GRACE_MS = 5_000
@@ -88,12 +88,7 @@ export class CancelGate {
     timeout: number | undefined,
     start: (done: (outcome: Exit.Exit<A, DbError>) => void) => void
   ): Effect.Effect<A, DbError> {
-    return Effect.suspend(() => {
-      let abort: (() => void) | undefined
-      return abortable<A, DbError>((resume) => {
-        abort = this.send(sql, timeout, start, resume)
-      }, () => abort?.())
-    })
+    return Effect.suspend(() => fromSend<A, DbError>((done) => this.send(sql, timeout, start, done)))
   }
 
   private cancelInBackground(inFlight: InFlight): void {

@@ -347,6 +347,10 @@ const makeDdlGuard = (
 
 const identity = <A>(a: A): A => a
 
+/** What a statement may still take of a call's deadline (at least 1 ms: the driver cuts it then). */
+const timeLeft = (deadline: number | undefined): number | undefined =>
+  deadline === undefined ? undefined : Math.max(1, deadline - Date.now())
+
 const insertTexts = new Map<string, string>()
 
 /**
@@ -581,8 +585,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
           state = "running"
           lease = l
           try {
-            const remaining = deadline === undefined ? undefined : Math.max(1, deadline - Date.now())
-            const aborter = l.conn.send(sql, params, mode, prepared, remaining, tags, (outcome) => {
+            const aborter = l.conn.send(sql, params, mode, prepared, timeLeft(deadline), tags, (outcome) => {
               state = "done"
               pool.releaseNow(l)
               resume(outcome)
@@ -600,8 +603,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
         })
         if (withdraw === undefined) {
           state = "done"
-          resume(pool.use(deadline, timedOut, (conn) =>
-            conn.run(sql, params, mode, prepared, deadline === undefined ? undefined : Math.max(1, deadline - Date.now()))))
+          resume(pool.use(deadline, timedOut, (conn) => conn.run(sql, params, mode, prepared, timeLeft(deadline))))
         }
       }, () => {
         if (state === "waiting") withdraw?.()

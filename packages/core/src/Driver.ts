@@ -11,7 +11,7 @@ import type * as Exit from "effect/Exit"
 import type * as Stream from "effect/Stream"
 import type { ConnectionError, DbError } from "./DbError.js"
 import type { Dialect } from "./Dialect.js"
-import { abortable } from "./internal/abortable.js"
+import { fromSend } from "./internal/abortable.js"
 import type * as StatementCache from "./StatementCache.js"
 
 /**
@@ -130,9 +130,4 @@ export const query = (
   prepared: boolean,
   timeout?: number | undefined
 ): Effect.Effect<any, DbError> =>
-  Effect.suspend(() => {
-    let abort: (() => void) | undefined
-    return abortable<any, DbError>((resume) => {
-      abort = conn.send(sql, params, mode, prepared, timeout, resume)
-    }, () => abort?.())
-  })
+  Effect.suspend(() => fromSend<any, DbError>((done) => conn.send(sql, params, mode, prepared, timeout, done)))

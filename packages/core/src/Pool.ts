@@ -21,7 +21,6 @@ import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import type { DbError } from "./DbError.js"
 import { PoolClosed, PoolTimeout } from "./DbError.js"
-import type { QueryTags } from "./QueryTags.js"
 import { currentTags } from "./QueryTags.js"
 
 /**
@@ -212,7 +211,6 @@ class Entry<C> implements Lease<C> {
   leasedAt = 0
   leakReported = false
   holder: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
-  tags: QueryTags = {}
   stack: string | undefined = undefined
   constructor(readonly conn: C, now: number, lifetime: number) {
     this.lastUsed = now
@@ -553,7 +551,6 @@ const makeWithRuntime = <C>(
     if (leakDetection) {
       entry.leakReported = false
       entry.holder = fiber
-      entry.tags = fiber.getFiberRef(currentTags)
       if (config.captureStack) entry.stack = new Error("connection acquired here").stack
     }
     return entry
@@ -783,7 +780,8 @@ const makeWithRuntime = <C>(
       Effect.annotateLogs({
         alias,
         heldMillis,
-        tags: entry.tags,
+        // the holder's tags when the leak is seen: read then, not on every lease
+        tags: holder === undefined ? {} : holder.getFiberRef(currentTags),
         ...(entry.stack === undefined ? {} : { acquiredAt: entry.stack })
       })
     )

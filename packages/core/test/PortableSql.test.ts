@@ -1,17 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Dialect, PortableSql } from "@effect-dal/core"
-import type { Dialect as D } from "@effect-dal/core"
 
-const mysqlLike: D.Dialect = {
-  ...Dialect.postgres,
-  name: "mysql",
-  placeholder: () => "?",
-  nativePlaceholders: "question",
-  identifierQuote: "`",
-  dollarQuotes: false,
-  backslashEscapes: true,
-  doubleQuoteIsString: true
-}
 
 const pg = (sql: string) => {
   const t = PortableSql.translateUncached(sql, Dialect.postgres)
@@ -88,12 +77,12 @@ describe("PortableSql (PostgreSQL)", () => {
 
 describe("PortableSql (MySQL)", () => {
   it("keeps ? placeholders and quotes identifiers with backticks", () => {
-    const t = PortableSql.translateUncached("SELECT [id] FROM [app.users] WHERE id = ?", mysqlLike)
+    const t = PortableSql.translateUncached("SELECT [id] FROM [app.users] WHERE id = ?", Dialect.mysql)
     expect(t).toMatchObject({ sql: "SELECT `id` FROM `app`.`users` WHERE id = ?", parameterCount: 1 })
   })
 
   it("honours backslash escapes and double-quoted strings", () => {
-    const t = PortableSql.translateUncached("SELECT 'a\\'?', \"b?\" , ? # c?\n", mysqlLike)
+    const t = PortableSql.translateUncached("SELECT 'a\\'?', \"b?\" , ? # c?\n", Dialect.mysql)
     expect(t).toMatchObject({ parameterCount: 1 })
   })
 })

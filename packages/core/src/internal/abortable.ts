@@ -19,3 +19,18 @@ export const abortable = <A, E>(
       return Effect.failCause(cause)
     })
   )
+
+/**
+ * A callback-style send (it calls `done` once, and returns a function that
+ * aborts) as an effect. Build one per run: the abort handle lives in it.
+ *
+ * @internal
+ */
+export const fromSend = <A, E>(
+  send: (done: (outcome: Effect.Effect<A, E>) => void) => () => void
+): Effect.Effect<A, E> => {
+  let abort: (() => void) | undefined
+  return abortable<A, E>((resume) => {
+    abort = send(resume)
+  }, () => abort?.())
+}

@@ -7,7 +7,7 @@ import * as Stream from "effect/Stream"
 import type { DbError } from "../DbError.js"
 import type { DriverConnection, QueryMode, QueryResult } from "../Driver.js"
 import { changesSessionState } from "../PortableSql.js"
-import { abortable } from "./abortable.js"
+import { fromSend } from "./abortable.js"
 import type { QueryTags } from "../QueryTags.js"
 import { currentTags } from "../QueryTags.js"
 
@@ -90,10 +90,7 @@ export class DalConnection implements SqlConnection.Connection {
   ): Effect.Effect<any, DbError> {
     return Effect.withFiberRuntime((fiber) => {
       const tags = this.hooks.wantsTags ? fiber.getFiberRef(currentTags) : undefined
-      let abort: (() => void) | undefined
-      return abortable<any, DbError>((resume) => {
-        abort = this.send(sql, params, mode, prepared, timeout, tags, resume)
-      }, () => abort?.())
+      return fromSend<any, DbError>((done) => this.send(sql, params, mode, prepared, timeout, tags, done))
     })
   }
 
