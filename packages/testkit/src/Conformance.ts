@@ -78,6 +78,26 @@ const withTable = <A, E, R>(columns: string, f: (table: string) => Effect.Effect
 }
 
 /**
+ * What PostgreSQL and PGlite share: column types, error codes and a sleep.
+ *
+ * @since 0.1.0
+ */
+export const postgres: Pick<EngineProfile, "types" | "codes" | "sleep"> = {
+  types: {
+    bool: "boolean",
+    bigint: "bigint",
+    decimal: "numeric(38, 9)",
+    text: "text",
+    bytes: "bytea",
+    json: "jsonb",
+    serial: "serial",
+    timestamptz: "timestamptz"
+  },
+  codes: { unique: "23505", foreignKey: "23503", syntax: "42601", missingTable: "42P01" },
+  sleep: (seconds) => `SELECT pg_sleep(${seconds})`
+}
+
+/**
  * Registers the conformance suite for one engine.
  *
  * @since 0.1.0
