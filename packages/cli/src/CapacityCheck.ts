@@ -236,7 +236,8 @@ export const run = (options: Options): Effect.Effect<Result, DbError.DbError | C
       options: {
         users: options.users,
         durationSeconds: options.durationSeconds,
-        poolMax: options.poolMax,
+        // what the pool really is: an embedded database has one session, whatever was asked
+        poolMax: db.poolStats().max,
         url: options.url,
         ramp: options.ramp,
         acquireTimeoutMillis: options.acquireTimeoutMillis,

@@ -70,7 +70,7 @@ tr.current{background:#ffe9a8;font-weight:600}figure{margin:1.5rem 0}figcaption{
 .users{fill:none;stroke:#999;stroke-width:1.5;stroke-dasharray:5 4}.legend{fill:#777}
 </style></head><body>
 <h1>effect-dal capacity report</h1>
-<p>${result.engine} · ${result.options.users} virtual users${ramp ? " (ramping up)" : ""} · ${result.options.durationSeconds} s · pool max ${result.options.poolMax} · ${result.operations} operations · failures: ${failures}</p>
+<p>${result.engine} · ${result.options.users} virtual users${ramp ? " (ramping up)" : ""} · ${result.options.durationSeconds} s · ${result.engine === "pglite" ? "pool 1 (one embedded session)" : `pool max ${result.options.poolMax}`} · ${result.operations} operations · failures: ${failures}</p>
 <p class="verdict level-${a.level}" id="verdict"><strong>${a.meaning}</strong>: ${a.advice} (timeout rate ${(a.timeoutRate * 100).toFixed(2)}% over ${a.attempts} attempts)</p>
 <table id="advisor"><thead><tr><th>timeout rate</th><th>meaning</th><th>advice</th></tr></thead><tbody>${rows}</tbody></table>
 <h2>Capacity</h2>
@@ -78,7 +78,7 @@ tr.current{background:#ffe9a8;font-weight:600}figure{margin:1.5rem 0}figcaption{
 <tr><td>mean statement time</td><td>${a.capacity.meanQueryMillis.toFixed(2)} ms</td></tr>
 <tr><td>capacity of this app server (pool max ÷ mean time)</td><td>${Number.isFinite(a.capacity.queriesPerSecondCapacity) ? Math.round(a.capacity.queriesPerSecondCapacity) : "–"} queries/s</td></tr>
 <tr><td>observed</td><td>${Math.round(a.capacity.observedQueriesPerSecond)} queries/s, ${a.capacity.observedConcurrency.toFixed(2)} connections busy on average</td></tr>
-<tr><td>server max_connections</td><td>${a.capacity.serverMaxConnections ?? "unknown"} → ${a.capacity.appServersAllowed ?? "?"} app servers at this pool size</td></tr>
+<tr><td>${scaleOut(result)[0]}</td><td>${scaleOut(result)[1]}</td></tr>
 </tbody></table>
 ${chart("chart-utilization", "Pool utilization (active / max)", "ratio", result.samples, (s) => s.utilization, ramp)}
 ${chart("chart-acquire", "Acquire latency, p99 (ms)", "ms", result.samples, (s) => s.acquireP99Millis, ramp)}
@@ -87,6 +87,14 @@ ${chart("chart-timeouts", "Timeout rate (%)", "%", result.samples, (s) => s.time
 <table id="metrics"><tbody>${metrics}</tbody></table>
 </body></html>
 `
+}
+
+/** How far the database lets the app scale out: server arithmetic, or what an embedded database is. */
+const scaleOut = (result: Result): readonly [string, string] => {
+  const a = result.advice
+  return result.engine === "pglite"
+    ? ["scaling out", "an embedded database serves one process through one session; to scale out, run on a PostgreSQL server (--url)"]
+    : ["server max_connections", `${a.capacity.serverMaxConnections ?? "unknown"} → ${a.capacity.appServersAllowed ?? "?"} app servers at this pool size`]
 }
 
 /**
@@ -105,7 +113,7 @@ export const text = (result: Result): string => {
       `${row.level === a.level ? "> " : "  "}${row.range.padEnd(13)}  ${row.meaning.padEnd(18)}  ${row.advice}`
     ),
     "",
-    `Capacity: ${Number.isFinite(a.capacity.queriesPerSecondCapacity) ? Math.round(a.capacity.queriesPerSecondCapacity) : "–"} queries/s per app server (pool ${a.capacity.poolMax} ÷ ${a.capacity.meanQueryMillis.toFixed(2)} ms); observed ${Math.round(a.capacity.observedQueriesPerSecond)} queries/s at ${a.capacity.observedConcurrency.toFixed(2)} busy connections; server max_connections ${a.capacity.serverMaxConnections ?? "unknown"} → ${a.capacity.appServersAllowed ?? "?"} app servers`,
+    `Capacity: ${Number.isFinite(a.capacity.queriesPerSecondCapacity) ? Math.round(a.capacity.queriesPerSecondCapacity) : "–"} queries/s per app server (pool ${a.capacity.poolMax} ÷ ${a.capacity.meanQueryMillis.toFixed(2)} ms); observed ${Math.round(a.capacity.observedQueriesPerSecond)} queries/s at ${a.capacity.observedConcurrency.toFixed(2)} busy connections; ${scaleOut(result).join(": ")}`,
     "",
     "Metrics:",
     ...result.metrics.map(([k, v]) => `  ${k}: ${v}`),

@@ -30,10 +30,11 @@ const command = Command.make(
   (o) =>
     Effect.gen(function*() {
       const target = Option.getOrUndefined(o.url) ?? process.env["DATABASE_URL"]
+      const engine = CapacityCheck.engineOf(target)
+      // an embedded database is one session in this process: --pool-max does not apply to it
+      const pool = engine === "pglite" ? "pool 1 (one embedded session)" : `pool max ${o.poolMax}`
       yield* Console.log(
-        `effect-dal capacity check on ${CapacityCheck.engineOf(target)}: ${o.users} users, ${o.duration} s, pool max ${o.poolMax}${
-          o.ramp ? ", ramping up" : ""
-        }`
+        `effect-dal capacity check on ${engine}: ${o.users} users, ${o.duration} s, ${pool}${o.ramp ? ", ramping up" : ""}`
       )
       const result = yield* CapacityCheck.run({
         users: o.users,

@@ -28,7 +28,9 @@ describe("npm start: the capacity check", () => {
   it("a normal workload on the embedded default gets the 'normal load' verdict and a report with its charts", async () => {
     const report = join(dir, "normal.html")
     const out = await capacity(["--users", "4", "--duration", "3", "--slow-ratio", "0"], report)
-    expect(out).toContain("capacity check on pglite")
+    expect(out).toContain("capacity check on pglite: 4 users, 3 s, pool 1 (one embedded session)")
+    expect(out).not.toContain("max_connections")
+    expect(out).toContain("an embedded database serves one process")
     expect(out).toContain("Verdict: NORMAL LOAD: no action needed")
     expect(out).toContain("> < 0.1%")
     expect(out).toMatch(/Report: .*normal\.html/)
@@ -37,7 +39,7 @@ describe("npm start: the capacity check", () => {
       expect(html).toContain(`id="${id}"`)
     }
     // the report renders in a real browser, charts included
-    expect(chromium, "Debian's chromium is installed (.ci/run installs it)").toBeDefined()
+    expect(chromium, "Debian's chromium is installed (npm test's pretest brings it)").toBeDefined()
     const { stdout: dom } = await run(chromium!, [
       "--headless",
       "--no-sandbox",
@@ -59,7 +61,8 @@ describe("npm start: the capacity check", () => {
       ["--users", "30", "--duration", "4", "--pool-max", "2", "--acquire-timeout", "20", "--slow-ratio", "0.5", "--ramp", "--url", "postgres://postgres@127.0.0.1:5432/test"],
       report
     )
-    expect(out).toContain("capacity check on pg")
+    expect(out).toContain("capacity check on pg: 30 users, 4 s, pool max 2")
+    expect(out).toMatch(/server max_connections \d+ → \d+ app servers/)
     expect(out).toContain("Verdict: CRITICAL PRESSURE: scale horizontally")
     const rate = Number(/timeout rate ([\d.]+)%/.exec(out)![1])
     expect(rate).toBeGreaterThan(5)

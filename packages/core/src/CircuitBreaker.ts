@@ -5,10 +5,14 @@
  * database, exhausted resources); a constraint or syntax error means the
  * database answered, and counts as a success.
  *
- * `permit` and `record` are synchronous: the breaker sits on every call.
+ * `permit`, `release` and `record` are synchronous: the breaker sits on every
+ * call. Half-open probe permits are tokens that every holder gives back,
+ * however its call ends (`guard` does it for an effect), so that an
+ * interrupted or crashed probe can never leave the breaker stuck half-open.
  *
  * @since 0.1.0
  */
+import type * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Runtime from "effect/Runtime"
@@ -44,7 +48,7 @@ export interface CircuitBreakerOptions {
   readonly minimumCalls?: number | undefined
   /** How long to stay open, per consecutive opening; default exponential from 1 s, capped at 30 s. */
   readonly waitInOpen?: Schedule.Schedule<unknown> | undefined
-  /** Probe calls let through while half-open; default 3. All must succeed to close. */
+  /** Probe calls in flight at once while half-open; default 3. This many successes in a row close it. */
   readonly permittedCallsInHalfOpen?: number | undefined
 }
 
@@ -70,6 +74,21 @@ export interface Stats {
   readonly transitions: number
   /** Calls refused while open. */
   readonly rejected: number
+  /** Half-open probe permits taken and not yet given back. */
+  readonly probesInFlight: number
+}
+
+/**
+ * A half-open probe permit: whoever took it gives it back with `release`,
+ * once, when its call has ended (whatever the outcome).
+ *
+ * @since 0.2.0
+ */
+export interface Probe {
+  readonly _tag: "Probe"
+  /** The half-open period it belongs to; a permit of an earlier one is ignored. */
+  readonly period: number
+  released: boolean
 }
 
 /**
@@ -81,9 +100,20 @@ export interface CircuitBreaker {
   readonly alias: string
   readonly state: () => State
   readonly stats: () => Stats
-  /** `undefined` when the call may go ahead, else the error to fail it with. */
-  readonly permit: () => CircuitOpen | undefined
-  /** Records a permitted call's outcome: `failed` only for infrastructure failures. */
+  /**
+   * `undefined` when closed (the call may go ahead, nothing to give back), a
+   * `Probe` to give back with `release` when half-open, or the error to fail with.
+   */
+  readonly permit: () => CircuitOpen | Probe | undefined
+  /** Gives a probe permit back; a second release of the same permit does nothing. */
+  readonly release: (probe: Probe) => void
+  /**
+   * Runs `effect` under a permit: fails fast with `CircuitOpen`, and gives a
+   * probe permit back however the effect ends (success, failure, defect or
+   * interruption). The outcome itself is reported with `record`.
+   */
+  readonly guard: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | CircuitOpen, R>
+  /** Records a call's outcome: `failed` only for infrastructure failures. */
   readonly record: (failed: boolean, durationMillis: number) => void
   /** Calls `listener` on every state change; returns the unsubscribe function. */
   readonly subscribe: (listener: (from: State, to: State) => void) => () => void
@@ -99,9 +129,20 @@ const defaultWait: Schedule.Schedule<unknown> = Schedule.exponential("1 second")
  * @since 0.1.0
  */
 export const make = (alias: string, options: CircuitBreakerOptions = {}): Effect.Effect<CircuitBreaker> =>
-  Effect.map(Effect.interruptible(Effect.runtime<never>()), (runtime) => makeWith(alias, options, runtime))
+  Effect.zipWith(
+    Effect.interruptible(Effect.runtime<never>()),
+    Effect.clock,
+    (runtime, clock) => makeWith(alias, options, runtime, clock)
+  )
 
-const makeWith = (alias: string, options: CircuitBreakerOptions, runtime: Runtime.Runtime<never>): CircuitBreaker => {
+const makeWith = (
+  alias: string,
+  options: CircuitBreakerOptions,
+  runtime: Runtime.Runtime<never>,
+  clock: Clock.Clock
+): CircuitBreaker => {
+  // the fiber's clock, so that tests can drive the breaker with TestClock
+  const nowMillis = () => clock.unsafeCurrentTimeMillis()
   const window = options.window ?? { type: "count", size: 100 }
   const failureRate = options.failureRateThreshold ?? 0.5
   const slowRate = options.slowCallRateThreshold ?? 1
@@ -124,7 +165,8 @@ const makeWith = (alias: string, options: CircuitBreakerOptions, runtime: Runtim
   let state: State = "closed"
   let openUntil = 0
   let scheduleState: unknown = waitSchedule.initial
-  let probesPermitted = 0
+  let period = 0
+  let probesInFlight = 0
   let probesSucceeded = 0
   let transitions = 0
   let rejected = 0
@@ -186,7 +228,9 @@ const makeWith = (alias: string, options: CircuitBreakerOptions, runtime: Runtim
     if (to === "open") {
       openUntil = now + nextWait(now)
     } else if (to === "halfOpen") {
-      probesPermitted = 0
+      // permits of an earlier half-open period no longer count
+      period++
+      probesInFlight = 0
       probesSucceeded = 0
     } else {
       scheduleState = waitSchedule.initial
@@ -199,9 +243,9 @@ const makeWith = (alias: string, options: CircuitBreakerOptions, runtime: Runtim
     for (const listener of listeners) listener(from, to)
   }
 
-  const permit = (): CircuitOpen | undefined => {
+  const permit = (): CircuitOpen | Probe | undefined => {
     if (state === "closed") return undefined
-    const now = Date.now()
+    const now = nowMillis()
     if (state === "open") {
       if (now < openUntil) {
         rejected++
@@ -209,17 +253,34 @@ const makeWith = (alias: string, options: CircuitBreakerOptions, runtime: Runtim
       }
       transition("halfOpen", now, "wait in open elapsed; probing")
     }
-    if (probesPermitted < probes) {
-      probesPermitted++
-      return undefined
+    if (probesInFlight < probes) {
+      probesInFlight++
+      return { _tag: "Probe", period, released: false }
     }
     rejected++
     return new CircuitOpen({ alias, retryAfterMillis: 0 })
   }
 
+  const release = (probe: Probe) => {
+    if (probe.released) return
+    probe.released = true
+    if (state === "halfOpen" && probe.period === period) probesInFlight--
+  }
+
+  const guard = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | CircuitOpen, R> =>
+    state === "closed" ? effect : Effect.uninterruptibleMask((restore) =>
+      Effect.suspend((): Effect.Effect<A, E | CircuitOpen, R> => {
+        const p = permit()
+        if (p === undefined) return restore(effect)
+        if (p._tag === "CircuitOpen") return Effect.fail(p)
+        // taken and given back inside one uninterruptible region: no interruption can lose it
+        return Effect.ensuring(restore(effect), Effect.sync(() => release(p)))
+      })
+    )
+
   const record = (failed: boolean, durationMillis: number) => {
     const isSlow = durationMillis >= slowMillis
-    const now = Date.now()
+    const now = nowMillis()
     if (state === "halfOpen") {
       if (failed || isSlow) {
         transition("open", now, failed ? "a probe call failed" : "a probe call was slow")
@@ -241,14 +302,16 @@ const makeWith = (alias: string, options: CircuitBreakerOptions, runtime: Runtim
   return {
     alias,
     state: () => {
-      if (window.type === "time") prune(Date.now())
+      if (window.type === "time") prune(nowMillis())
       return state
     },
     stats: () => {
-      if (window.type === "time") prune(Date.now())
-      return { state, calls, failures, slow, transitions, rejected }
+      if (window.type === "time") prune(nowMillis())
+      return { state, calls, failures, slow, transitions, rejected, probesInFlight }
     },
     permit,
+    release,
+    guard,
     record,
     subscribe: (listener) => {
       listeners.add(listener)

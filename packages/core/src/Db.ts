@@ -39,7 +39,7 @@ import { acquireShared } from "./internal/registry.js"
 import { DbMetrics } from "./Metrics.js"
 import * as Pool from "./Pool.js"
 import type { Translated } from "./PortableSql.js"
-import { isFailure, isImplicitCommitDdl, makeTranslator } from "./PortableSql.js"
+import { isFailure, isImplicitCommitDdl, makeTranslator, unbindableParameter } from "./PortableSql.js"
 import type { QueryTags } from "./QueryTags.js"
 import { currentTags, withTags as withTagsImpl } from "./QueryTags.js"
 import type { RetryPolicy } from "./Retry.js"
@@ -478,8 +478,9 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
             const timeout = error._tag === "PoolTimeout" || error._tag === "StatementTimeout"
             metrics.acquireFailed(timeout, error.category)
             window.acquireFailed(timeout)
-            // every lane's failed acquisition, counted once, here; failed statements count where they fail
-            if (error._tag === "PoolTimeout" || error._tag === "PoolClosed") breaker?.record(true, 0)
+            // every lane's failed acquisition, counted once, here; failed statements count where they fail.
+            // Only a database that cannot be reached counts: an exhausted pool is back-pressure, not an outage
+            if (error._tag === "PoolTimeout" && error.reason === "unavailable") breaker?.record(true, 0)
           },
           created: () => metrics.connection("created"),
           destroyed: () => metrics.connection("destroyed"),
@@ -515,10 +516,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
     /** Fails fast while the breaker is open (the pool's observer counts a failed acquisition against it). */
     const acquire: Effect.Effect<Pool.Lease<DalConnection>, DbError> = breaker === undefined
       ? pool.acquire
-      : Effect.suspend((): Effect.Effect<Pool.Lease<DalConnection>, DbError> => {
-        const denied = breaker.permit()
-        return denied === undefined ? pool.acquire : Effect.fail(denied)
-      })
+      : Effect.suspend(() => breaker.guard(pool.acquire))
 
 
     const prepare = (sql: string, params: ReadonlyArray<unknown>): Translated | InvalidQuery => {
@@ -538,6 +536,8 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
           sql
         })
       }
+      const unbindable = unbindableParameter(params)
+      if (unbindable !== undefined) return new InvalidQuery({ reason: "invalidParameter", detail: unbindable, sql })
       return t
     }
 
@@ -633,10 +633,10 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       const deadline = timeout === undefined ? undefined : Date.now() + timeout
       const timedOut = () => new StatementTimeout({ kind: "statement", timeoutMillis: timeout!, sql })
       const attemptNow = (): Effect.Effect<any, DbError> => {
-        const denied = breaker?.permit()
-        if (denied !== undefined) return Effect.fail(denied)
-        if (deadline !== undefined && Date.now() >= deadline) return Effect.fail(timedOut())
-        return leased(fiber, sql, params, mode, prepared, deadline, timedOut)
+        const run = deadline !== undefined && Date.now() >= deadline
+          ? Effect.fail(timedOut())
+          : leased(fiber, sql, params, mode, prepared, deadline, timedOut)
+        return breaker === undefined ? run : breaker.guard(run)
       }
       // the caller runs this lazily already (it holds the fiber): only retries need a suspended attempt
       return Effect.catchAll(attemptNow(), (first) => {
@@ -765,7 +765,8 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
         if (columns.length === 0) {
           return Effect.fail(new InvalidQuery({ reason: "invalidArgument", detail: "rows have no columns", sql: undefined }))
         }
-        for (const row of rows) {
+        for (let r = 0; r < rows.length; r++) {
+          const row = rows[r]!
           const keys = Object.keys(row)
           if (keys.length !== columns.length || keys.some((k) => !(k in rows[0]!))) {
             return Effect.fail(
@@ -774,6 +775,12 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
                 detail: `every row must have the same columns (${columns.join(", ")})`,
                 sql: undefined
               })
+            )
+          }
+          const unbindable = unbindableParameter(columns.map((c) => row[c]))
+          if (unbindable !== undefined) {
+            return Effect.fail(
+              new InvalidQuery({ reason: "invalidParameter", detail: `row ${r + 1}: ${unbindable}`, sql: undefined })
             )
           }
         }

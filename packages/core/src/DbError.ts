@@ -225,7 +225,13 @@ export class StatementTimeout extends Data.TaggedError("StatementTimeout")<{
  * @since 0.1.0
  */
 export class InvalidQuery extends Data.TaggedError("InvalidQuery")<{
-  readonly reason: "empty" | "parameterCount" | "tooManyParameters" | "mixedPlaceholders" | "invalidArgument"
+  readonly reason:
+    | "empty"
+    | "parameterCount"
+    | "tooManyParameters"
+    | "mixedPlaceholders"
+    | "invalidParameter"
+    | "invalidArgument"
   readonly detail: string
   readonly sql: string | undefined
 }> {
@@ -342,14 +348,15 @@ const tags: ReadonlySet<string> = new Set([
 
 /**
  * Failures that say the database or the path to it is in trouble, as opposed
- * to a problem with the statement: the circuit breaker counts only these.
+ * to a problem with the statement: the circuit breaker counts only these. An
+ * exhausted pool (`PoolTimeout` with reason `exhausted`) is back-pressure
+ * from the application's own load, not one of them.
  *
  * @since 0.1.0
  */
 export const isInfrastructure = (error: DbError): boolean => {
   switch (error.category) {
     case "connection":
-    case "poolTimeout":
     case "unavailable":
     case "statementTimeout":
     case "resource":

@@ -374,3 +374,21 @@ export const changesSessionState = (sql: string): boolean => {
       return false
   }
 }
+
+/**
+ * The first parameter that no engine can bind the same way: `undefined`
+ * (PostgreSQL would send NULL, MySQL refuses it), a function or a symbol.
+ * `null` is NULL. Returns what is wrong, naming the 1-based position, or
+ * `undefined` when every value is bindable. One rule for every engine, as
+ * postgres.js has it.
+ *
+ * @since 0.2.0
+ */
+export const unbindableParameter = (params: ReadonlyArray<unknown>): string | undefined => {
+  for (let i = 0; i < params.length; i++) {
+    const type = typeof params[i]
+    if (type === "undefined") return `parameter ${i + 1} is undefined (use null for SQL NULL)`
+    if (type === "function" || type === "symbol") return `parameter ${i + 1} is a ${type}, which no engine can bind`
+  }
+  return undefined
+}

@@ -1,7 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
-import { CircuitBreaker } from "@effect-dal/core"
+import { CircuitBreaker, type DbError } from "@effect-dal/core"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Schedule from "effect/Schedule"
+import * as TestClock from "effect/TestClock"
 
 const make = (options: CircuitBreaker.CircuitBreakerOptions) => CircuitBreaker.make("test", options)
 
@@ -14,7 +16,7 @@ describe("CircuitBreaker", () => {
       expect(breaker.state()).toBe("closed") // 9 calls < minimumCalls
       breaker.record(true, 1) // 5 of 10 failed
       expect(breaker.state()).toBe("open")
-      const denied = breaker.permit()
+      const denied = breaker.permit() as DbError.CircuitOpen
       expect(denied).toMatchObject({ _tag: "CircuitOpen", alias: "test", category: "circuitOpen" })
       expect(denied!.retryAfterMillis).toBeGreaterThan(0)
       expect(breaker.stats()).toMatchObject({ rejected: 1, transitions: 1 })
@@ -54,17 +56,17 @@ describe("CircuitBreaker", () => {
       breaker.record(true, 1)
       expect(breaker.state()).toBe("open")
       yield* Effect.sleep(60)
-      expect(breaker.permit()).toBeUndefined()
+      expect(breaker.permit()).toMatchObject({ _tag: "Probe" })
       expect(breaker.state()).toBe("halfOpen")
-      expect(breaker.permit()).toBeUndefined()
+      expect(breaker.permit()).toMatchObject({ _tag: "Probe" })
       expect(breaker.permit()).toMatchObject({ _tag: "CircuitOpen" }) // only 2 probes
       breaker.record(true, 1) // a probe failed: open again, for longer (the schedule backs off)
       expect(breaker.state()).toBe("open")
-      const second = breaker.permit()!
+      const second = breaker.permit() as DbError.CircuitOpen
       expect(second.retryAfterMillis).toBeGreaterThan(60)
       yield* Effect.sleep(second.retryAfterMillis + 10)
-      expect(breaker.permit()).toBeUndefined()
-      expect(breaker.permit()).toBeUndefined()
+      expect(breaker.permit()).toMatchObject({ _tag: "Probe" })
+      expect(breaker.permit()).toMatchObject({ _tag: "Probe" })
       breaker.record(false, 1)
       expect(breaker.state()).toBe("halfOpen")
       breaker.record(false, 1)
@@ -89,5 +91,41 @@ describe("CircuitBreaker", () => {
       breaker.subscribe((from, to) => seen.push(`${from}->${to}`))
       breaker.record(true, 1)
       expect(seen).toEqual(["closed->open"])
+    }))
+
+  it.effect("an interrupted or crashed probe gives its permit back: the breaker closes once the database answers", () =>
+    Effect.gen(function*() {
+      const breaker = yield* make({ minimumCalls: 1, permittedCallsInHalfOpen: 2, waitInOpen: Schedule.spaced("1 second") })
+      breaker.record(true, 1)
+      yield* TestClock.adjust("2 seconds")
+      // two probes that never finish, then are interrupted; one that dies
+      const hung = yield* Effect.fork(breaker.guard(Effect.never))
+      const hung2 = yield* Effect.fork(breaker.guard(Effect.never))
+      yield* Effect.yieldNow()
+      expect(breaker.stats()).toMatchObject({ state: "halfOpen", probesInFlight: 2 })
+      expect(yield* Effect.flip(breaker.guard(Effect.void))).toMatchObject({ _tag: "CircuitOpen" })
+      yield* Fiber.interrupt(hung)
+      yield* Effect.exit(breaker.guard(Effect.die("boom")))
+      yield* Fiber.interrupt(hung2)
+      expect(breaker.stats().probesInFlight).toBe(0)
+      for (let i = 0; i < 2; i++) {
+        yield* breaker.guard(Effect.sync(() => breaker.record(false, 1)))
+      }
+      expect(breaker.state()).toBe("closed")
+    }))
+
+  it.effect("a permit of an earlier half-open period is ignored when given back late", () =>
+    Effect.gen(function*() {
+      const breaker = yield* make({ minimumCalls: 1, permittedCallsInHalfOpen: 1, waitInOpen: Schedule.spaced("1 second") })
+      breaker.record(true, 1)
+      yield* TestClock.adjust("2 seconds")
+      const old = breaker.permit() as CircuitBreaker.Probe
+      breaker.record(true, 1) // open again
+      yield* TestClock.adjust("2 seconds")
+      const current = breaker.permit()
+      expect(current).toMatchObject({ _tag: "Probe" })
+      breaker.release(old)
+      expect(breaker.stats().probesInFlight).toBe(1)
+      expect(breaker.permit()).toMatchObject({ _tag: "CircuitOpen" })
     }))
 })

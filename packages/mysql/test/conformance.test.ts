@@ -7,9 +7,9 @@ import { MYSQL_URL, scopedDatabase, threads } from "./helpers.js"
 Conformance.conformance({
   name: "mysql",
   // each layer gets a database named after its alias, so its connections can be counted on the server
-  layer: ({ alias, pool }) =>
+  layer: (options) =>
     Layer.unwrapScoped(
-      Effect.as(scopedDatabase(alias), MysqlDatabase.layer({ url: MYSQL_URL, database: alias, alias, pool }))
+      Effect.as(scopedDatabase(options.alias), MysqlDatabase.layer({ url: MYSQL_URL, database: options.alias, ...options }))
     ),
   types: {
     bool: "boolean",

@@ -5,7 +5,7 @@ import { backends, PG_URL } from "./helpers.js"
 
 Conformance.conformance({
   name: "pg",
-  layer: ({ alias, pool }) => PgDatabase.layer({ url: PG_URL, alias, pool }),
+  layer: (options) => PgDatabase.layer({ url: PG_URL, ...options }),
   ...Conformance.postgres,
   countConnections: (alias) => Effect.map(backends(alias), (rows) => rows.length),
   statementCache: true,

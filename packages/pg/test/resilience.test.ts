@@ -166,26 +166,48 @@ describe("resilience: PostgreSQL", () => {
       }).pipe(Effect.provide(layer))
     }).pipe(Effect.scoped), 30_000)
 
-  it.live("a PoolTimeout counts against the breaker once, whether a statement or a transaction waited", () =>
+  it.live("an exhausted pool never counts against the breaker; an unavailable database counts once per call, statement or transaction", () =>
     Effect.gen(function*() {
-      const db = yield* Db
-      const release = yield* Deferred.make<void>()
-      const holder = yield* Effect.fork(Effect.scoped(Effect.zipRight(Db.transaction, Deferred.await(release))))
-      yield* Effect.sleep(50)
-      const before = db.breaker!.stats().failures
-      expect(yield* Effect.flip(Db.execute("SELECT 1"))).toMatchObject({ _tag: "PoolTimeout" })
-      expect(db.breaker!.stats().failures).toBe(before + 1)
-      expect(yield* Effect.flip(Db.withTransaction(Db.execute("SELECT 1")))).toMatchObject({ _tag: "PoolTimeout" })
-      expect(db.breaker!.stats().failures).toBe(before + 2)
-      yield* Deferred.succeed(release, undefined)
-      yield* Fiber.join(holder)
-      expect(yield* Db.execute("SELECT 1 AS ok")).toEqual([{ ok: 1 }])
-    }).pipe(Effect.provide(PgDatabase.layer({
-      url: PG_URL,
-      alias: unique("pooltimeout"),
-      retry: false,
-      pool: { min: 1, max: 1, acquireTimeout: "150 millis" }
-    }))))
+      yield* Effect.gen(function*() {
+        const db = yield* Db
+        const release = yield* Deferred.make<void>()
+        const holder = yield* Effect.fork(Effect.scoped(Effect.zipRight(Db.transaction, Deferred.await(release))))
+        yield* Effect.sleep(50)
+        expect(yield* Effect.flip(Db.execute("SELECT 1"))).toMatchObject({ _tag: "PoolTimeout", reason: "exhausted" })
+        expect(yield* Effect.flip(Db.withTransaction(Db.execute("SELECT 1")))).toMatchObject({ _tag: "PoolTimeout" })
+        expect(db.breaker!.stats().failures).toBe(0)
+        yield* Deferred.succeed(release, undefined)
+        yield* Fiber.join(holder)
+        expect(yield* Db.execute("SELECT 1 AS ok")).toEqual([{ ok: 1 }])
+      }).pipe(Effect.provide(PgDatabase.layer({
+        url: PG_URL,
+        alias: unique("exhausted"),
+        retry: false,
+        pool: { min: 1, max: 1, acquireTimeout: "150 millis" }
+      })))
+      // a database that never answers: connecting hangs, so the wait is for the database
+      const proxy = yield* FaultProxy.make({ host: "127.0.0.1", port: 5432 })
+      yield* proxy.setMode(FaultProxy.blackhole)
+      yield* Effect.gen(function*() {
+        const db = yield* Db
+        expect(yield* Effect.flip(Db.execute("SELECT 1"))).toMatchObject({ _tag: "PoolTimeout", reason: "unavailable" })
+        expect(db.breaker!.stats().failures).toBe(1)
+        expect(yield* Effect.flip(Db.withTransaction(Db.execute("SELECT 1")))).toMatchObject({
+          _tag: "PoolTimeout",
+          reason: "unavailable"
+        })
+        expect(db.breaker!.stats().failures).toBe(2)
+      }).pipe(Effect.provide(PgDatabase.layer({
+        host: proxy.host,
+        port: proxy.port,
+        database: "test",
+        user: "postgres",
+        alias: unique("unavailable"),
+        retry: false,
+        connectTimeout: "2 seconds",
+        pool: { min: 0, max: 1, acquireTimeout: "150 millis" }
+      })))
+    }).pipe(Effect.scoped), 15_000)
 
   it.live("1000 unique violations do not open the breaker", () => {
     const alias = unique("uniq")

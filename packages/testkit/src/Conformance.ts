@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import { Db } from "@effect-dal/core"
-import type { DbError, Pool } from "@effect-dal/core"
+import type { DatabaseConfig, DbError } from "@effect-dal/core"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, layer } from "@effect/vitest"
 import type * as ConfigError from "effect/ConfigError"
@@ -16,9 +16,19 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Chunk from "effect/Chunk"
 import * as Fiber from "effect/Fiber"
+import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import * as Bank from "./Bank.js"
 import type * as Layer from "effect/Layer"
+
+/**
+ * What a suite's layer may set, over the engine's defaults.
+ *
+ * @since 0.2.0
+ */
+export type LayerOptions =
+  & { readonly alias: string }
+  & Pick<DatabaseConfig.DatabaseOptions, "pool" | "circuitBreaker" | "statementTimeout" | "retry">
 
 /**
  * What the suite needs to know about an engine.
@@ -28,10 +38,7 @@ import type * as Layer from "effect/Layer"
 export interface EngineProfile {
   readonly name: string
   /** A layer with a distinct alias (its connections' name on the server) and pool options. */
-  readonly layer: (options: {
-    readonly alias: string
-    readonly pool?: Pool.PoolOptions
-  }) => Layer.Layer<Db | SqlClient.SqlClient, ConfigError.ConfigError | DbError.DbError>
+  readonly layer: (options: LayerOptions) => Layer.Layer<Db | SqlClient.SqlClient, ConfigError.ConfigError | DbError.DbError>
   /** Column types for the round trips. */
   readonly types: {
     readonly bool: string
@@ -365,9 +372,12 @@ export const conformance = (profile: EngineProfile): void => {
 
       it.effect("rejects bad input with typed errors and stays healthy", () =>
         Effect.gen(function*() {
-          const empty = yield* Effect.flip(Db.execute(""))
-          expect(empty).toMatchObject({ _tag: "InvalidQuery", reason: "empty" })
-          const many = Array.from({ length: 65536 }, (_, i) => i)
+          const db = yield* Db
+          for (const blank of ["", "  \n\t "]) {
+            const empty = yield* Effect.flip(Db.execute(blank))
+            expect(empty).toMatchObject({ _tag: "InvalidQuery", reason: "empty" })
+          }
+          const many = Array.from({ length: 70_000 }, (_, i) => i)
           const tooMany = yield* Effect.flip(Db.execute(`SELECT 1 WHERE 1 IN (${many.map(() => "?").join(",")})`, many))
           expect(tooMany).toMatchObject({ _tag: "InvalidQuery", reason: "tooManyParameters" })
           const big = "x".repeat(1024 * 1024 - 3) + "é✓"
@@ -382,15 +392,38 @@ export const conformance = (profile: EngineProfile): void => {
           } else {
             expect(nul).toEqual(Exit.succeed([{ v: "a\u0000b" }]))
           }
-          // undefined is no SQL value: null is, or the engine's driver says what it does with it
-          const undef = yield* Effect.exit(Db.execute<{ v: unknown }>("SELECT ? AS v", [undefined]))
-          if (Exit.isFailure(undef)) {
-            const error = undef.cause._tag === "Fail" ? undef.cause.error : undefined
-            expect(error).toMatchObject({ _tag: "InvalidQuery", reason: "invalidArgument" })
-          } else {
-            expect(undef.value).toEqual([{ v: null }])
-          }
+          // undefined is no SQL value on any engine: null is. Refused before anything is sent, naming the position
+          const undef = yield* Effect.flip(Db.execute("SELECT ? AS a, ? AS b", [1, undefined]))
+          expect(undef).toMatchObject({ _tag: "InvalidQuery", reason: "invalidParameter" })
+          expect(undef.message).toContain("parameter 2 is undefined")
+          expect(yield* Db.execute("SELECT ? AS v", [null])).toEqual([{ v: null }])
+          const fn = yield* Effect.flip(Db.execute("SELECT ? AS v", [() => 1]))
+          expect(fn).toMatchObject({ _tag: "InvalidQuery", reason: "invalidParameter" })
+          expect(fn.message).toContain("parameter 1 is a function")
+          const sql = yield* SqlClient.SqlClient
+          const viaSql = yield* Effect.flip(sql`SELECT ${undefined as unknown as null} AS v`)
+          expect(viaSql.cause).toMatchObject({ _tag: "InvalidQuery", reason: "invalidParameter" })
+          const rowsUndef = yield* Effect.flip(Db.insertMany("never_created", [{ a: 1 }, { a: undefined }]))
+          expect(rowsUndef.message).toContain("row 2: parameter 1 is undefined")
+          // a value of the wrong type: a typed error from the engine, or a value it converts
+          yield* withTable(`id int PRIMARY KEY, n int`, (table) =>
+            Effect.gen(function*() {
+              const wrong = yield* Effect.exit(Db.execute(`INSERT INTO [${table}] VALUES (?, ?)`, [1, "not a number"]))
+              if (Exit.isFailure(wrong)) {
+                const error = wrong.cause._tag === "Fail" ? wrong.cause.error : undefined
+                expect(error).toMatchObject({ _tag: "QueryError", category: "data" })
+              } else {
+                expect(yield* Db.execute(`SELECT n FROM [${table}]`)).toHaveLength(1)
+              }
+            }))
+          // a hostile [identifier] is no identifier: it goes as written, and the server refuses it
+          const hostile = yield* Effect.flip(Db.execute("SELECT * FROM [x\"; DROP TABLE y; --`]"))
+          expect(hostile).toMatchObject({ _tag: "QueryError", category: "syntax" })
+          // a hostile name the library quotes stays one identifier: the table it names does not exist
+          const quoted = yield* Effect.flip(Db.insertMany("x\"; DROP TABLE y; --`", [{ a: 1 }]))
+          expect(quoted).toMatchObject({ _tag: "QueryError", code: profile.codes.missingTable })
           expect(yield* Db.execute("SELECT 1 AS ok")).toEqual([{ ok: 1 }])
+          expect(db.poolStats().active).toBe(0)
         }))
     }
   )
@@ -503,6 +536,65 @@ export const conformance = (profile: EngineProfile): void => {
               expect(yield* readTwice("repeatable read", 3)).toEqual([2, 2])
               expect(yield* Db.execute(`SELECT v FROM [${table}]`)).toEqual([{ v: 3 }])
             })))
+      })
+    })
+    describe(`conformance: ${profile.name}: the breaker under load and interruption`, () => {
+      const probed = uniqueName(`conf_${profile.name}_probe`)
+      layer(profile.layer({
+        alias: probed,
+        retry: false,
+        pool: { min: 0, max: 10, acquireTimeout: 2_000 },
+        circuitBreaker: {
+          minimumCalls: 5,
+          failureRateThreshold: 0.5,
+          waitInOpen: Schedule.spaced("300 millis"),
+          permittedCallsInHalfOpen: 3
+        }
+      }), { excludeTestServices: true })("interrupted probes", (it) => {
+        it.effect("probes interrupted while they run give their permits back: the breaker closes on the healthy database", () =>
+          Effect.gen(function*() {
+            const db = yield* Db
+            // ten open connections first, so that the timeouts below are statements, not connects
+            yield* Effect.forEach(Array.from({ length: 10 }), () => Db.execute(profile.sleep(0.1)), { concurrency: 10 })
+            // a burst of statement timeouts opens the breaker
+            yield* Effect.forEach(
+              Array.from({ length: 10 }),
+              () => Effect.exit(Db.execute(profile.sleep(2), [], { timeout: "50 millis" })),
+              { concurrency: 10 }
+            )
+            expect(db.breaker!.state()).toBe("open")
+            yield* Effect.sleep(400)
+            // 10 calls start, the half-open probes among them, and are interrupted while they run
+            const calls = yield* Effect.forEach(Array.from({ length: 10 }), () => Effect.fork(Db.execute(profile.sleep(1))))
+            yield* Effect.sleep(150)
+            expect(db.breaker!.state()).toBe("halfOpen")
+            yield* Fiber.interruptAll(calls)
+            expect(db.breaker!.stats().probesInFlight).toBe(0)
+            // the next calls are probes, they succeed, and the breaker closes
+            for (let i = 0; i < 3; i++) expect(yield* Db.execute("SELECT 1 AS ok")).toEqual([{ ok: 1 }])
+            expect(db.breaker!.state()).toBe("closed")
+          }), 30_000)
+      })
+
+      const burst = uniqueName(`conf_${profile.name}_burst`)
+      layer(profile.layer({ alias: burst, retry: false, pool: { min: 0, max: 3, acquireTimeout: 300 } }), {
+        excludeTestServices: true
+      })("an overload burst with the default breaker", (it) => {
+        it.effect("300 callers on a pool of 3 end in PoolTimeout exhausted, never open the breaker, and the next call succeeds", () =>
+          Effect.gen(function*() {
+            const db = yield* Db
+            const exits = yield* Effect.forEach(
+              Array.from({ length: 300 }),
+              () => Effect.exit(Db.execute(profile.sleep(0.05))),
+              { concurrency: 300 }
+            )
+            const failures = exits.flatMap((e) => e._tag === "Failure" && e.cause._tag === "Fail" ? [e.cause.error] : [])
+            expect(failures.length).toBeGreaterThan(100)
+            for (const error of failures) expect(error).toMatchObject({ _tag: "PoolTimeout", reason: "exhausted" })
+            expect(db.breaker!.state()).toBe("closed")
+            expect(db.breaker!.stats().failures).toBe(0)
+            expect(yield* Db.execute("SELECT 1 AS ok")).toEqual([{ ok: 1 }])
+          }), 30_000)
       })
     })
   } else {

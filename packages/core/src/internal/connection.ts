@@ -6,7 +6,8 @@ import type * as Cause from "effect/Cause"
 import * as Stream from "effect/Stream"
 import type { DbError } from "../DbError.js"
 import type { DriverConnection, QueryMode, QueryResult } from "../Driver.js"
-import { changesSessionState } from "../PortableSql.js"
+import { InvalidQuery } from "../DbError.js"
+import { changesSessionState, unbindableParameter } from "../PortableSql.js"
 import { fromSend } from "./abortable.js"
 import type { QueryTags } from "../QueryTags.js"
 import { currentTags } from "../QueryTags.js"
@@ -168,6 +169,11 @@ export class DalConnection implements SqlConnection.Connection {
   }
 
   private runSql(sql: string, params: ReadonlyArray<unknown>, mode: QueryMode, prepared: boolean) {
+    // `sql` templates get the same parameter rule as `Db.execute`
+    const unbindable = unbindableParameter(params)
+    if (unbindable !== undefined) {
+      return Effect.fail(toSqlError(new InvalidQuery({ reason: "invalidParameter", detail: unbindable, sql })))
+    }
     return Effect.mapError(this.run(sql, params, mode, prepared), toSqlError)
   }
 
