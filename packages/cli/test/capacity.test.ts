@@ -62,7 +62,7 @@ describe("npm start: the capacity check", () => {
       report
     )
     expect(out).toContain("capacity check on pg: 30 users, 4 s, pool max 2")
-    expect(out).toMatch(/server max_connections \d+ → \d+ app servers/)
+    expect(out).toMatch(/server max_connections: \d+ → \d+ app servers/)
     expect(out).toContain("Verdict: CRITICAL PRESSURE: scale horizontally")
     const rate = Number(/timeout rate ([\d.]+)%/.exec(out)![1])
     expect(rate).toBeGreaterThan(5)
