@@ -18,23 +18,30 @@ describe("examples/prometheus.ts", () => {
         child.on("exit", (code) => reject(new Error(`example exited early (${code})`)))
       })
       let body = ""
-      for (let attempt = 0; attempt < 40 && !body.includes("dal_query_duration_ms"); attempt++) {
+      for (let attempt = 0; attempt < 40 && !body.includes("db_client_operation_duration"); attempt++) {
         await new Promise((r) => setTimeout(r, 500))
         body = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text()).catch(() => "")
       }
+      // the OpenTelemetry database client metrics, and ours under dal_
       for (
         const name of [
-          "dal_query_duration_ms",
-          "dal_connection_acquire_duration_ms",
-          "dal_connection_acquisitions_total",
-          "dal_pool_size",
+          "db_client_operation_duration_bucket",
+          "db_client_connection_count",
+          "db_client_connection_max",
+          "db_client_connection_pending_requests",
+          "db_client_connection_create_time_bucket",
+          "db_client_connection_wait_time_bucket",
+          "db_client_connection_use_time_bucket",
           "dal_pool_utilization",
-          "dal_circuit_state"
+          "dal_circuit_state",
+          "dal_connections_created"
         ]
       ) {
         expect(body, name).toContain(name)
       }
-      expect(body).toContain('alias="prometheus_example"')
+      expect(body).toContain('db_client_connection_pool_name="prometheus_example"')
+      expect(body).toContain('db_client_connection_state="used"')
+      expect(body).toContain('db_system_name="postgresql"')
     } finally {
       child.kill("SIGTERM")
     }

@@ -169,8 +169,8 @@ export const run = (options: Options): Effect.Effect<Result, DbError.DbError | C
         activeUsers--
       })
 
-    const labels = [MetricLabel.make("alias", alias), MetricLabel.make("env", "capacity")]
-    const acquireHistogram = Metric.taggedWithLabels(Metrics.metrics.acquireDuration, labels)
+    const labels = db.metricLabels
+    const acquireHistogram = Metric.taggedWithLabels(Metrics.metrics.waitTime, labels)
     const samples: Array<Sample> = []
     const sampler = Effect.gen(function*() {
       let before = (yield* Metric.value(acquireHistogram)).buckets
@@ -183,7 +183,7 @@ export const run = (options: Options): Effect.Effect<Result, DbError.DbError | C
           second: (Date.now() - start) / 1000,
           users: activeUsers,
           utilization: stats.active / stats.max,
-          acquireP99Millis: p99(before, after),
+          acquireP99Millis: p99(before, after) * 1000,
           timeoutRate: intervalOps === 0 ? 0 : intervalTimeouts / intervalOps,
           opsPerSecond: intervalOps / seconds,
           breaker: db.breaker?.state() ?? "off"
@@ -220,12 +220,12 @@ export const run = (options: Options): Effect.Effect<Result, DbError.DbError | C
 
     const value = (metric: Metric.Metric<any, any, any>, extra: Record<string, string> = {}) =>
       Metric.value(Metric.taggedWithLabels(metric, [...labels, ...Object.entries(extra).map(([k, v]) => MetricLabel.make(k, v))]))
-    const duration = yield* value(Metrics.metrics.queryDuration)
+    const duration = yield* value(Metrics.metrics.operationDuration)
     const metrics: Array<readonly [string, string]> = [
-      ["statements", String(duration.count)],
-      ["mean statement time", `${(duration.count === 0 ? 0 : duration.sum / duration.count).toFixed(2)} ms`],
-      ["acquisitions (success / timeout)", `${(yield* value(Metrics.metrics.acquisitions, { outcome: "success" })).count} / ${
-        (yield* value(Metrics.metrics.acquisitions, { outcome: "timeout" })).count
+      ["statements that succeeded", String(duration.count)],
+      ["their mean time", `${(duration.count === 0 ? 0 : (duration.sum / duration.count) * 1000).toFixed(2)} ms`],
+      ["acquisitions (success / timeout)", `${(yield* value(Metrics.metrics.waitTime)).count} / ${
+        (yield* value(Metrics.metrics.connectionTimeouts)).count
       }`],
       ["slow queries", String((yield* value(Metrics.metrics.slowQueries)).count)],
       ["connections created", String((yield* value(Metrics.metrics.connectionsCreated)).count)],

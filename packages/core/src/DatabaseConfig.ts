@@ -55,8 +55,8 @@ export interface DatabaseOptions {
   /** The circuit breaker of this alias, or `false` for none. */
   readonly circuitBreaker?: CircuitBreakerOptions | false | undefined
   /**
-   * Tag keys that become labels of the statement metrics (`dal_query_duration_ms`,
-   * `dal_errors_total`), e.g. `["operation"]`. Only these keys, and at most 100
+   * Tag keys that become labels of the statement duration metric
+   * (`db.client.operation.duration`), e.g. `["operation"]`. Only these keys, and at most 100
    * distinct value combinations (the rest count as `other`), so cardinality stays bounded.
    */
   readonly metricTagKeys?: ReadonlyArray<string> | undefined

@@ -16,6 +16,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
+import type * as MetricLabel from "effect/MetricLabel"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as CircuitBreaker from "./CircuitBreaker.js"
@@ -217,6 +218,8 @@ export interface DbService extends Executor {
   readonly config: DatabaseConfig
   /** The current pool counts. */
   readonly poolStats: () => Pool.PoolStats
+  /** The labels every metric of this database carries: read one with `Metric.taggedWithLabels`. */
+  readonly metricLabels: ReadonlyArray<MetricLabel.MetricLabel>
   /** The circuit breaker of this alias, if enabled. */
   readonly breaker: CircuitBreaker.CircuitBreaker | undefined
   readonly resilienceStats: () => ResilienceStats
@@ -423,7 +426,10 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
     )
     let retries = 0
 
-    const metrics = new DbMetrics(config.alias, config.env, config.metricTagKeys)
+    const metrics = new DbMetrics(
+      { alias: config.alias, env: config.env, system: driver.system, namespace: config.database },
+      config.metricTagKeys
+    )
     const window = new ScalingAdvisor.Window(60)
     const slowStats = new SlowQueries()
 
@@ -482,7 +488,8 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
             // Only a database that cannot be reached counts: an exhausted pool is back-pressure, not an outage
             if (error._tag === "PoolTimeout" && error.reason === "unavailable") breaker?.record(true, 0)
           },
-          created: () => metrics.connection("created"),
+          released: (ms) => metrics.released(ms),
+          created: (ms) => metrics.created(ms),
           destroyed: () => metrics.connection("destroyed"),
           createFailed: () => metrics.connection("failed")
         },
@@ -1103,6 +1110,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       dialect,
       config,
       poolStats: pool.stats,
+      metricLabels: metrics.labels,
       breaker,
       resilienceStats: () => ({ retries }),
       health,

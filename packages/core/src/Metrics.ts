@@ -1,7 +1,13 @@
 /**
- * effect-dal's Effect `Metric`s, every one labelled with `alias` and `env`.
- * Read them with `Metric.value` / `Metric.snapshot`, or export them with
- * `@effect/opentelemetry`.
+ * effect-dal's Effect `Metric`s. Where the OpenTelemetry semantic conventions
+ * for database client metrics define a metric, it has their name, unit and
+ * attributes (`db.client.*`); what they do not cover (the breaker, retries,
+ * the statement cache, leaks, slow queries, the scaling advice) is ours,
+ * under the `dal.` prefix. Every metric carries
+ * `db.client.connection.pool.name` (the alias), `db.system.name`,
+ * `db.namespace` and `deployment.environment.name`. Read them with
+ * `Metric.value` and `DbService.metricLabels`, or export them with
+ * `@effect/opentelemetry` (Prometheus shows `db_client_operation_duration_seconds`, …).
  *
  * Updates come from synchronous code on the hot path, so they go through
  * `unsafeUpdate` with one constant label array per database: the metric's
@@ -14,62 +20,108 @@ import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricLabel from "effect/MetricLabel"
 import type { ErrorCategory } from "./DbError.js"
 
-const millis = MetricBoundaries.exponential({ start: 0.25, factor: 2, count: 18 })
+/** 0.25 ms to about 33 s, doubling: fine enough for point selects, wide enough for timeouts. */
+const seconds = MetricBoundaries.exponential({ start: 0.00025, factor: 2, count: 18 })
 
 /**
- * Every metric, by name. All carry `alias` and `env`; a few carry one more label.
+ * Every metric, by name.
  *
  * @since 0.1.0
  */
 export const metrics = {
-  /** Time to get a connection from the pool, ms. */
-  acquireDuration: Metric.histogram("dal_connection_acquire_duration_ms", millis, "time to acquire a connection"),
-  /** Acquisitions by `outcome`: success, timeout, error. */
-  acquisitions: Metric.counter("dal_connection_acquisitions_total", { incremental: true }),
-  connectionsCreated: Metric.counter("dal_connections_created_total", { incremental: true }),
-  connectionsDestroyed: Metric.counter("dal_connections_destroyed_total", { incremental: true }),
+  // OpenTelemetry semantic conventions: database client metrics
+
+  /** `db.client.operation.duration`, seconds; failed statements carry `error.type` (the error's category). */
+  operationDuration: Metric.histogram("db.client.operation.duration", seconds, "duration of database client operations, s"),
+  /** `db.client.connection.count` by `db.client.connection.state`: `idle` or `used`. */
+  connectionCount: Metric.gauge("db.client.connection.count"),
+  /** `db.client.connection.idle.max`: the most idle connections the pool keeps (its max). */
+  connectionIdleMax: Metric.gauge("db.client.connection.idle.max"),
+  /** `db.client.connection.idle.min`: the idle connections the pool keeps at least (its min). */
+  connectionIdleMin: Metric.gauge("db.client.connection.idle.min"),
+  /** `db.client.connection.max`: the most open connections allowed. */
+  connectionMax: Metric.gauge("db.client.connection.max"),
+  /** `db.client.connection.pending_requests`: callers waiting for a connection. */
+  pendingRequests: Metric.gauge("db.client.connection.pending_requests"),
+  /** `db.client.connection.timeouts`: acquisitions that timed out. */
+  connectionTimeouts: Metric.counter("db.client.connection.timeouts", { incremental: true }),
+  /** `db.client.connection.create_time`, seconds: opening one connection. */
+  createTime: Metric.histogram("db.client.connection.create_time", seconds, "time to create a new connection, s"),
+  /** `db.client.connection.wait_time`, seconds: getting a connection from the pool. */
+  waitTime: Metric.histogram("db.client.connection.wait_time", seconds, "time to obtain an open connection from the pool, s"),
+  /** `db.client.connection.use_time`, seconds: from borrowing a connection to giving it back. */
+  useTime: Metric.histogram("db.client.connection.use_time", seconds, "time between borrowing and returning a connection, s"),
+
+  // effect-dal's own
+
+  connectionsCreated: Metric.counter("dal.connections.created", { incremental: true }),
+  connectionsDestroyed: Metric.counter("dal.connections.destroyed", { incremental: true }),
   /** Connection attempts that failed. */
-  connectionsFailed: Metric.counter("dal_connections_failed_total", { incremental: true }),
-  poolSize: Metric.gauge("dal_pool_size"),
-  poolIdle: Metric.gauge("dal_pool_idle"),
-  poolActive: Metric.gauge("dal_pool_active"),
-  poolPending: Metric.gauge("dal_pool_pending"),
-  poolMin: Metric.gauge("dal_pool_min"),
-  poolMax: Metric.gauge("dal_pool_max"),
-  /** active / max. */
-  poolUtilization: Metric.gauge("dal_pool_utilization"),
-  poolLeaks: Metric.counter("dal_pool_leaks_total", { incremental: true }),
-  cacheHits: Metric.counter("dal_statement_cache_hits_total", { incremental: true }),
-  cacheMisses: Metric.counter("dal_statement_cache_misses_total", { incremental: true }),
-  cacheEvictions: Metric.counter("dal_statement_cache_evictions_total", { incremental: true }),
+  connectionsFailed: Metric.counter("dal.connections.failed", { incremental: true }),
+  /** used / max. */
+  poolUtilization: Metric.gauge("dal.pool.utilization"),
+  poolLeaks: Metric.counter("dal.pool.leaks", { incremental: true }),
+  cacheHits: Metric.counter("dal.statement_cache.hits", { incremental: true }),
+  cacheMisses: Metric.counter("dal.statement_cache.misses", { incremental: true }),
+  cacheEvictions: Metric.counter("dal.statement_cache.evictions", { incremental: true }),
   /** Failed statements and acquisitions by `category`. */
-  errors: Metric.counter("dal_errors_total", { incremental: true }),
-  /** Statement duration, ms. */
-  queryDuration: Metric.histogram("dal_query_duration_ms", millis, "statement duration"),
-  slowQueries: Metric.counter("dal_slow_queries_total", { incremental: true }),
-  /** Timeouts by `kind`: acquire, statement, transaction. */
-  timeouts: Metric.counter("dal_timeouts_total", { incremental: true }),
-  retries: Metric.counter("dal_retries_total", { incremental: true }),
+  errors: Metric.counter("dal.errors", { incremental: true }),
+  slowQueries: Metric.counter("dal.slow_queries", { incremental: true }),
+  /** Statement and transaction timeouts by `kind` (acquisition timeouts are `db.client.connection.timeouts`). */
+  timeouts: Metric.counter("dal.timeouts", { incremental: true }),
+  retries: Metric.counter("dal.retries", { incremental: true }),
   /** 0 closed, 1 half-open, 2 open. */
-  circuitState: Metric.gauge("dal_circuit_state"),
-  circuitTransitions: Metric.counter("dal_circuit_transitions_total", { incremental: true }),
+  circuitState: Metric.gauge("dal.circuit.state"),
+  circuitTransitions: Metric.counter("dal.circuit.transitions", { incremental: true }),
   /** Timeouts over attempts in the advisor's window. */
-  timeoutRate: Metric.gauge("dal_scaling_timeout_rate"),
+  timeoutRate: Metric.gauge("dal.scaling.timeout_rate"),
   /** The advisor's verdict: 0 normal, 1 review slow queries, 2 scale vertically, 3 scale horizontally. */
-  scalingLevel: Metric.gauge("dal_scaling_level")
+  scalingLevel: Metric.gauge("dal.scaling.level")
 } as const
 
 /**
- * The metrics of one database, with its labels bound.
+ * Who a database's metrics belong to.
+ *
+ * @since 0.2.0
+ */
+export interface Identity {
+  /** The alias: `db.client.connection.pool.name`. */
+  readonly alias: string
+  readonly env: string
+  /** `db.system.name`, e.g. `postgresql`. */
+  readonly system: string
+  /** `db.namespace`: the database name. */
+  readonly namespace: string
+}
+
+/**
+ * The labels every metric of one database carries.
+ *
+ * @since 0.2.0
+ */
+export const labelsOf = (identity: Identity): ReadonlyArray<MetricLabel.MetricLabel> => [
+  MetricLabel.make("db.client.connection.pool.name", identity.alias),
+  MetricLabel.make("db.system.name", identity.system),
+  MetricLabel.make("db.namespace", identity.namespace),
+  MetricLabel.make("deployment.environment.name", identity.env)
+]
+
+/**
+ * The metrics of one database, with its labels bound. Durations come in
+ * milliseconds and are recorded in seconds.
  *
  * @since 0.1.0
  */
 export class DbMetrics {
   readonly labels: ReadonlyArray<MetricLabel.MetricLabel>
   private readonly extra = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
+  private readonly idleLabels: ReadonlyArray<MetricLabel.MetricLabel>
+  private readonly usedLabels: ReadonlyArray<MetricLabel.MetricLabel>
 
-  constructor(readonly alias: string, readonly env: string, readonly tagKeys: ReadonlyArray<string> = []) {
-    this.labels = [MetricLabel.make("alias", alias), MetricLabel.make("env", env)]
+  constructor(identity: Identity, readonly tagKeys: ReadonlyArray<string> = []) {
+    this.labels = labelsOf(identity)
+    this.idleLabels = this.with("db.client.connection.state", "idle")
+    this.usedLabels = this.with("db.client.connection.state", "used")
   }
 
   private readonly tagged = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
@@ -99,17 +151,16 @@ export class DbMetrics {
     return labels
   }
 
-  private acquiredLabels: ReadonlyArray<MetricLabel.MetricLabel> | undefined
-
   acquired(ms: number): void {
-    metrics.acquireDuration.unsafeUpdate(ms, this.labels)
-    // on every statement: the labels are looked up once
-    metrics.acquisitions.unsafeUpdate(1, this.acquiredLabels ??= this.with("outcome", "success"))
+    metrics.waitTime.unsafeUpdate(ms / 1000, this.labels)
+  }
+
+  released(ms: number): void {
+    metrics.useTime.unsafeUpdate(ms / 1000, this.labels)
   }
 
   acquireFailed(timeout: boolean, category: ErrorCategory): void {
-    metrics.acquisitions.unsafeUpdate(1, this.with("outcome", timeout ? "timeout" : "error"))
-    if (timeout) metrics.timeouts.unsafeUpdate(1, this.with("kind", "acquire"))
+    if (timeout) metrics.connectionTimeouts.unsafeUpdate(1, this.labels)
     metrics.errors.unsafeUpdate(1, this.with("category", category))
   }
 
@@ -120,12 +171,13 @@ export class DbMetrics {
     tags?: Readonly<Record<string, string>> | undefined
   ): void {
     const labels = this.tagLabels(tags)
-    metrics.queryDuration.unsafeUpdate(ms, labels)
-    if (category !== undefined) {
-      metrics.errors.unsafeUpdate(
-        1,
-        labels === this.labels ? this.with("category", category) : [...labels, MetricLabel.make("category", category)]
-      )
+    if (category === undefined) metrics.operationDuration.unsafeUpdate(ms / 1000, labels)
+    else {
+      const failed = labels === this.labels
+        ? this.with("error.type", category)
+        : [...labels, MetricLabel.make("error.type", category)]
+      metrics.operationDuration.unsafeUpdate(ms / 1000, failed)
+      metrics.errors.unsafeUpdate(1, this.with("category", category))
       if (category === "statementTimeout") metrics.timeouts.unsafeUpdate(1, this.with("kind", "statement"))
     }
     if (slow) metrics.slowQueries.unsafeUpdate(1, this.labels)
@@ -144,19 +196,19 @@ export class DbMetrics {
     if (transition) metrics.circuitTransitions.unsafeUpdate(1, this.labels)
   }
 
-  connection(event: "created" | "destroyed" | "failed"): void {
-    const metric = event === "created"
-      ? metrics.connectionsCreated
-      : event === "destroyed"
-      ? metrics.connectionsDestroyed
-      : metrics.connectionsFailed
+  created(ms: number): void {
+    metrics.createTime.unsafeUpdate(ms / 1000, this.labels)
+    metrics.connectionsCreated.unsafeUpdate(1, this.labels)
+  }
+
+  connection(event: "destroyed" | "failed"): void {
+    const metric = event === "destroyed" ? metrics.connectionsDestroyed : metrics.connectionsFailed
     metric.unsafeUpdate(1, this.labels)
   }
 
   /** Gauges and counters mirrored from the pool's and caches' own counts. */
   sync(
     pool: {
-      readonly size: number
       readonly idle: number
       readonly active: number
       readonly pending: number
@@ -167,12 +219,12 @@ export class DbMetrics {
     cache: { readonly hits: number; readonly misses: number; readonly evictions: number },
     scaling: { readonly timeoutRate: number; readonly level: number }
   ): void {
-    metrics.poolSize.unsafeUpdate(pool.size, this.labels)
-    metrics.poolIdle.unsafeUpdate(pool.idle, this.labels)
-    metrics.poolActive.unsafeUpdate(pool.active, this.labels)
-    metrics.poolPending.unsafeUpdate(pool.pending, this.labels)
-    metrics.poolMin.unsafeUpdate(pool.min, this.labels)
-    metrics.poolMax.unsafeUpdate(pool.max, this.labels)
+    metrics.connectionCount.unsafeUpdate(pool.idle, this.idleLabels)
+    metrics.connectionCount.unsafeUpdate(pool.active, this.usedLabels)
+    metrics.connectionIdleMax.unsafeUpdate(pool.max, this.labels)
+    metrics.connectionIdleMin.unsafeUpdate(pool.min, this.labels)
+    metrics.connectionMax.unsafeUpdate(pool.max, this.labels)
+    metrics.pendingRequests.unsafeUpdate(pool.pending, this.labels)
     metrics.poolUtilization.unsafeUpdate(pool.max === 0 ? 0 : pool.active / pool.max, this.labels)
     this.mirror("leaks", metrics.poolLeaks, pool.leaks)
     this.mirror("hits", metrics.cacheHits, cache.hits)

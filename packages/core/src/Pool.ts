@@ -158,9 +158,13 @@ export interface PoolHooks<C> {
  * @since 0.1.0
  */
 export interface PoolObserver {
+  /** A caller got a connection after waiting this long. */
   readonly acquired: (millis: number) => void
   readonly acquireFailed: (error: PoolTimeout | PoolClosed | DbError) => void
-  readonly created: () => void
+  /** A borrowed connection came back after this long. */
+  readonly released: (millis: number) => void
+  /** A connection was opened, in this long. */
+  readonly created: (millis: number) => void
   readonly destroyed: () => void
   readonly createFailed: () => void
 }
@@ -168,6 +172,7 @@ export interface PoolObserver {
 const noObserver: PoolObserver = {
   acquired: () => {},
   acquireFailed: () => {},
+  released: () => {},
   created: () => {},
   destroyed: () => {},
   createFailed: () => {}
@@ -450,7 +455,12 @@ const makeWithRuntime = <C>(
   const startCreate = (): void => {
     creating++
     const delay = backoff()
-    const attempt = delay > 0 ? Effect.zipRight(Effect.sleep(delay), hooks.create) : hooks.create
+    let started = 0
+    const create = Effect.suspend(() => {
+      started = performance.now()
+      return hooks.create
+    })
+    const attempt = delay > 0 ? Effect.zipRight(Effect.sleep(delay), create) : create
     fork(Effect.onExit(Effect.exit(attempt), (exit) =>
       Effect.sync(() => {
         creating--
@@ -458,7 +468,7 @@ const makeWithRuntime = <C>(
         if (result !== undefined && Exit.isSuccess(result)) {
           failures = 0
           lastError = undefined
-          observer.created()
+          observer.created(performance.now() - started)
           const entry = new Entry(result.value, Date.now(), config.maxLifetime)
           all.add(entry)
           offer(entry)
@@ -598,6 +608,7 @@ const makeWithRuntime = <C>(
   const releaseNow = (lease: Lease<C>): void => {
     const entry = lease as Entry<C>
     if (entry.state !== "active") return
+    observer.released(Date.now() - entry.leasedAt)
     if (closed || hooks.isBroken(entry.conn) || Date.now() >= entry.expiresAt) return destroyEntry(entry)
     const cleanup = hooks.recycle(entry.conn)
     if (cleanup === undefined) {
@@ -624,7 +635,9 @@ const makeWithRuntime = <C>(
   const invalidate = (lease: Lease<C>): Effect.Effect<void> =>
     Effect.sync(() => {
       const entry = lease as Entry<C>
-      if (entry.state === "active") destroyEntry(entry)
+      if (entry.state !== "active") return
+      observer.released(Date.now() - entry.leasedAt)
+      destroyEntry(entry)
     })
 
   const withConnection = <A, E, R>(

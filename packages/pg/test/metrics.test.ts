@@ -12,11 +12,18 @@ import { PG_URL, unique } from "./helpers.js"
 describe("metrics and advice: PostgreSQL", () => {
   it.live("after a known workload the metrics hold exact counts", () => {
     const alias = unique("metrics")
-    const labels = [MetricLabel.make("alias", alias), MetricLabel.make("env", "test")]
+    // the OpenTelemetry attributes every metric carries
+    const labels = [
+      MetricLabel.make("db.client.connection.pool.name", alias),
+      MetricLabel.make("db.system.name", "postgresql"),
+      MetricLabel.make("db.namespace", "test"),
+      MetricLabel.make("deployment.environment.name", "test")
+    ]
     const value = <In, Out>(metric: Metric.Metric<any, In, Out>, extra: Record<string, string> = {}) =>
       Metric.value(Metric.taggedWithLabels(metric, [...labels, ...Object.entries(extra).map(([k, v]) => MetricLabel.make(k, v))]))
     return Effect.gen(function*() {
       const db = yield* Db
+      expect(db.metricLabels).toEqual(labels)
       for (let i = 0; i < 5; i++) yield* Db.execute("SELECT 1")
       yield* Effect.flip(Db.execute("SELEC 1"))
       yield* Effect.flip(Db.execute("SELEC 2"))
@@ -31,21 +38,32 @@ describe("metrics and advice: PostgreSQL", () => {
       yield* Fiber.join(holder)
       yield* db.refreshMetrics
 
-      expect((yield* value(Metrics.metrics.queryDuration)).count).toBe(9 + 2) // 9 statements + BEGIN and COMMIT
-      expect((yield* value(Metrics.metrics.errors, { category: "syntax" })).count).toBe(2)
-      expect((yield* value(Metrics.metrics.errors, { category: "statementTimeout" })).count).toBe(1)
-      expect((yield* value(Metrics.metrics.errors, { category: "poolTimeout" })).count).toBe(1)
-      expect((yield* value(Metrics.metrics.timeouts, { kind: "statement" })).count).toBe(1)
-      expect((yield* value(Metrics.metrics.timeouts, { kind: "acquire" })).count).toBe(1)
-      expect((yield* value(Metrics.metrics.slowQueries)).count).toBe(1)
-      expect((yield* value(Metrics.metrics.acquisitions, { outcome: "success" })).count).toBe(10)
-      expect((yield* value(Metrics.metrics.acquisitions, { outcome: "timeout" })).count).toBe(1)
-      expect((yield* value(Metrics.metrics.retries)).count).toBe(0)
-      expect((yield* value(Metrics.metrics.connectionsCreated)).count).toBeGreaterThanOrEqual(1)
-      expect((yield* value(Metrics.metrics.poolMax)).value).toBe(1)
-      expect((yield* value(Metrics.metrics.poolActive)).value).toBe(0)
-      expect((yield* value(Metrics.metrics.circuitState)).value).toBe(0)
-      expect((yield* value(Metrics.metrics.acquireDuration)).count).toBe(10)
+      const m = Metrics.metrics
+      // 9 statements + BEGIN and COMMIT: 6 succeeded, 2 syntax errors, 1 statement timeout
+      expect((yield* value(m.operationDuration)).count).toBe(6 + 2)
+      expect((yield* value(m.operationDuration, { "error.type": "syntax" })).count).toBe(2)
+      expect((yield* value(m.operationDuration, { "error.type": "statementTimeout" })).count).toBe(1)
+      const slowest = yield* value(m.operationDuration)
+      expect(slowest.max).toBeGreaterThan(0.1) // seconds: pg_sleep(0.12)
+      expect(slowest.max).toBeLessThan(1)
+      expect((yield* value(m.errors, { category: "syntax" })).count).toBe(2)
+      expect((yield* value(m.errors, { category: "statementTimeout" })).count).toBe(1)
+      expect((yield* value(m.errors, { category: "poolTimeout" })).count).toBe(1)
+      expect((yield* value(m.timeouts, { kind: "statement" })).count).toBe(1)
+      expect((yield* value(m.connectionTimeouts)).count).toBe(1)
+      expect((yield* value(m.slowQueries)).count).toBe(1)
+      expect((yield* value(m.waitTime)).count).toBe(10)
+      expect((yield* value(m.useTime)).count).toBe(10)
+      expect((yield* value(m.useTime)).max).toBeGreaterThanOrEqual(0.05) // the held transaction
+      expect((yield* value(m.retries)).count).toBe(0)
+      expect((yield* value(m.connectionsCreated)).count).toBeGreaterThanOrEqual(1)
+      expect((yield* value(m.createTime)).count).toBe((yield* value(m.connectionsCreated)).count)
+      expect((yield* value(m.connectionMax)).value).toBe(1)
+      expect((yield* value(m.connectionIdleMin)).value).toBe(0)
+      expect((yield* value(m.connectionCount, { "db.client.connection.state": "used" })).value).toBe(0)
+      expect((yield* value(m.connectionCount, { "db.client.connection.state": "idle" })).value).toBe(1)
+      expect((yield* value(m.pendingRequests)).value).toBe(0)
+      expect((yield* value(m.circuitState)).value).toBe(0)
 
       const slow = db.slowQueries(5)
       expect(slow.length).toBe(1)
@@ -98,17 +116,14 @@ describe("query tagging: PostgreSQL", () => {
       },
       context: (f) => f()
     })
-    const labels = (operation: string) => [
-      MetricLabel.make("alias", alias),
-      MetricLabel.make("env", "prod"),
-      MetricLabel.make("operation", operation)
-    ]
     return Effect.gen(function*() {
+      const db = yield* Db
+      const labels = (operation: string) => [...db.metricLabels, MetricLabel.make("operation", operation)]
       yield* Db.withTags({ operation: "get_user" })(Db.execute("SELECT 1"))
       yield* Db.execute("SELECT 2", [], { tags: { operation: "get_user" } })
       yield* Db.execute("SELECT 3")
-      const tagged = yield* Metric.value(Metric.taggedWithLabels(Metrics.metrics.queryDuration, labels("get_user")))
-      const untagged = yield* Metric.value(Metric.taggedWithLabels(Metrics.metrics.queryDuration, labels("none")))
+      const tagged = yield* Metric.value(Metric.taggedWithLabels(Metrics.metrics.operationDuration, labels("get_user")))
+      const untagged = yield* Metric.value(Metric.taggedWithLabels(Metrics.metrics.operationDuration, labels("none")))
       expect(tagged.count).toBe(2)
       expect(untagged.count).toBe(1)
       // with a tracer of our own installed, statements get spans with db.* attributes and the tags
