@@ -12,5 +12,7 @@ export default tseslint.config(
       "@typescript-eslint/consistent-type-imports": ["error", { fixStyle: "separate-type-imports" }],
       "no-constant-condition": ["error", { checkLoops: false }]
     }
-  }
+  },
+  // plain Node scripts, outside the TypeScript projects
+  { files: ["scripts/**/*.mjs"], languageOptions: { globals: { console: "readonly", process: "readonly" } } }
 )
