@@ -21,7 +21,8 @@ import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import type { DbError } from "./DbError.js"
 import { PoolClosed, PoolTimeout } from "./DbError.js"
-import { currentTags } from "./QueryTags.js"
+import { Entry, leakReport } from "./internal/poolEntry.js"
+import { MAX_NESTED_DELIVERIES, WaitQueue, Waiter } from "./internal/waitQueue.js"
 
 /**
  * Pool settings, every one with a default (see `defaults`).
@@ -208,39 +209,6 @@ export interface Lease<C> {
   readonly conn: C
 }
 
-class Entry<C> implements Lease<C> {
-  state: "idle" | "active" | "closing" = "idle"
-  lastUsed: number
-  readonly expiresAt: number
-  // the current borrower, for leak detection
-  leasedAt = 0
-  leakReported = false
-  holder: Fiber.RuntimeFiber<unknown, unknown> | undefined = undefined
-  stack: string | undefined = undefined
-  constructor(readonly conn: C, now: number, lifetime: number) {
-    this.lastUsed = now
-    // spread retirements so that connections opened together do not all close together
-    this.expiresAt = now + lifetime * (1 - Math.random() * 0.05)
-  }
-}
-
-/**
- * A caller waiting for a connection. `handed`: a connection is assigned but
- * not yet passed on (deliveries nested too deep are deferred a microtask).
- */
-class Waiter<C> {
-  state: "waiting" | "handed" | "delivered" | "withdrawn" | "failed" = "waiting"
-  entry: Entry<C> | undefined = undefined
-  timer: ReturnType<typeof setTimeout> | undefined = undefined
-  constructor(
-    readonly deliver: (entry: Entry<C>) => void,
-    readonly fail: (error: DbError) => void
-  ) {}
-}
-
-/** How deep deliveries may nest (a statement that fails synchronously hands its connection on at once). */
-const MAX_NESTED_DELIVERIES = 16
-
 const noop = () => {}
 
 /**
@@ -324,8 +292,7 @@ const makeWithRuntime = <C>(
   const observer = options.observer ?? noObserver
   const idle: Array<Entry<C>> = []
   const all = new Set<Entry<C>>()
-  let waiters: Array<Waiter<C>> = []
-  let waitersHead = 0
+  const waiters = new WaitQueue<Entry<C>>()
   let pending = 0
   let active = 0
   let creating = 0
@@ -352,20 +319,6 @@ const makeWithRuntime = <C>(
     }
   }
 
-  const nextWaiter = (): Waiter<C> | undefined => {
-    while (waitersHead < waiters.length) {
-      const w = waiters[waitersHead]!
-      waiters[waitersHead] = undefined as never
-      waitersHead++
-      if (waitersHead > 1024 && waitersHead * 2 > waiters.length) {
-        waiters = waiters.slice(waitersHead)
-        waitersHead = 0
-      }
-      if (w.state === "waiting") return w
-    }
-    return undefined
-  }
-
   const destroyEntry = (entry: Entry<C>): void => {
     if (entry.state === "closing") return
     if (entry.state === "active") active--
@@ -385,7 +338,7 @@ const makeWithRuntime = <C>(
     }
     entry.lastUsed = Date.now()
     entry.holder = undefined // do not keep the last borrower's fiber alive
-    const w = nextWaiter()
+    const w = waiters.next()
     if (w !== undefined) {
       pending--
       w.state = "handed"
@@ -402,7 +355,7 @@ const makeWithRuntime = <C>(
   }
 
   let delivering = 0
-  const deliver = (w: Waiter<C>): void => {
+  const deliver = (w: Waiter<Entry<C>>): void => {
     if (w.state !== "handed") return
     w.state = "delivered"
     delivering++
@@ -414,7 +367,7 @@ const makeWithRuntime = <C>(
   }
 
   /** Takes a caller off the queue; a connection already assigned to it goes back. */
-  const withdraw = (w: Waiter<C>): void => {
+  const withdraw = (w: Waiter<Entry<C>>): void => {
     if (w.state === "waiting") {
       w.state = "withdrawn"
       pending--
@@ -430,8 +383,8 @@ const makeWithRuntime = <C>(
     deadlineError: (() => DbError) | undefined,
     onEntry: (entry: Entry<C>) => void,
     onError: (error: DbError) => void
-  ): Waiter<C> => {
-    const w = new Waiter<C>(onEntry, onError)
+  ): Waiter<Entry<C>> => {
+    const w = new Waiter<Entry<C>>(onEntry, onError)
     waiters.push(w)
     pending++
     w.timer = setTimeout(() => {
@@ -515,7 +468,7 @@ const makeWithRuntime = <C>(
 
   const wait = (deadline: number, deadlineError: (() => DbError) | undefined): Effect.Effect<Entry<C>, DbError> =>
     Effect.suspend(() => {
-      let w: Waiter<C> | undefined
+      let w: Waiter<Entry<C>> | undefined
       return Effect.async<Entry<C>, DbError>((resume) => {
         w = enqueue(deadline, deadlineError, (entry) => resume(Effect.succeed(entry)), (error) => resume(Effect.fail(error)))
         return Effect.sync(() => withdraw(w!))
@@ -782,31 +735,8 @@ const makeWithRuntime = <C>(
     return pings.length === 0 ? Effect.void : Effect.all(pings, { concurrency: "unbounded", discard: true })
   })
 
-  const reportLeak = (entry: Entry<C>, heldMillis: number): Effect.Effect<void> => {
-    const holder = entry.holder
-    const reclaim = config.leakAction === "reclaim"
-    const log = Effect.logWarning(
-      reclaim
-        ? `connection leak: held for ${heldMillis} ms; reclaiming it (the holder is interrupted)`
-        : `connection leak suspected: held for ${heldMillis} ms`
-    ).pipe(
-      Effect.annotateLogs({
-        alias,
-        heldMillis,
-        // the holder's tags when the leak is seen: read then, not on every lease
-        tags: holder === undefined ? {} : holder.getFiberRef(currentTags),
-        ...(entry.stack === undefined ? {} : { acquiredAt: entry.stack })
-      })
-    )
-    if (!reclaim) return log
-    return Effect.zipRight(
-      log,
-      Effect.sync(() => {
-        destroyEntry(entry)
-        if (holder !== undefined) holder.unsafeInterruptAsFork(FiberId.none)
-      })
-    )
-  }
+  const reportLeak = (entry: Entry<C>, heldMillis: number): Effect.Effect<void> =>
+    leakReport(alias, config.leakAction, entry, heldMillis, destroyEntry)
 
   const reaperInterval = Math.max(
     25,
@@ -823,8 +753,8 @@ const makeWithRuntime = <C>(
     if (closed) return Effect.void
     closed = true
     drained = Deferred.unsafeMake<void>(FiberId.none)
-    let w: Waiter<C> | undefined
-    while ((w = nextWaiter()) !== undefined) {
+    let w: Waiter<Entry<C>> | undefined
+    while ((w = waiters.next()) !== undefined) {
       w.state = "failed"
       pending--
       clearTimeout(w.timer)

@@ -1,0 +1,263 @@
+/**
+ * Batches and streams: one statement for many parameter rows
+ * (`executeMany`), multi-row INSERTs cut by count and size (`insertMany`),
+ * and large results read with back-pressure (`stream`).
+ *
+ * @internal
+ */
+import type { Row } from "@effect/sql/SqlConnection"
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import type { ExecuteOptions, InsertManyOptions, InsertManyResult, StreamOptions } from "../Db.js"
+import type { DbError } from "../DbError.js"
+import { InvalidQuery, StatementTimeout } from "../DbError.js"
+import type { Dialect } from "../Dialect.js"
+import { quoteIdentifier } from "../Dialect.js"
+import type { QueryResult } from "../Driver.js"
+import type { Translated } from "../PortableSql.js"
+import { unbindableParameter } from "../PortableSql.js"
+import type { DalConnection } from "./connection.js"
+import type { DbCore } from "./core.js"
+import { identity, noParams } from "./core.js"
+import type { Statements } from "./statements.js"
+import type { Transactions } from "./transactions.js"
+
+const insertTexts = new Map<string, string>()
+
+/**
+ * The text of a multi-row INSERT, kept for the shapes last used (64 of them):
+ * building 10,000 tuples of placeholders takes about 2 ms.
+ */
+const insertText = (dialect: Dialect, head: string, columns: number, count: number, returning: string): string => {
+  const key = `${dialect.name}\u0000${count}\u0000${returning}\u0000${head}`
+  const hit = insertTexts.get(key)
+  if (hit !== undefined) return hit
+  const tuples: Array<string> = []
+  let n = 0
+  for (let r = 0; r < count; r++) {
+    const slots: Array<string> = []
+    for (let c = 0; c < columns; c++) slots.push(dialect.placeholder(++n))
+    tuples.push(`(${slots.join(", ")})`)
+  }
+  const text = head + tuples.join(", ") + returning
+  if (insertTexts.size >= 64) insertTexts.delete(insertTexts.keys().next().value!)
+  insertTexts.set(key, text)
+  return text
+}
+
+/** About how much text and bytes one INSERT statement of `insertMany` may carry. */
+const CHUNK_BYTES = 4 * 1024 * 1024
+
+/** Cuts rows into statements of at most `perChunk` rows and about `CHUNK_BYTES` of values. */
+const chunkRows = <R extends Readonly<Record<string, unknown>>>(
+  rows: ReadonlyArray<R>,
+  columns: ReadonlyArray<string>,
+  perChunk: number
+): Array<ReadonlyArray<R>> => {
+  const chunks: Array<ReadonlyArray<R>> = []
+  let start = 0
+  let bytes = 0
+  for (let i = 0; i < rows.length; i++) {
+    let size = 0
+    for (const column of columns) {
+      const v = rows[i]![column]
+      if (typeof v === "string") size += v.length
+      else if (v instanceof Uint8Array) size += v.byteLength
+    }
+    if (i > start && (i - start >= perChunk || bytes + size > CHUNK_BYTES)) {
+      chunks.push(rows.slice(start, i))
+      start = i
+      bytes = 0
+    }
+    bytes += size
+  }
+  chunks.push(rows.slice(start))
+  return chunks
+}
+
+/**
+ * The batch and stream operations of one database.
+ *
+ * @internal
+ */
+export interface Batches {
+  /** `executeMany` on `conn` (a transaction's), or in a transaction of its own when `undefined`. */
+  readonly executeManyOn: (conn: DalConnection | undefined) => (
+    sql: string,
+    rows: ReadonlyArray<ReadonlyArray<unknown>>,
+    options?: ExecuteOptions
+  ) => Effect.Effect<number, DbError>
+  readonly insertMany: (
+    table: string,
+    rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+    options?: InsertManyOptions
+  ) => Effect.Effect<InsertManyResult, DbError>
+  readonly stream: <A extends object = Row>(
+    sql: string,
+    params?: ReadonlyArray<unknown>,
+    options?: StreamOptions
+  ) => Stream.Stream<A, DbError>
+}
+
+/**
+ * Builds the batch and stream operations.
+ *
+ * @internal
+ */
+export const makeBatches = (core: DbCore, statements: Statements, transactions: Transactions): Batches => {
+  const { acquire, breaker, currentTx, dialect, pool, prepare, statementTimeout, tagged, taggedHere } = core
+  const { autocommit } = statements
+  const runTransaction = transactions.run
+
+  /** A hard timeout around a whole batch (executeMany, insertMany); single statements use driver deadlines. */
+  const withTimeout = <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    millis: number | undefined,
+    sql: string | undefined
+  ): Effect.Effect<A, E | StatementTimeout, R> =>
+    millis === undefined ? effect : Effect.timeoutFail(effect, {
+      duration: millis,
+      onTimeout: () => {
+        breaker?.record(true, millis)
+        return new StatementTimeout({ kind: "statement", timeoutMillis: millis, sql })
+      }
+    })
+
+  const executeManyOn = (conn: DalConnection | undefined) =>
+  (
+    sql: string,
+    rows: ReadonlyArray<ReadonlyArray<unknown>>,
+    options?: ExecuteOptions
+  ): Effect.Effect<number, DbError> =>
+    Effect.suspend(() => {
+      if (rows.length === 0) return Effect.succeed(0)
+      let translated: Translated | undefined
+      for (const row of rows) {
+        const t = prepare(sql, row)
+        if (t instanceof InvalidQuery) return Effect.fail(t)
+        translated = t
+      }
+      const nativeSql = translated!.sql
+      const body = Effect.withFiberRuntime<number, DbError>((fiber) =>
+        (conn ?? currentTx(fiber.currentContext)![0]).batch(nativeSql, rows)
+      )
+      return taggedHere(
+        withTimeout(runTransaction(body, {}, identity), statementTimeout(options), sql),
+        options,
+        nativeSql
+      )
+    })
+
+  const insertMany = (
+    table: string,
+    rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+    options?: InsertManyOptions
+  ): Effect.Effect<InsertManyResult, DbError> =>
+    Effect.suspend(() => {
+      if (rows.length === 0) return Effect.succeed({ inserted: 0, keys: [] })
+      const columns = Object.keys(rows[0]!)
+      if (columns.length === 0) {
+        return Effect.fail(new InvalidQuery({ reason: "invalidArgument", detail: "rows have no columns", sql: undefined }))
+      }
+      for (let r = 0; r < rows.length; r++) {
+        const row = rows[r]!
+        const keys = Object.keys(row)
+        if (keys.length !== columns.length || keys.some((k) => !(k in rows[0]!))) {
+          return Effect.fail(
+            new InvalidQuery({
+              reason: "invalidArgument",
+              detail: `every row must have the same columns (${columns.join(", ")})`,
+              sql: undefined
+            })
+          )
+        }
+        const unbindable = unbindableParameter(columns.map((c) => row[c]))
+        if (unbindable !== undefined) {
+          return Effect.fail(
+            new InvalidQuery({ reason: "invalidParameter", detail: `row ${r + 1}: ${unbindable}`, sql: undefined })
+          )
+        }
+      }
+      // as many rows per statement as the engine's parameter limit allows
+      const perChunk = Math.max(
+        1,
+        Math.min(options?.chunkSize ?? 10_000, Math.floor(dialect.maxParameters / columns.length))
+      )
+      const head = `INSERT INTO ${quoteIdentifier(dialect, table)} (${
+        columns.map((c) => quoteIdentifier(dialect, c)).join(", ")
+      }) VALUES `
+      const returning = options?.returning !== undefined && dialect.name === "pg"
+        ? ` RETURNING ${quoteIdentifier(dialect, options.returning)}`
+        : ""
+      const chunks = chunkRows(rows, columns, perChunk)
+      const keys: Array<unknown> = []
+      let inserted = 0
+      const sqlOf = (chunk: ReadonlyArray<Readonly<Record<string, unknown>>>) =>
+        insertText(dialect, head, columns.length, chunk.length, returning)
+      const paramsOf = (chunk: ReadonlyArray<Readonly<Record<string, unknown>>>) => {
+        const params: Array<unknown> = []
+        for (const row of chunk) for (const column of columns) params.push(row[column])
+        return params
+      }
+      const collect = (r: QueryResult): void => {
+        inserted += r.affected
+        if (returning !== "") for (const row of r.rows) keys.push(row[options!.returning!])
+        else if (r.insertId !== undefined && r.insertId > 0) {
+          for (let k = 0; k < r.affected; k++) keys.push(r.insertId + k)
+        }
+      }
+      const result = (): InsertManyResult => ({ inserted, keys })
+      if (chunks.length === 1) {
+        // one statement is atomic by itself: no BEGIN and COMMIT around it
+        const sql = sqlOf(chunks[0]!)
+        const params = paramsOf(chunks[0]!)
+        return Effect.withFiberRuntime<InsertManyResult, DbError>((fiber) => {
+          const tx = currentTx(fiber.currentContext)
+          const timeout = statementTimeout(options)
+          const run = tx === undefined
+            ? autocommit(fiber, sql, params, options, timeout, "result", false)
+            : tx[0].run(sql, params, "result", false, timeout)
+          return tagged(fiber, Effect.map(run as Effect.Effect<QueryResult, DbError>, (r) => {
+            collect(r)
+            return result()
+          }), options, head)
+        })
+      }
+      const body = Effect.withFiberRuntime<InsertManyResult, DbError>((fiber) => {
+        const c = currentTx(fiber.currentContext)![0]
+        return Effect.map(
+          Effect.forEach(chunks, (chunk) =>
+            // one-off texts: kept out of the statement cache
+            Effect.map(c.run(sqlOf(chunk), paramsOf(chunk), "result", false) as Effect.Effect<QueryResult, DbError>, collect), { discard: true }),
+          result
+        )
+      })
+      return taggedHere(
+        withTimeout(runTransaction(body, {}, identity), statementTimeout(options), head),
+        options,
+        head
+      )
+    })
+
+  const stream = <A extends object = Row>(
+    sql: string,
+    params: ReadonlyArray<unknown> = noParams,
+    options?: StreamOptions
+  ): Stream.Stream<A, DbError> => {
+    const t = prepare(sql, params)
+    if (t instanceof InvalidQuery) return Stream.fail(t)
+    const chunkSize = options?.chunkSize ?? 128
+    return Stream.unwrapScoped(Effect.withFiberRuntime<Stream.Stream<A, DbError>, DbError, Scope.Scope>((fiber) => {
+      const tx = currentTx(fiber.currentContext)
+      if (tx !== undefined) return Effect.succeed(tx[0].stream(t.sql, params, chunkSize))
+      // the connection is held while the stream is read, and goes back when it ends or is interrupted
+      return Effect.map(
+        Effect.acquireRelease(acquire, pool.release),
+        (lease) => lease.conn.stream(t.sql, params, chunkSize)
+      )
+    }))
+  }
+
+  return { executeManyOn, insertMany, stream }
+}

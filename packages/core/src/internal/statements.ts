@@ -1,0 +1,189 @@
+/**
+ * The statement lane: one statement outside any transaction (breaker,
+ * acquisition, the statement and its retries, all within the call's
+ * deadline), and `execute` wherever it runs.
+ *
+ * @internal
+ */
+import type { Row } from "@effect/sql/SqlConnection"
+import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
+import type { ExecuteOptions } from "../Db.js"
+import type { DbError } from "../DbError.js"
+import { InvalidQuery, OutcomeUnknown, StatementTimeout } from "../DbError.js"
+import type { QueryMode } from "../Driver.js"
+import type * as Pool from "../Pool.js"
+import { currentTags } from "../QueryTags.js"
+import { isReadOnlyStatement, isRetryableStatement, toSchedule } from "../Retry.js"
+import { abortable } from "./abortable.js"
+import type { DalConnection } from "./connection.js"
+import type { DbCore } from "./core.js"
+import { noParams, timeLeft } from "./core.js"
+
+/**
+ * The statement lane of one database.
+ *
+ * @internal
+ */
+export interface Statements {
+  /** A statement outside any transaction, run by `fiber` (the caller's). */
+  readonly autocommit: (
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    options: ExecuteOptions | undefined,
+    timeout: number | undefined,
+    mode?: QueryMode,
+    prepared?: boolean
+  ) => Effect.Effect<any, DbError>
+  /** `execute` on `conn` (a transaction's), or wherever the caller is when `undefined`. */
+  readonly executeOn: (conn: DalConnection | undefined) => <A extends object = Row>(
+    sql: string,
+    params?: ReadonlyArray<unknown>,
+    options?: ExecuteOptions
+  ) => Effect.Effect<ReadonlyArray<A>, DbError>
+}
+
+/**
+ * Builds the statement lane.
+ *
+ * @internal
+ */
+export const makeStatements = (core: DbCore): Statements => {
+  const { breaker, config, currentTx, hooks, pool, prepare, retried, statementTimeout, tagged, taggedHere } = core
+  const defaultSchedule = toSchedule(config.retry)
+
+  /**
+   * One statement on a connection of its own, all in callbacks when the
+   * pool can lend one without effects: the connection goes from the
+   * finished statement straight to the next caller's, with no fiber in
+   * between. Interrupted, it withdraws from the queue or aborts the statement.
+   */
+  const leased = (
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    mode: QueryMode,
+    prepared: boolean,
+    deadline: number | undefined,
+    timedOut: () => DbError
+  ): Effect.Effect<any, DbError> => {
+    let state: "waiting" | "running" | "done" = "waiting"
+    let lease: Pool.Lease<DalConnection> | undefined
+    let abort: (() => void) | undefined
+    let withdraw: (() => void) | undefined
+    return abortable<any, DbError>((resume) => {
+      const tags = hooks.wantsTags ? fiber.getFiberRef(currentTags) : undefined
+      withdraw = pool.borrow(fiber, deadline, timedOut, (l) => {
+        state = "running"
+        lease = l
+        try {
+          const aborter = l.conn.send(sql, params, mode, prepared, timeLeft(deadline), tags, (outcome) => {
+            state = "done"
+            pool.releaseNow(l)
+            resume(outcome)
+          })
+          if (state === "running") abort = aborter
+        } catch (defect) {
+          // a driver that throws instead of reporting: the caller dies, the pool stays whole
+          state = "done"
+          pool.releaseNow(l)
+          resume(Effect.die(defect))
+        }
+      }, (error) => {
+        state = "done"
+        resume(Effect.fail(error))
+      })
+      if (withdraw === undefined) {
+        state = "done"
+        resume(pool.use(deadline, timedOut, (conn) => conn.run(sql, params, mode, prepared, timeLeft(deadline))))
+      }
+    }, () => {
+      if (state === "waiting") withdraw?.()
+      else if (state === "running") {
+        state = "done"
+        abort?.()
+        pool.releaseNow(lease!)
+      }
+    })
+  }
+
+  /**
+   * A statement outside any transaction: the breaker, acquisition and the
+   * statement, all within the call's deadline. Retries start only after a
+   * failure, where safe; a write lost with its connection becomes
+   * `OutcomeUnknown`, never retried blindly.
+   */
+  const autocommit = (
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    options: ExecuteOptions | undefined,
+    timeout: number | undefined,
+    mode: QueryMode = "rows",
+    prepared = true
+  ): Effect.Effect<any, DbError> => {
+    const deadline = timeout === undefined ? undefined : Date.now() + timeout
+    const timedOut = () => new StatementTimeout({ kind: "statement", timeoutMillis: timeout!, sql })
+    const attemptNow = (): Effect.Effect<any, DbError> => {
+      const run = deadline !== undefined && Date.now() >= deadline
+        ? Effect.fail(timedOut())
+        : leased(fiber, sql, params, mode, prepared, deadline, timedOut)
+      return breaker === undefined ? run : breaker.guard(run)
+    }
+    // the caller runs this lazily already (it holds the fiber): only retries need a suspended attempt
+    return Effect.catchAll(attemptNow(), (first) => {
+      const attempt = Effect.suspend(attemptNow)
+      const read = isReadOnlyStatement(sql)
+      const idempotent = options?.idempotent === true
+      const final = (error: DbError): DbError =>
+        !read && !idempotent && error._tag === "ConnectionError" && error.phase === "query"
+          ? new OutcomeUnknown({ phase: "write", sql, cause: error })
+          // the driver was given what was left of the call's time; report the call's timeout
+          : error._tag === "StatementTimeout" && timeout !== undefined && error.timeoutMillis !== timeout
+          ? timedOut()
+          : error
+      const schedule = options?.retry === undefined ? defaultSchedule : toSchedule(options.retry)
+      if (schedule === undefined || !isRetryableStatement(first, read, idempotent)) return Effect.fail(final(first))
+      // the schedule sees the first failure as its first input, then paces the attempts after it
+      let replayed = false
+      const again = Effect.suspend(() => {
+        if (replayed) return attempt
+        replayed = true
+        return Effect.fail(first)
+      })
+      return Effect.retry(again, {
+        schedule,
+        while: (error) => {
+          const retry = isRetryableStatement(error, read, idempotent) &&
+            (deadline === undefined || Date.now() < deadline)
+          if (retry) retried()
+          return retry
+        }
+      }).pipe(Effect.mapError(final))
+    })
+  }
+
+  const executeOn = (conn: DalConnection | undefined) =>
+  <A extends object = Row>(
+    sql: string,
+    params: ReadonlyArray<unknown> = noParams,
+    options?: ExecuteOptions
+  ): Effect.Effect<ReadonlyArray<A>, DbError> => {
+    const t = prepare(sql, params)
+    if (t instanceof InvalidQuery) return Effect.fail(t)
+    const timeout = statementTimeout(options)
+    if (conn !== undefined) return taggedHere(conn.run(t.sql, params, "rows", true, timeout), options, t.sql)
+    return Effect.withFiberRuntime<ReadonlyArray<A>, DbError>((fiber) => {
+      const tx = currentTx(fiber.currentContext)
+      return tagged(
+        fiber,
+        tx === undefined ? autocommit(fiber, t.sql, params, options, timeout) : tx[0].run(t.sql, params, "rows", true, timeout),
+        options,
+        t.sql
+      )
+    })
+  }
+
+  return { autocommit, executeOn }
+}
