@@ -9,7 +9,7 @@ import type { Row } from "@effect/sql/SqlConnection"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import type { ExecuteOptions, InsertManyOptions, InsertManyResult, StreamOptions } from "../Db.js"
+import type { DbService, ExecuteOptions, InsertManyOptions, InsertManyResult, StreamOptions } from "../Db.js"
 import type { DbError } from "../DbError.js"
 import { InvalidQuery, StatementTimeout } from "../DbError.js"
 import type { Dialect } from "../Dialect.js"
@@ -81,23 +81,9 @@ const chunkRows = <R extends Readonly<Record<string, unknown>>>(
  *
  * @internal
  */
-export interface Batches {
+export interface Batches extends Pick<DbService, "insertMany" | "stream"> {
   /** `executeMany` on `conn` (a transaction's), or in a transaction of its own when `undefined`. */
-  readonly executeManyOn: (conn: DalConnection | undefined) => (
-    sql: string,
-    rows: ReadonlyArray<ReadonlyArray<unknown>>,
-    options?: ExecuteOptions
-  ) => Effect.Effect<number, DbError>
-  readonly insertMany: (
-    table: string,
-    rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
-    options?: InsertManyOptions
-  ) => Effect.Effect<InsertManyResult, DbError>
-  readonly stream: <A extends object = Row>(
-    sql: string,
-    params?: ReadonlyArray<unknown>,
-    options?: StreamOptions
-  ) => Stream.Stream<A, DbError>
+  readonly executeManyOn: (conn: DalConnection | undefined) => DbService["executeMany"]
 }
 
 /**
