@@ -14,6 +14,7 @@ import * as Redacted from "effect/Redacted"
 import { createHash } from "node:crypto"
 import type { CircuitBreakerOptions } from "./CircuitBreaker.js"
 import type { PoolConfig, PoolOptions } from "./Pool.js"
+import type { ReplicationOptions } from "./Replication.js"
 import type { RetryPolicy } from "./Retry.js"
 import { resolveOptions } from "./Pool.js"
 
@@ -66,6 +67,45 @@ export interface DatabaseOptions {
    * anything is sent, `warn` and run it, or `allow` it silently.
    */
   readonly ddlInTransaction?: "fail" | "warn" | "allow" | undefined
+  /**
+   * Read replicas of this database (the primary): each is its own pool, with
+   * its options over the primary's (a `url` replaces the primary's address).
+   * Reads may go to them; see `replication`.
+   */
+  readonly replicas?: ReadonlyArray<ReplicaOptions> | undefined
+  /** How reads are routed over `replicas`. */
+  readonly replication?: ReplicationOptions | undefined
+}
+
+/**
+ * One read replica: where it is, and what it changes of the primary's options.
+ *
+ * @since 0.2.0
+ */
+export interface ReplicaOptions extends Omit<DatabaseOptions, "replicas" | "replication"> {
+  /** Its share of the reads; default 1. */
+  readonly weight?: number | undefined
+}
+
+/**
+ * The options of replica `index` (0-based): the primary's, less its
+ * replicas, with the replica's over them. A replica `url` replaces the
+ * primary's address fields; the alias defaults to `<primary alias>_replica_<n>`.
+ *
+ * @since 0.2.0
+ */
+export const replicaOptions = <O extends DatabaseOptions>(
+  primary: O,
+  primaryAlias: string,
+  replica: ReplicaOptions,
+  index: number
+): O => {
+  const { replicas: _replicas, replication: _replication, ...base } = primary
+  const address = replica.url === undefined
+    ? base
+    : { ...base, url: undefined, host: undefined, port: undefined, database: undefined, user: undefined, password: undefined }
+  const { weight: _weight, ...own } = replica
+  return { ...address, ...own, alias: replica.alias ?? `${primaryAlias}_replica_${index + 1}` } as unknown as O
 }
 
 /**
@@ -301,7 +341,8 @@ export const resolve = (
  * Reads `DatabaseOptions` from the environment:
  * `DATABASE_URL`, `DATABASE_HOST`, `DATABASE_PORT`, `DATABASE_NAME`,
  * `DATABASE_USER`, `DATABASE_PASSWORD`, `DATABASE_ALIAS`, `DATABASE_ENV`,
- * `DATABASE_POOL_MIN`, `DATABASE_POOL_MAX` and `DATABASE_POOL_ACQUIRE_TIMEOUT`.
+ * `DATABASE_POOL_MIN`, `DATABASE_POOL_MAX`, `DATABASE_POOL_ACQUIRE_TIMEOUT` and
+ * `DATABASE_REPLICA_URLS` (comma-separated).
  *
  * @since 0.1.0
  */
@@ -316,7 +357,8 @@ export const fromEnv: Config.Config<DatabaseOptions> = Config.all({
   env: Config.option(Config.string("DATABASE_ENV")),
   min: Config.option(Config.integer("DATABASE_POOL_MIN")),
   max: Config.option(Config.integer("DATABASE_POOL_MAX")),
-  acquireTimeout: Config.option(Config.duration("DATABASE_POOL_ACQUIRE_TIMEOUT"))
+  acquireTimeout: Config.option(Config.duration("DATABASE_POOL_ACQUIRE_TIMEOUT")),
+  replicaUrls: Config.option(Config.redacted("DATABASE_REPLICA_URLS"))
 }).pipe(Config.map((c) => {
   const get = <A>(o: { _tag: "Some"; value: A } | { _tag: "None" }): A | undefined =>
     o._tag === "Some" ? o.value : undefined
@@ -329,6 +371,10 @@ export const fromEnv: Config.Config<DatabaseOptions> = Config.all({
     password: get(c.password),
     alias: get(c.alias),
     env: get(c.env),
-    pool: { min: get(c.min), max: get(c.max), acquireTimeout: get(c.acquireTimeout) }
+    pool: { min: get(c.min), max: get(c.max), acquireTimeout: get(c.acquireTimeout) },
+    replicas: c.replicaUrls._tag === "None"
+      ? undefined
+      : Redacted.value(c.replicaUrls.value).split(",").map((url) => url.trim()).filter((url) => url !== "")
+        .map((url) => ({ url: Redacted.make(url) }))
   }
 }))

@@ -10,6 +10,7 @@ import type { Row } from "@effect/sql/SqlConnection"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import type * as MetricLabel from "effect/MetricLabel"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -26,6 +27,7 @@ import { makeSqlClient } from "./internal/sqlBridge.js"
 import { makeStatements } from "./internal/statements.js"
 import { makeTransactions } from "./internal/transactions.js"
 import type * as Pool from "./Pool.js"
+import * as Replication from "./Replication.js"
 import type { QueryTags } from "./QueryTags.js"
 import { withTags as withTagsImpl } from "./QueryTags.js"
 import type { RetryPolicy } from "./Retry.js"
@@ -222,6 +224,30 @@ export interface DbService extends Executor {
   ) => Stream.Stream<A, DbError>
   /** Prepared-statement cache counts over every connection of the pool. */
   readonly statementCacheStats: () => { readonly hits: number; readonly misses: number; readonly evictions: number }
+  /** Per node (the primary, and replicas when there are some): role, lag, whether it is usable, reads routed. */
+  readonly replicationStats: () => ReadonlyArray<NodeStats>
+  /** Commit positions of this database's engine, when it has replication. */
+  readonly replication: Replication.Replication | undefined
+}
+
+/**
+ * One node of a database, as `replicationStats` reports it.
+ *
+ * @since 0.2.0
+ */
+export interface NodeStats {
+  readonly alias: string
+  readonly role: "primary" | "replica"
+  /** Bytes behind the primary, where the engine measures it. */
+  readonly lagBytes: number | undefined
+  /** Time behind the primary while it writes, ms. */
+  readonly lagMillis: number | undefined
+  /** Whether reads may go to it now (reachable, within `maxLag`, breaker not open). */
+  readonly usable: boolean
+  /** Reads routed to it. */
+  readonly reads: number
+  /** Reads that could not run on it and went elsewhere. */
+  readonly fallbacks: number
 }
 
 /**
@@ -280,6 +306,46 @@ export class Db extends Context.Tag("@effect-dal/core/Db")<Db, DbService>() {
 
   /** Runs `effect` with these tags merged over the current ones. */
   static withTags = withTagsImpl
+
+  /** Runs `effect` with every statement on the primary. */
+  static primary = Replication.primary
+
+  /** Runs `effect` with its reads allowed on replicas even right after a write ("stale is fine"). */
+  static replica = Replication.replica
+
+  /**
+   * The commit position of this fiber's last write to the current `Db`, as a
+   * string for a header or a cookie; `undefined` before any write.
+   */
+  static commitToken: Effect.Effect<string | undefined, never, Db> = Effect.flatMap(
+    Db,
+    (db) =>
+      Effect.map(FiberRef.get(Replication.currentWrites), (writes) => {
+        const position = writes.get(db.alias)?.position
+        return position === undefined ? undefined : Replication.encodeToken(position)
+      })
+  )
+
+  /**
+   * Runs `effect` as if this fiber had made the write behind `token` (from
+   * `Db.commitToken`, maybe in another process): its reads see that write.
+   */
+  static withCommitToken = (token: string) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | Replication.InvalidCommitToken, R | Db> =>
+    Effect.flatMap(Db, (db) => {
+      const replication = db.replication
+      if (replication === undefined) return effect
+      return Effect.flatMap(Replication.decodeToken(token, replication.isPosition), (position) =>
+        Effect.flatMap(FiberRef.get(Replication.currentWrites), (writes) => {
+          const before = writes.get(db.alias)?.position
+          const next = new Map(writes)
+          next.set(db.alias, {
+            ...writes.get(db.alias),
+            position: before === undefined ? position : replication.merge(before, position)
+          })
+          return Effect.locally(effect, Replication.currentWrites, next)
+        }))
+    })
 }
 
 /**
@@ -322,6 +388,16 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       insertMany: batches.insertMany,
       stream: batches.stream,
       statementCacheStats: () => ({ ...driver.statementCache }),
+      replicationStats: () => [{
+        alias: config.alias,
+        role: "primary",
+        lagBytes: 0,
+        lagMillis: 0,
+        usable: core.breaker?.state() !== "open",
+        reads: 0,
+        fallbacks: 0
+      }],
+      replication: driver.replication,
       transaction: transactions.scoped(handle),
       withTransaction: (effect, options) => transactions.run(effect, options ?? {}, identity),
       sql

@@ -12,6 +12,7 @@ import type * as Stream from "effect/Stream"
 import type { ConnectionError, DbError } from "./DbError.js"
 import type { Dialect } from "./Dialect.js"
 import { fromSend } from "./internal/abortable.js"
+import type { Replication } from "./Replication.js"
 import type * as StatementCache from "./StatementCache.js"
 
 /**
@@ -115,6 +116,8 @@ export interface Driver {
   readonly statementCache: StatementCache.Stats
   /** Releases what the driver holds beyond its connections (an embedded database), after the pool closed. */
   readonly shutdown?: Effect.Effect<void> | undefined
+  /** Commit and replay positions, for read/write splitting over replicas; absent where the engine has none. */
+  readonly replication?: Replication | undefined
 }
 
 /**

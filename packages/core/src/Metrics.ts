@@ -76,7 +76,11 @@ export const metrics = {
   /** Timeouts over attempts in the advisor's window. */
   timeoutRate: Metric.gauge("dal.scaling.timeout_rate"),
   /** The advisor's verdict: 0 normal, 1 review slow queries, 2 scale vertically, 3 scale horizontally. */
-  scalingLevel: Metric.gauge("dal.scaling.level")
+  scalingLevel: Metric.gauge("dal.scaling.level"),
+  /** Reads routed to a replica, labelled with the replica's own labels. */
+  routedReads: Metric.counter("dal.routing.reads", { incremental: true }),
+  /** Reads that went to the primary after all, by `reason`: noReplica, lag, readOnly, replicaFailed. */
+  routingFallbacks: Metric.counter("dal.routing.fallbacks", { incremental: true })
 } as const
 
 /**

@@ -330,6 +330,19 @@ const makeWithRuntime = <C>(
     fill()
   }
 
+  /**
+   * A borrowed connection comes back clean: to the next waiter or idle. The
+   * pool may have closed, or the connection broken, while it was being
+   * cleaned in the background: it is destroyed then (counted out of `active`
+   * once, by `destroyEntry`).
+   */
+  const giveBack = (entry: Entry<C>): void => {
+    if (closed || hooks.isBroken(entry.conn)) return destroyEntry(entry)
+    active--
+    offer(entry)
+    checkDrained()
+  }
+
   /** Hands a usable connection to the first waiter, or parks it idle. */
   const offer = (entry: Entry<C>): void => {
     if (closed) {
@@ -564,22 +577,11 @@ const makeWithRuntime = <C>(
     observer.released(Date.now() - entry.leasedAt)
     if (closed || hooks.isBroken(entry.conn) || Date.now() >= entry.expiresAt) return destroyEntry(entry)
     const cleanup = hooks.recycle(entry.conn)
-    if (cleanup === undefined) {
-      active--
-      offer(entry)
-      checkDrained()
-      return
-    }
+    if (cleanup === undefined) return giveBack(entry)
     // the caller is done; the connection stays out of the pool until it is clean
     fork(Effect.matchEffect(cleanup, {
       onFailure: () => Effect.sync(() => destroyEntry(entry)),
-      onSuccess: () =>
-        Effect.sync(() => {
-          if (hooks.isBroken(entry.conn)) return destroyEntry(entry)
-          active--
-          offer(entry)
-          checkDrained()
-        })
+      onSuccess: () => Effect.sync(() => giveBack(entry))
     }))
   }
 
@@ -711,12 +713,7 @@ const makeWithRuntime = <C>(
         entry.leakReported = true // the pool's own ping is no leak
         pings.push(Effect.matchEffect(hooks.validate(entry.conn), {
           onFailure: () => Effect.sync(() => destroyEntry(entry)),
-          onSuccess: () =>
-            Effect.sync(() => {
-              active--
-              offer(entry)
-              checkDrained()
-            })
+          onSuccess: () => Effect.sync(() => giveBack(entry))
         }))
         continue
       }

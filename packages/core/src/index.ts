@@ -19,6 +19,7 @@ export type {
   Executor,
   InsertManyOptions,
   InsertManyResult,
+  NodeStats,
   ResilienceStats,
   SlowQuery,
   StreamOptions,
@@ -41,6 +42,8 @@ export * as Pool from "./Pool.js"
 export * as PortableSql from "./PortableSql.js"
 /** @since 0.1.0 */
 export * as QueryTags from "./QueryTags.js"
+/** @since 0.2.0 */
+export * as Replication from "./Replication.js"
 /** @since 0.1.0 */
 export * as Retry from "./Retry.js"
 /** @since 0.1.0 */

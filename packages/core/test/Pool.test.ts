@@ -57,6 +57,25 @@ const makePool = (options: Pool.PoolOptions, hooks: Pool.PoolHooks<FakeConn>) =>
   )
 
 describe("Pool", () => {
+  it.live("a connection still being cleaned when the pool closes is counted out once: close does not wait for closeTimeout", () =>
+    Effect.gen(function*() {
+      const { hooks } = fake()
+      // the cleanup of a returned connection (a rollback, a cancel settling) takes 30 ms in the background
+      const slowClean: Pool.PoolHooks<FakeConn> = { ...hooks, recycle: () => Effect.sleep(30) }
+      const pool = yield* Pool.make({
+        alias: "fake",
+        config: Pool.resolveOptions({ min: 0, max: 2, closeTimeout: "5 seconds" }),
+        hooks: slowClean
+      })
+      const lease = yield* pool.acquire
+      yield* pool.release(lease)
+      expect(pool.stats().active).toBe(1) // still being cleaned
+      const start = Date.now()
+      yield* pool.close
+      expect(Date.now() - start).toBeLessThan(1_000)
+      expect(pool.stats()).toMatchObject({ active: 0, size: 0 })
+    }))
+
   it.live("keeps min connections warm and grows on demand up to max", () =>
     Effect.scoped(
     Effect.gen(function*() {

@@ -5,6 +5,7 @@
  * @since 0.1.0
  */
 import { DatabaseConfig, Db, DbModule } from "@effect-dal/core"
+import { Replicated } from "@effect-dal/routing"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Config from "effect/Config"
@@ -72,11 +73,30 @@ export const engine: DatabaseConfig.EngineDefaults = {
 export const make = (
   options: PgDatabaseOptions
 ): Effect.Effect<{ readonly db: DbModule.DbService; readonly pg: PgClient.PgClient }, ConfigError.ConfigError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { config, db: primary, driver } = yield* node(options)
+    const replicas = options.replicas ?? []
+    if (replicas.length === 0) return { db: primary, pg: makePgClient(primary, config, normalize(options)) }
+    // each replica is a database of its own (pool, breaker, metrics), routed to by the primary's router
+    const nodes = yield* Effect.forEach(replicas, (replica, i) =>
+      Effect.map(
+        node(DatabaseConfig.replicaOptions(options, config.alias, replica, i)),
+        ({ db }) => ({ db, weight: replica.weight ?? 1 })
+      ))
+    const db = yield* Replicated.make({ primary, replicas: nodes, driver, replication: options.replication })
+    return { db, pg: makePgClient(db, config, normalize(options)) }
+  })
+
+/** One node: its config, driver and `Db`. */
+const node = (options: PgDatabaseOptions) =>
   Effect.suspend(() => {
     const o = normalize(options)
     return Effect.flatMap(
       DatabaseConfig.resolve(o, engine, { ssl: o.ssl ?? null, applicationName: o.applicationName }),
-      (config) => Effect.map(DbModule.make(makeDriver(config, o), config), (db) => ({ db, pg: makePgClient(db, config, o) }))
+      (config) => {
+        const driver = makeDriver(config, o)
+        return Effect.map(DbModule.make(driver, config), (db) => ({ config, driver, db }))
+      }
     )
   })
 

@@ -45,6 +45,46 @@ const run = (bin: string, args: ReadonlyArray<string>) => {
   })
 }
 
+/** A directory the server may own (initdb refuses root). */
+const ownedDir = (prefix: string): string => {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  if (process.getuid?.() === 0) {
+    const uid = Number(execFileSync("id", ["-u", "postgres"]).toString().trim())
+    const gid = Number(execFileSync("id", ["-g", "postgres"]).toString().trim())
+    chownSync(dir, uid, gid)
+  }
+  return dir
+}
+
+/** One server's data directory under `dir`, started and stopped with pg_ctl. */
+const server = (dir: string, port: number) => {
+  const data = join(dir, `data-${port}`)
+  const pgctl = (args: ReadonlyArray<string>) => run("pg_ctl", ["-D", data, ...args])
+  const start = () =>
+    pgctl([
+      "start",
+      "-w",
+      "-l",
+      join(dir, `log-${port}`),
+      "-o",
+      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50`
+    ])
+  const kill = () => {
+    try {
+      pgctl(["stop", "-m", "immediate", "-w"])
+    } catch {
+      // already stopped
+    }
+  }
+  const cluster: PgCluster = {
+    port,
+    url: `postgres://postgres@127.0.0.1:${port}/postgres`,
+    stop: Effect.sync(() => pgctl(["stop", "-m", "fast", "-w"])),
+    start: Effect.sync(start)
+  }
+  return { data, pgctl, start, kill, cluster }
+}
+
 /**
  * Makes and starts a cluster on `port`, trust auth, database `postgres`.
  *
@@ -53,43 +93,70 @@ const run = (bin: string, args: ReadonlyArray<string>) => {
 export const make = (port: number): Effect.Effect<PgCluster, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.sync(() => {
-      const dir = mkdtempSync(join(tmpdir(), "dal-pgcluster-"))
-      if (process.getuid?.() === 0) {
-        const uid = Number(execFileSync("id", ["-u", "postgres"]).toString().trim())
-        const gid = Number(execFileSync("id", ["-g", "postgres"]).toString().trim())
-        chownSync(dir, uid, gid)
-      }
-      const data = join(dir, "data")
-      run("initdb", ["-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
-      const pgctl = (args: ReadonlyArray<string>) => run("pg_ctl", ["-D", data, ...args])
-      const start = () =>
-        pgctl([
-          "start",
-          "-w",
-          "-l",
-          join(dir, "log"),
-          "-o",
-          `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50`
-        ])
-      start()
-      return {
-        dir,
-        pgctl,
-        cluster: {
-          port,
-          url: `postgres://postgres@127.0.0.1:${port}/postgres`,
-          stop: Effect.sync(() => pgctl(["stop", "-m", "fast", "-w"])),
-          start: Effect.sync(start)
-        } satisfies PgCluster
-      }
+      const dir = ownedDir("dal-pgcluster-")
+      const primary = server(dir, port)
+      run("initdb", ["-D", primary.data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
+      primary.start()
+      return { dir, primary }
     }),
-    ({ dir, pgctl }) =>
+    ({ dir, primary }) =>
       Effect.sync(() => {
-        try {
-          pgctl(["stop", "-m", "immediate", "-w"])
-        } catch {
-          // already stopped
-        }
+        primary.kill()
         rmSync(dir, { recursive: true, force: true })
       })
-  ).pipe(Effect.map(({ cluster }) => cluster))
+  ).pipe(Effect.map(({ primary }) => primary.cluster))
+
+/**
+ * A primary with streaming replicas.
+ *
+ * @since 0.2.0
+ */
+export interface PgReplicatedCluster {
+  readonly primary: PgCluster
+  readonly replicas: ReadonlyArray<PgCluster & {
+    /** Stops the server at once, as a crash would (`pg_ctl stop -m immediate`). */
+    readonly kill: Effect.Effect<void>
+  }>
+  /** How long making the primary and its replicas took. */
+  readonly setupMillis: number
+}
+
+/**
+ * Makes a primary on `port` and one streaming replica per port in
+ * `replicaPorts`, each a `pg_basebackup -R` copy of the primary (the
+ * engine's own replication, nothing home-made), and waits until every
+ * replica streams. Removed with the scope.
+ *
+ * @since 0.2.0
+ */
+export const makeReplicated = (
+  port: number,
+  replicaPorts: ReadonlyArray<number>
+): Effect.Effect<PgReplicatedCluster, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const started = Date.now()
+      const dir = ownedDir("dal-pgreplicas-")
+      const primary = server(dir, port)
+      run("initdb", ["-D", primary.data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
+      primary.start()
+      const replicas = replicaPorts.map((replicaPort) => {
+        const replica = server(dir, replicaPort)
+        // initdb's trust rules admit replication connections from 127.0.0.1
+        run("pg_basebackup", ["-h", "127.0.0.1", "-p", String(port), "-U", "postgres", "-D", replica.data, "-R", "-X", "stream", "--no-sync"])
+        replica.start()
+        return replica
+      })
+      return { dir, primary, replicas, setupMillis: Date.now() - started }
+    }),
+    ({ dir, primary, replicas }) =>
+      Effect.sync(() => {
+        for (const replica of replicas) replica.kill()
+        primary.kill()
+        rmSync(dir, { recursive: true, force: true })
+      })
+  ).pipe(Effect.map(({ primary, replicas, setupMillis }) => ({
+    primary: primary.cluster,
+    replicas: replicas.map((r) => ({ ...r.cluster, kill: Effect.sync(r.kill) })),
+    setupMillis
+  })))

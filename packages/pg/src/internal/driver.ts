@@ -4,6 +4,7 @@ import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Statement from "@effect/sql/Statement"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import { replication } from "./replication.js"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
@@ -309,6 +310,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDri
     statementCache,
     compiler: PgClient.makeCompiler(options.transformQueryNames, options.transformJson),
     transformRows,
-    spanAttributes: options.spanAttributes ? Object.entries(options.spanAttributes) : []
+    spanAttributes: options.spanAttributes ? Object.entries(options.spanAttributes) : [],
+    replication
   }
 }

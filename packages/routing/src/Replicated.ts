@@ -1,0 +1,438 @@
+/**
+ * A replicated database: one primary and its replicas, each an ordinary
+ * engine `Db` with its own pool, breaker and metrics, behind the same `Db`
+ * and `SqlClient` tags. Reads go to a healthy replica that has the fiber's
+ * writes (commit positions from the engine's own replication), writes and
+ * transactions to the primary.
+ *
+ * @since 0.2.0
+ */
+import type { DbService, Driver, NodeStats } from "@effect-dal/core"
+import { DbError as DbErrors, Metrics, Replication } from "@effect-dal/core"
+import * as Reactivity from "@effect/experimental/Reactivity"
+import * as SqlClient from "@effect/sql/SqlClient"
+import type * as SqlConnection from "@effect/sql/SqlConnection"
+import { SqlError } from "@effect/sql/SqlError"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import type * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
+import * as MetricLabel from "effect/MetricLabel"
+import * as Runtime from "effect/Runtime"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+
+/**
+ * One replica: its `Db`, and its share of the reads.
+ *
+ * @since 0.2.0
+ */
+export interface Replica {
+  readonly db: DbService
+  /** Default 1. */
+  readonly weight: number
+}
+
+/** Why a read went to the primary after all. */
+type FallbackReason = "noReplica" | "lag" | "readOnly" | "replicaFailed"
+
+class ReplicaState {
+  inFlight = 0
+  reads = 0
+  fallbacks = 0
+  position: string | undefined = undefined
+  lagBytes: number | undefined = undefined
+  lagMillis: number | undefined = undefined
+  /** The last lag poll reached it, and no read since lost its connection. */
+  reachable = true
+  /** Over `maxLag`, until it is below half of it. */
+  lagging = false
+  constructor(readonly db: DbService, readonly weight: number) {}
+  usable(): boolean {
+    return this.reachable && !this.lagging && this.db.breaker?.state() !== "open"
+  }
+}
+
+/** The node a router transaction runs on, for the statements inside it. */
+const currentTransactionNode = FiberRef.unsafeMake<DbService | undefined>(undefined)
+
+/** Errors after which a read may run again elsewhere: the replica, or the way to it, failed. */
+const movable = (error: DbErrors.DbError): boolean =>
+  error._tag !== "StatementTimeout" && (error.transient || error._tag === "PoolClosed")
+
+/** Errors that say the replica is gone, not merely busy. */
+const unreachable = (error: DbErrors.DbError): boolean =>
+  error._tag === "ConnectionError" || (error._tag === "PoolTimeout" && error.reason === "unavailable")
+
+const ourError = (e: unknown): DbErrors.DbError | undefined =>
+  DbErrors.isDbError(e) ? e : e instanceof SqlError && DbErrors.isDbError(e.cause) ? e.cause : undefined
+
+/**
+ * Builds the replicated database over a primary and its replicas. The lag
+ * poll runs for the life of the scope.
+ *
+ * @since 0.2.0
+ */
+export const make = (options: {
+  readonly primary: DbService
+  readonly replicas: ReadonlyArray<Replica>
+  /** The engine's driver: its replication capability and `SqlClient` compiler. */
+  readonly driver: Driver.Driver
+  readonly replication?: Replication.ReplicationOptions | undefined
+}): Effect.Effect<DbService, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { driver, primary } = options
+    const replication = driver.replication
+    if (replication === undefined) return primary
+    const o = options.replication ?? {}
+    const alias = primary.alias
+    const rywMode = o.readYourWrites ?? "position"
+    const maxBytes = o.maxLag?.bytes ?? 16 * 1024 * 1024
+    const maxMillis = Duration.toMillis(o.maxLag?.time ?? "10 seconds")
+    const stickyMillis = Duration.toMillis(o.stickyDelay ?? "2 seconds")
+    const waitMillis = Duration.toMillis(o.waitForReplica ?? "50 millis")
+    const interval = o.lagCheckInterval ?? "1 second"
+    const replicas = options.replicas.map((r) => new ReplicaState(r.db, Math.max(0, r.weight)))
+    // logs from synchronous code go through the layer's runtime, so its logger sees them
+    const runFork = Runtime.runFork(yield* Effect.runtime<never>())
+    // like the pool, the router keeps real time even when it was built under a TestClock
+    const liveClock = Clock.make()
+
+    // metrics: routed reads per node, fallbacks to the primary by reason
+    const readLabels = new Map<DbService, ReadonlyArray<MetricLabel.MetricLabel>>()
+    const fallbackLabels = new Map<FallbackReason, ReadonlyArray<MetricLabel.MetricLabel>>()
+    let primaryReads = 0
+    const routed = (db: DbService) => {
+      let labels = readLabels.get(db)
+      if (labels === undefined) readLabels.set(db, labels = db.metricLabels)
+      Metrics.metrics.routedReads.unsafeUpdate(1, labels)
+    }
+    const fellBack = (reason: FallbackReason) => {
+      let labels = fallbackLabels.get(reason)
+      if (labels === undefined) {
+        fallbackLabels.set(reason, labels = [...primary.metricLabels, MetricLabel.make("reason", reason)])
+      }
+      Metrics.metrics.routingFallbacks.unsafeUpdate(1, labels)
+    }
+
+    // a replica chosen by weight among two drawn, the one with fewer reads in flight per weight
+    const draw = (candidates: ReadonlyArray<ReplicaState>): ReplicaState | undefined => {
+      if (candidates.length <= 1) return candidates[0]
+      const total = candidates.reduce((sum, r) => sum + r.weight, 0)
+      const one = () => {
+        if (total <= 0) return candidates[Math.floor(Math.random() * candidates.length)]!
+        let x = Math.random() * total
+        for (const r of candidates) if ((x -= r.weight) < 0) return r
+        return candidates[candidates.length - 1]!
+      }
+      const a = one()
+      const b = one()
+      return a.inFlight / (a.weight || 1) <= b.inFlight / (b.weight || 1) ? a : b
+    }
+
+    let noReplicaLogged = false
+    const usable = (exclude: ReadonlyArray<ReplicaState>): Array<ReplicaState> => {
+      const found = replicas.filter((r) => r.usable() && !exclude.includes(r))
+      if (exclude.length === 0 && found.length === 0 !== noReplicaLogged) {
+        // logged once per change, not per read
+        noReplicaLogged = found.length === 0
+        runFork(
+          (noReplicaLogged
+            ? Effect.logWarning("no replica is usable: reads go to the primary")
+            : Effect.logInfo("replicas usable again: reads go to replicas")).pipe(Effect.annotateLogs({ alias }))
+        )
+      }
+      return found
+    }
+
+    const readOnlyShapes = new Set<string>()
+    const logReadOnly = (sql: string): Effect.Effect<void> => {
+      if (readOnlyShapes.has(sql) || readOnlyShapes.size >= 1_000) return Effect.void
+      readOnlyShapes.add(sql)
+      return Effect.logWarning("a replica refused a statement as a write; it runs on the primary").pipe(
+        Effect.annotateLogs({ alias, sql })
+      )
+    }
+
+    /** Remembers that this fiber wrote: the commit position, or when its reads may leave the primary. */
+    const recordWrite: Effect.Effect<void> = rywMode === false
+      ? Effect.void
+      : rywMode === "delay"
+      ? Effect.suspend(() => mark({ stickyUntil: Date.now() + stickyMillis }))
+      : Effect.flatMap(
+        Effect.either(primary.execute<{ position: string }>(replication.currentPositionSql)),
+        (result) => {
+          const position = Either.isRight(result) ? result.right[0]?.position : undefined
+          // without the position, the safe answer is the primary for a while
+          if (position === undefined) return mark({ stickyUntil: Date.now() + stickyMillis })
+          return FiberRef.update(Replication.currentWrites, (writes) => {
+            const before = writes.get(alias)?.position
+            const next = new Map(writes)
+            next.set(alias, {
+              ...writes.get(alias),
+              position: before === undefined ? position : replication.merge(before, position)
+            })
+            return next
+          })
+        }
+      )
+    const mark = (patch: Replication.WriteMark) =>
+      FiberRef.update(Replication.currentWrites, (writes) => new Map(writes).set(alias, { ...writes.get(alias), ...patch }))
+
+    /** A write outside a transaction, on the primary; its position is remembered once it succeeded. */
+    const write = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+      rywMode === false ? effect : Effect.tap(effect, () => recordWrite)
+
+    const onPrimary = <A, E, R>(run: (db: DbService) => Effect.Effect<A, E, R>, reason: FallbackReason | undefined) => {
+      primaryReads++
+      if (reason !== undefined) fellBack(reason)
+      return run(primary)
+    }
+
+    /**
+     * Runs a read on a replica that has the fiber's writes, or the primary.
+     * A read refused as a write runs on the primary; a read whose replica
+     * failed runs on another replica or the primary.
+     */
+    const read = <A, E, R>(
+      fiber: Fiber.RuntimeFiber<unknown, unknown>,
+      sql: string,
+      run: (db: DbService) => Effect.Effect<A, E, R>
+    ): Effect.Effect<A, E, R> => {
+      const node = fiber.getFiberRef(currentTransactionNode)
+      if (node !== undefined) return run(node)
+      const mode = fiber.getFiberRef(Replication.currentMode)
+      if (mode === "primary") return onPrimary(run, undefined)
+      const written = mode === "replica" ? undefined : fiber.getFiberRef(Replication.currentWrites).get(alias)
+      if (written?.stickyUntil !== undefined && Date.now() < written.stickyUntil) return onPrimary(run, undefined)
+      const token = rywMode === "position" ? written?.position : undefined
+      return attempt(sql, token, run, [])
+    }
+
+    const attempt = <A, E, R>(
+      sql: string,
+      token: string | undefined,
+      run: (db: DbService) => Effect.Effect<A, E, R>,
+      tried: ReadonlyArray<ReplicaState>
+    ): Effect.Effect<A, E, R> => {
+      const candidates = usable(tried)
+      if (candidates.length === 0) return onPrimary(run, "noReplica")
+      const caughtUp = token === undefined
+        ? candidates
+        : candidates.filter((r) => r.position !== undefined && replication.reached(r.position, token))
+      if (caughtUp.length > 0) return on(draw(caughtUp)!, sql, token, run, tried)
+      // none is known to have the write yet: one is asked to wait a little for it
+      const replica = draw(candidates)!
+      return Effect.flatMap(
+        Effect.either(Effect.withClock(replication.waitFor(replica.db.execute, token!, waitMillis), liveClock)),
+        (reached) => {
+          if (Either.isRight(reached) && reached.right) {
+            replica.position = replica.position === undefined ? token : replication.merge(replica.position, token!)
+            return on(replica, sql, token, run, tried)
+          }
+          return onPrimary(run, "lag")
+        }
+      )
+    }
+
+    const on = <A, E, R>(
+      replica: ReplicaState,
+      sql: string,
+      token: string | undefined,
+      run: (db: DbService) => Effect.Effect<A, E, R>,
+      tried: ReadonlyArray<ReplicaState>
+    ): Effect.Effect<A, E, R> => {
+      replica.inFlight++
+      replica.reads++
+      routed(replica.db)
+      return run(replica.db).pipe(
+        Effect.ensuring(Effect.sync(() => replica.inFlight--)),
+        Effect.catchAll((e) => {
+          const error = ourError(e)
+          if (error === undefined) return Effect.fail(e)
+          if (replication.isReadOnlyRejection(error)) {
+            // nothing was applied: the statement writes after all, and runs where writes run
+            replica.fallbacks++
+            return Effect.zipRight(logReadOnly(sql), write(onPrimary(run, "readOnly")))
+          }
+          if (!movable(error)) return Effect.fail(e)
+          replica.fallbacks++
+          if (unreachable(error)) replica.reachable = false
+          fellBack("replicaFailed")
+          return attempt(sql, token, run, [...tried, replica])
+        })
+      )
+    }
+
+    const inTransaction = (fiber: Fiber.RuntimeFiber<unknown, unknown>) => fiber.getFiberRef(currentTransactionNode)
+
+    const execute: DbService["execute"] = (sql, params, executeOptions) =>
+      Effect.withFiberRuntime((fiber) => {
+        const node = inTransaction(fiber)
+        if (node !== undefined) return node.execute(sql, params, executeOptions)
+        if (Replication.isReplicaRead(sql)) return read(fiber, sql, (db) => db.execute(sql, params, executeOptions))
+        return write(primary.execute(sql, params, executeOptions))
+      })
+
+    const withTransaction: DbService["withTransaction"] = (effect, txOptions) =>
+      Effect.withFiberRuntime((fiber) => {
+        const node = inTransaction(fiber)
+        // nested: a savepoint on the transaction's own node
+        if (node !== undefined) return node.withTransaction(effect, txOptions)
+        const readOnly = txOptions?.readOnly === true
+        const replica = readOnly && fiber.getFiberRef(Replication.currentMode) === "replica"
+          ? draw(usable([]))
+          : undefined
+        const target = replica?.db ?? primary
+        const run = target.withTransaction(Effect.locally(effect, currentTransactionNode, target), txOptions)
+        return target === primary && !readOnly ? write(run) : run
+      })
+
+    const transaction: DbService["transaction"] = Effect.withFiberRuntime((fiber) => {
+      const node = inTransaction(fiber)
+      if (node !== undefined) return node.transaction
+      return Effect.gen(function*() {
+        // added first, so it runs after the COMMIT that the transaction's own finalizer sends
+        yield* Effect.addFinalizer((exit) => (exit._tag === "Success" ? recordWrite : Effect.void))
+        const tx = yield* primary.transaction
+        yield* Effect.locallyScoped(currentTransactionNode, primary)
+        return tx
+      })
+    })
+
+    const stream: DbService["stream"] = (sql, params, streamOptions) =>
+      Stream.unwrap(Effect.withFiberRuntime((fiber) => {
+        const node = inTransaction(fiber)
+        if (node !== undefined) return Effect.succeed(node.stream(sql, params, streamOptions))
+        if (!Replication.isReplicaRead(sql)) return Effect.succeed(primary.stream(sql, params, streamOptions))
+        // a stream does not move once it started: its node is chosen as a read's would be
+        return read(fiber, sql, (db) => Effect.succeed(db.stream(sql, params, streamOptions)))
+      }))
+
+    // `sql` templates: the same rules, statement by statement, through each node's own connections
+    const sqlOn = <A>(
+      sql: string,
+      f: (conn: SqlConnection.Connection) => Effect.Effect<A, SqlError>
+    ): Effect.Effect<A, SqlError> =>
+      Effect.withFiberRuntime((fiber) => {
+        const reserved = (db: DbService) => Effect.scoped(Effect.flatMap(db.sql.reserve, f))
+        if (Replication.isReplicaRead(sql)) return read(fiber, sql, reserved)
+        return write(reserved(primary))
+      })
+    const connection: SqlConnection.Connection = {
+      execute: (sql, params, transformRows) => sqlOn(sql, (c) => c.execute(sql, params, transformRows)),
+      executeRaw: (sql, params) => sqlOn(sql, (c) => c.executeRaw(sql, params)),
+      executeValues: (sql, params) => sqlOn(sql, (c) => c.executeValues(sql, params)),
+      executeUnprepared: (sql, params, transformRows) => sqlOn(sql, (c) => c.executeUnprepared(sql, params, transformRows)),
+      executeStream: (sql, params, transformRows) =>
+        Stream.unwrapScoped(Effect.withFiberRuntime((fiber) => {
+          const reserved = (db: DbService) => Effect.map(db.sql.reserve, (c) => c.executeStream(sql, params, transformRows))
+          return Replication.isReplicaRead(sql) ? read(fiber, sql, reserved) : reserved(primary)
+        }))
+    }
+    const sqlClient = yield* SqlClient.make({
+      acquirer: Effect.succeed(connection),
+      transactionAcquirer: primary.sql.reserve,
+      compiler: driver.compiler,
+      spanAttributes: [...driver.spanAttributes, ["db.system.name", driver.system], ["db.namespace", primary.config.database]],
+      transformRows: driver.transformRows
+    }).pipe(Effect.provide(Reactivity.layer))
+    const sql: SqlClient.SqlClient = Object.assign(sqlClient, {
+      withTransaction: <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+        Effect.withFiberRuntime<A, E | SqlError, R>((fiber) => {
+          const node = inTransaction(fiber)
+          if (node !== undefined) return node.sql.withTransaction(effect)
+          return write(primary.sql.withTransaction(Effect.locally(effect, currentTransactionNode, primary)))
+        })
+    })
+
+    // the lag poll: each replica's replay position against the primary's, every `lagCheckInterval`
+    const poll = Effect.gen(function*() {
+      const current = yield* Effect.either(primary.execute<{ position: string }>(replication.currentPositionSql))
+      const primaryPosition = Either.isRight(current) ? current.right[0]?.position : undefined
+      yield* Effect.forEach(replicas, (replica) =>
+        Effect.map(Effect.either(replication.replicaStatus(replica.db.execute)), (status) => {
+          if (Either.isLeft(status)) {
+            replica.reachable = false
+            return
+          }
+          replica.reachable = true
+          const position = status.right.position
+          if (position !== undefined) {
+            replica.position = replica.position === undefined ? position : replication.merge(replica.position, position)
+          }
+          if (primaryPosition === undefined || position === undefined) return
+          const caughtUp = replication.reached(position, primaryPosition)
+          replica.lagBytes = replication.distance(primaryPosition, position)
+          // an idle primary makes the last replay time look old: time counts only while the replica is behind
+          replica.lagMillis = caughtUp ? 0 : status.right.lagMillis
+          const bytes = replica.lagBytes ?? 0
+          const millis = replica.lagMillis ?? 0
+          if (!replica.lagging && (bytes > maxBytes || millis > maxMillis)) {
+            replica.lagging = true
+            runFork(Effect.logWarning("replica over maxLag: no reads until it catches up").pipe(
+              Effect.annotateLogs({ alias: replica.db.alias, lagBytes: bytes, lagMillis: millis })
+            ))
+          } else if (replica.lagging && bytes <= maxBytes / 2 && millis <= maxMillis / 2) {
+            replica.lagging = false
+            runFork(Effect.logInfo("replica caught up: it gets reads again").pipe(
+              Effect.annotateLogs({ alias: replica.db.alias, lagBytes: bytes, lagMillis: millis })
+            ))
+          }
+        }), { concurrency: "unbounded", discard: true })
+    })
+    yield* Effect.forkScoped(Effect.withClock(Effect.forever(Effect.zipRight(poll, Effect.sleep(interval))), liveClock))
+
+    const replicationStats = (): ReadonlyArray<NodeStats> => [
+      {
+        alias,
+        role: "primary",
+        lagBytes: 0,
+        lagMillis: 0,
+        usable: primary.breaker?.state() !== "open",
+        reads: primaryReads,
+        fallbacks: 0
+      },
+      ...replicas.map((r): NodeStats => ({
+        alias: r.db.alias,
+        role: "replica",
+        lagBytes: r.lagBytes,
+        lagMillis: r.lagMillis,
+        usable: r.usable(),
+        reads: r.reads,
+        fallbacks: r.fallbacks
+      }))
+    ]
+
+    const service: DbService = {
+      ...primary,
+      execute,
+      executeMany: (statement, rows, executeOptions) =>
+        Effect.withFiberRuntime((fiber) => {
+          const node = inTransaction(fiber)
+          return node !== undefined
+            ? node.executeMany(statement, rows, executeOptions)
+            : write(primary.executeMany(statement, rows, executeOptions))
+        }),
+      insertMany: (table, rows, insertOptions) =>
+        Effect.withFiberRuntime((fiber) => {
+          const node = inTransaction(fiber)
+          return node !== undefined
+            ? node.insertMany(table, rows, insertOptions)
+            : write(primary.insertMany(table, rows, insertOptions))
+        }),
+      stream,
+      transaction,
+      withTransaction,
+      sql,
+      refreshMetrics: Effect.zipRight(
+        primary.refreshMetrics,
+        Effect.forEach(replicas, (r) => r.db.refreshMetrics, { discard: true })
+      ),
+      replicationStats,
+      replication
+    }
+    return service
+  })
