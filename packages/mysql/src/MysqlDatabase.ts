@@ -5,6 +5,7 @@
  * @since 0.1.0
  */
 import { DatabaseConfig, Db, DbModule } from "@effect-dal/core"
+import { Replicated } from "@effect-dal/routing"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Config from "effect/Config"
@@ -75,33 +76,58 @@ export const engine: DatabaseConfig.EngineDefaults = {
 export const make = (
   options: MysqlDatabaseOptions
 ): Effect.Effect<{ readonly db: DbModule.DbService; readonly mysql: MysqlClient.MysqlClient }, ConfigError.ConfigError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const { config, db: primary, driver } = yield* node(options)
+    const replicas = options.replicas ?? []
+    // each replica is a database of its own (pool, breaker, metrics), routed to by the primary's router
+    const db = replicas.length === 0 ? primary : yield* Replicated.make({
+      primary,
+      replicas: yield* Effect.forEach(replicas, (replica, i) =>
+        Effect.map(
+          node(DatabaseConfig.replicaOptions(options, config.alias, replica, i)),
+          ({ db }) => ({ db, weight: replica.weight ?? 1 })
+        )),
+      driver,
+      replication: options.replication
+    })
+    return { db, mysql: stockClient(db, config, normalize(options)) }
+  })
+
+/** One node: its config, driver and `Db`. */
+const node = (options: MysqlDatabaseOptions) =>
   Effect.suspend(() => {
     const o = normalize(options)
     return Effect.flatMap(
       DatabaseConfig.resolve(o, engine, { charset: o.charset, ssl: o.ssl ?? null }),
-      (config) =>
-        Effect.map(DbModule.make(makeDriver(config, o), config), (db) => ({
-          db,
-          // the stock client's tag, over our pool: the same SqlClient plus its config
-          mysql: Object.assign(db.sql, {
-            [MysqlClient.TypeId]: MysqlClient.TypeId,
-            config: {
-              ...(o.url === undefined ? {} : { url: Redacted.isRedacted(o.url) ? o.url : Redacted.make(o.url) }),
-              host: config.host,
-              port: config.port,
-              database: config.database,
-              ...(config.user === undefined ? {} : { username: config.user }),
-              ...(config.password === undefined ? {} : { password: config.password }),
-              maxConnections: config.pool.max,
-              connectionTTL: Duration.millis(config.pool.maxLifetime),
-              ...(o.spanAttributes === undefined ? {} : { spanAttributes: o.spanAttributes }),
-              ...(o.transformResultNames === undefined ? {} : { transformResultNames: o.transformResultNames }),
-              ...(o.transformQueryNames === undefined ? {} : { transformQueryNames: o.transformQueryNames })
-            }
-          }) as MysqlClient.MysqlClient
-        }))
+      (config) => {
+        const driver = makeDriver(config, o)
+        return Effect.map(DbModule.make(driver, config), (db) => ({ config, driver, db }))
+      }
     )
   })
+
+/** The stock client's tag, over our pool: the same SqlClient plus its config. */
+const stockClient = (
+  db: DbModule.DbService,
+  config: DatabaseConfig.DatabaseConfig,
+  o: MysqlDatabaseOptions
+): MysqlClient.MysqlClient =>
+  Object.assign(db.sql, {
+    [MysqlClient.TypeId]: MysqlClient.TypeId,
+    config: {
+      ...(o.url === undefined ? {} : { url: Redacted.isRedacted(o.url) ? o.url : Redacted.make(o.url) }),
+      host: config.host,
+      port: config.port,
+      database: config.database,
+      ...(config.user === undefined ? {} : { username: config.user }),
+      ...(config.password === undefined ? {} : { password: config.password }),
+      maxConnections: config.pool.max,
+      connectionTTL: Duration.millis(config.pool.maxLifetime),
+      ...(o.spanAttributes === undefined ? {} : { spanAttributes: o.spanAttributes }),
+      ...(o.transformResultNames === undefined ? {} : { transformResultNames: o.transformResultNames }),
+      ...(o.transformQueryNames === undefined ? {} : { transformQueryNames: o.transformQueryNames })
+    }
+  }) as MysqlClient.MysqlClient
 
 /**
  * The MySQL/MariaDB layer: provides `Db`, `SqlClient.SqlClient` and

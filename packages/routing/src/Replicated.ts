@@ -164,7 +164,7 @@ export const make = (options: {
       : Effect.flatMap(
         Effect.either(primary.execute<{ position: string }>(replication.currentPositionSql)),
         (result) => {
-          const position = Either.isRight(result) ? result.right[0]?.position : undefined
+          const position = Either.isRight(result) ? result.right[0]?.position || undefined : undefined
           // without the position, the safe answer is the primary for a while
           if (position === undefined) return mark({ stickyUntil: Date.now() + stickyMillis })
           return FiberRef.update(Replication.currentWrites, (writes) => {
@@ -348,10 +348,25 @@ export const make = (options: {
         })
     })
 
+    // the primary's positions of the last polls, with when they were seen: a replica's lag in time is
+    // how long ago the primary was where the replica is now, where the engine does not tell it
+    const history: Array<{ readonly position: string; readonly at: number }> = []
+    const behindFor = (position: string, now: number): number => {
+      const missing = history.find((sample) => !replication.reached(position, sample.position))
+      return missing === undefined ? 0 : now - missing.at
+    }
+
     // the lag poll: each replica's replay position against the primary's, every `lagCheckInterval`
     const poll = Effect.gen(function*() {
       const current = yield* Effect.either(primary.execute<{ position: string }>(replication.currentPositionSql))
-      const primaryPosition = Either.isRight(current) ? current.right[0]?.position : undefined
+      const primaryPosition = Either.isRight(current) ? current.right[0]?.position || undefined : undefined
+      const now = Date.now()
+      if (primaryPosition !== undefined) {
+        history.push({ position: primaryPosition, at: now })
+        // enough samples to see past maxLag
+        while (history.length > 1 && now - history[0]!.at > 2 * maxMillis) history.shift()
+        if (history.length > 1_000) history.shift()
+      }
       yield* Effect.forEach(replicas, (replica) =>
         Effect.map(Effect.either(replication.replicaStatus(replica.db.execute)), (status) => {
           if (Either.isLeft(status)) {
@@ -367,7 +382,7 @@ export const make = (options: {
           const caughtUp = replication.reached(position, primaryPosition)
           replica.lagBytes = replication.distance(primaryPosition, position)
           // an idle primary makes the last replay time look old: time counts only while the replica is behind
-          replica.lagMillis = caughtUp ? 0 : status.right.lagMillis
+          replica.lagMillis = caughtUp ? 0 : status.right.lagMillis ?? behindFor(position, now)
           const bytes = replica.lagBytes ?? 0
           const millis = replica.lagMillis ?? 0
           if (!replica.lagging && (bytes > maxBytes || millis > maxMillis)) {

@@ -11,5 +11,7 @@ export * as Bank from "./Bank.js"
 export * as Conformance from "./Conformance.js"
 /** @since 0.1.0 */
 export * as FaultProxy from "./FaultProxy.js"
+/** @since 0.2.0 */
+export * as MariaCluster from "./MariaCluster.js"
 /** @since 0.1.0 */
 export * as PgCluster from "./PgCluster.js"

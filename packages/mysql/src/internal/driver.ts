@@ -4,6 +4,7 @@ import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import * as Statement from "@effect/sql/Statement"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
+import { replication } from "./replication.js"
 import * as Exit from "effect/Exit"
 import * as Redacted from "effect/Redacted"
 import * as Stream from "effect/Stream"
@@ -326,6 +327,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: Mysql
     transformRows: options.transformResultNames
       ? Statement.defaultTransforms(options.transformResultNames).array
       : undefined,
-    spanAttributes: options.spanAttributes ? Object.entries(options.spanAttributes) : []
+    spanAttributes: options.spanAttributes ? Object.entries(options.spanAttributes) : [],
+    replication
   }
 }
