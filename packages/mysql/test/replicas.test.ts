@@ -3,8 +3,8 @@
  * replica (`MASTER_USE_GTID=slave_pos`) on free ports, removed afterwards.
  */
 import { expect, layer } from "@effect/vitest"
-import { Db, Replication } from "@effect-dal/core"
-import type { DatabaseConfig } from "@effect-dal/core"
+import { Db } from "@effect-dal/core"
+import type { DatabaseConfig, Replication } from "@effect-dal/core"
 import { MysqlDatabase } from "@effect-dal/mysql"
 import { Bank, MariaCluster } from "@effect-dal/testkit"
 import * as SqlClient from "@effect/sql/SqlClient"
