@@ -13,7 +13,7 @@ import { mkdirSync, writeFileSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
 import { fileURLToPath } from "node:url"
 import type { Engine, Op, System } from "./systems.js"
-import { ACCOUNTS, cleanup, makers, POOL, prepare } from "./systems.js"
+import { ACCOUNTS, cleanup, makers, POOL, prepare, routingMakers } from "./systems.js"
 
 const SECONDS = Number(process.env["BENCH_SECONDS"] ?? 2)
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 5)
@@ -138,12 +138,17 @@ interface Result {
   readonly errors: number
 }
 
-const benchEngine = async (engine: Engine): Promise<Array<Result>> => {
-  const systems: Array<System> = []
-  for (const make of makers[engine]) systems.push(await make())
+const benchEngine = async (
+  engine: Engine,
+  systemMakers: ReadonlyArray<() => Promise<System>> = makers[engine],
+  selected: ReadonlyArray<Workload> = workloads.filter((w) => ONLY === undefined || w.name.includes(ONLY))
+): Promise<Array<Result>> => {
   const results: Array<Result> = []
+  if (selected.length === 0) return results
+  const systems: Array<System> = []
+  for (const make of systemMakers) systems.push(await make())
   try {
-    for (const workload of workloads.filter((w) => ONLY === undefined || w.name.includes(ONLY))) {
+    for (const workload of selected) {
       const eligible = systems.filter((s) => workload.systems?.(s) ?? true)
       const samples = new Map<System, Array<Sample>>(eligible.map((s) => [s, []]))
       // warm up: prepare statements, fill the pools
@@ -257,8 +262,12 @@ const memoryRun = async (): Promise<{ queries: number; rssGrowthMb: number; heap
 
 const fmt = (n: number, digits = 0) => Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits }) : "–"
 
+/** The workloads the routing comparison runs. */
+const ROUTED_WORKLOADS = ["point select by primary key", "transfer transaction (two updates)"]
+
 const markdown = (
   results: ReadonlyArray<Result>,
+  routing: ReadonlyArray<Result>,
   micro: Awaited<ReturnType<typeof poolMicro>>,
   memory: Awaited<ReturnType<typeof memoryRun>>,
   meta: Record<string, unknown>
@@ -292,6 +301,21 @@ const markdown = (
     }
     lines.push("")
   }
+  if (routing.length > 0) {
+    lines.push("**Replica routing** (PostgreSQL; the router's one replica is the same server, so both systems hit one database)")
+    lines.push("")
+    lines.push("| workload | direct ops/s | routed ops/s | routed vs direct |")
+    lines.push("|---|---:|---:|---:|")
+    for (const name of ROUTED_WORKLOADS) {
+      const rows = routing.filter((r) => r.workload === name)
+      const direct = rows.find((r) => !r.system.includes("routed"))
+      const routed = rows.find((r) => r.system.includes("routed"))
+      if (direct && routed) {
+        lines.push(`| ${name} | ${fmt(direct.opsMedian)} | ${fmt(routed.opsMedian)} | ${fmt(routed.opsMedian / direct.opsMedian, 2)}× |`)
+      }
+    }
+    lines.push("")
+  }
   lines.push(`Pool acquire + release on an in-memory fake driver: **${fmt(micro.medianMicros, 2)} µs** median per cycle (rounds: ${micro.rounds.map((r) => fmt(r, 2)).join(", ")}).`)
   lines.push("")
   lines.push(`${fmt(memory.queries)} point queries through effect-dal pg in ${fmt(memory.seconds, 1)} s: RSS growth **${fmt(memory.rssGrowthMb, 1)} MB**, heap growth ${fmt(memory.heapGrowthMb, 1)} MB, connections still borrowed afterwards: ${memory.leakedConnections}.`)
@@ -306,6 +330,16 @@ const main = async () => {
   try {
     const results: Array<Result> = []
     for (const engine of ENGINES) results.push(...await benchEngine(engine))
+    // on their own, after the others closed: the routed system holds a second pool of 20
+    const routing = ENGINES.includes("pg")
+      ? await benchEngine(
+        "pg",
+        routingMakers,
+        workloads.filter((w) =>
+          ROUTED_WORKLOADS.includes(w.name) && (ONLY === undefined || w.name.includes(ONLY) || ONLY === "routed")
+        )
+      )
+      : []
     console.log("pool micro-benchmark")
     const micro = await poolMicro()
     console.log(`memory run: ${MEMORY_QUERIES} queries`)
@@ -316,8 +350,8 @@ const main = async () => {
       seconds: SECONDS,
       rounds: ROUNDS
     }
-    const md = markdown(results, micro, memory, meta)
-    writeFileSync(out + "latest.json", JSON.stringify({ meta, results, micro, memory }, null, 2))
+    const md = markdown(results, routing, micro, memory, meta)
+    writeFileSync(out + "latest.json", JSON.stringify({ meta, results, routing, micro, memory }, null, 2))
     writeFileSync(out + "latest.md", md + "\n")
     console.log("\n" + md)
   } finally {

@@ -205,6 +205,25 @@ const dalPg = () =>
     pgSql.sleep
   )
 
+/**
+ * effect-dal pg behind the replica router, its one replica the same server
+ * (so both sides of the comparison hit one database): what routing and
+ * read-your-writes cost. Pools of 20 on each node, none kept warm.
+ */
+const dalPgRouted = () =>
+  dal(
+    "effect-dal pg, routed",
+    "pg",
+    PgDatabase.layer({
+      url: Redacted.make(PG_URL),
+      alias: "bench_pg_routed",
+      ...deployed,
+      pool: { ...deployed.pool, min: 0 },
+      replicas: [{ url: Redacted.make(PG_URL), alias: "bench_pg_routed_replica" }]
+    }) as Layer.Layer<Db, unknown>,
+    pgSql.sleep
+  )
+
 // --- MySQL ------------------------------------------------------------------------------------
 
 const mySql = {
@@ -266,6 +285,9 @@ export const makers: Record<Engine, ReadonlyArray<() => Promise<System>>> = {
   pg: [rawPg, postgresJs, stockPg, dalPg],
   mysql: [rawMysql, stockMysql, dalMysql]
 }
+
+/** The routing comparison: effect-dal pg direct, and behind the replica router. */
+export const routingMakers: ReadonlyArray<() => Promise<System>> = [dalPg, dalPgRouted]
 
 /** Creates and fills the tables of both engines. */
 export const prepare = async (): Promise<void> => {

@@ -5,7 +5,7 @@
  *
  * @since 0.1.0
  */
-import type { DbError , ScalingAdvisor } from "@effect-dal/core"
+import type { DbError, NodeStats, ScalingAdvisor } from "@effect-dal/core"
 import { Db, Metrics } from "@effect-dal/core"
 import { MysqlDatabase } from "@effect-dal/mysql"
 import { PgDatabase } from "@effect-dal/pg"
@@ -30,6 +30,8 @@ export interface Options {
   readonly poolMax: number
   /** `postgres://…` or `mysql://…`; the embedded PGlite when absent. */
   readonly url: string | undefined
+  /** Read replicas of `url`: reads are routed over them. */
+  readonly replicaUrls: ReadonlyArray<string>
   /** Start users one after another over the run, to see the trend as load grows. */
   readonly ramp: boolean
   readonly acquireTimeoutMillis: number
@@ -53,6 +55,8 @@ export interface Sample {
   readonly timeoutRate: number
   readonly opsPerSecond: number
   readonly breaker: string
+  /** Each node's utilization and lag, when there are replicas. */
+  readonly nodes: ReadonlyArray<NodeStats>
 }
 
 /**
@@ -68,6 +72,8 @@ export interface Result {
   readonly operations: number
   readonly failures: Record<string, number>
   readonly metrics: ReadonlyArray<readonly [string, string]>
+  /** Each node at the end: role, lag, reads routed, fallbacks. */
+  readonly nodes: ReadonlyArray<NodeStats>
 }
 
 /**
@@ -83,15 +89,22 @@ const layerFor = (
   alias: string
 ): Layer.Layer<Db, ConfigError.ConfigError | DbError.DbError> => {
   const pool = { min: 1, max: options.poolMax, acquireTimeout: options.acquireTimeoutMillis }
+  const replicas = options.replicaUrls.map((url) => ({ url: Redacted.make(url) }))
   switch (engineOf(options.url)) {
     case "pglite":
       return PgliteDatabase.layer({ alias, env: "capacity", acquireTimeout: options.acquireTimeoutMillis })
     case "mysql":
-      return MysqlDatabase.layer({ url: Redacted.make(options.url!), alias, env: "capacity", pool, retry: false })
+      return MysqlDatabase.layer({ url: Redacted.make(options.url!), alias, env: "capacity", pool, retry: false, replicas })
     case "pg":
-      return PgDatabase.layer({ url: Redacted.make(options.url!), alias, env: "capacity", pool, retry: false })
+      return PgDatabase.layer({ url: Redacted.make(options.url!), alias, env: "capacity", pool, retry: false, replicas })
   }
 }
+
+/** One node in the status line: its role, how busy its pool is, and its lag. */
+const nodeStatus = (node: NodeStats): string =>
+  `${node.role} ${Math.round(node.utilization * 100)}%${
+    node.role === "replica" ? ` lag ${node.lagMillis === undefined ? "?" : Math.round(node.lagMillis)} ms${node.usable ? "" : " (out)"}` : ""
+  }`
 
 /** p99 from the growth of a cumulative histogram between two snapshots. */
 const p99 = (
@@ -186,7 +199,8 @@ export const run = (options: Options): Effect.Effect<Result, DbError.DbError | C
           acquireP99Millis: p99(before, after) * 1000,
           timeoutRate: intervalOps === 0 ? 0 : intervalTimeouts / intervalOps,
           opsPerSecond: intervalOps / seconds,
-          breaker: db.breaker?.state() ?? "off"
+          breaker: db.breaker?.state() ?? "off",
+          nodes: options.replicaUrls.length === 0 ? [] : db.replicationStats()
         }
         before = after
         intervalOps = 0
@@ -199,7 +213,9 @@ export const run = (options: Options): Effect.Effect<Result, DbError.DbError | C
             Math.round(sample.utilization * 100)
           }%) | acquire p99 ${sample.acquireP99Millis.toFixed(1)} ms | timeouts ${
             (sample.timeoutRate * 100).toFixed(2)
-          }% | breaker ${sample.breaker} | ${Math.round(sample.opsPerSecond)} ops/s`
+          }% | breaker ${sample.breaker} | ${Math.round(sample.opsPerSecond)} ops/s${
+            sample.nodes.length === 0 ? "" : ` | ${sample.nodes.map(nodeStatus).join(", ")}`
+          }`
         )
       }
     })
@@ -239,6 +255,7 @@ export const run = (options: Options): Effect.Effect<Result, DbError.DbError | C
         // what the pool really is: an embedded database has one session, whatever was asked
         poolMax: db.poolStats().max,
         url: options.url,
+        replicaUrls: options.replicaUrls,
         ramp: options.ramp,
         acquireTimeoutMillis: options.acquireTimeoutMillis,
         slowRatio: options.slowRatio,
@@ -248,7 +265,8 @@ export const run = (options: Options): Effect.Effect<Result, DbError.DbError | C
       advice,
       operations,
       failures,
-      metrics
+      metrics,
+      nodes: options.replicaUrls.length === 0 ? [] : db.replicationStats()
     }
   }).pipe(Effect.provide(layerFor(options, alias)))
 }

@@ -80,6 +80,7 @@ tr.current{background:#ffe9a8;font-weight:600}figure{margin:1.5rem 0}figcaption{
 <tr><td>observed</td><td>${Math.round(a.capacity.observedQueriesPerSecond)} queries/s, ${a.capacity.observedConcurrency.toFixed(2)} connections busy on average</td></tr>
 <tr><td>${scaleOut(result)[0]}</td><td>${scaleOut(result)[1]}</td></tr>
 </tbody></table>
+${nodesHtml(result)}
 ${chart("chart-utilization", "Pool utilization (active / max)", "ratio", result.samples, (s) => s.utilization, ramp)}
 ${chart("chart-acquire", "Acquire latency, p99 (ms)", "ms", result.samples, (s) => s.acquireP99Millis, ramp)}
 ${chart("chart-timeouts", "Timeout rate (%)", "%", result.samples, (s) => s.timeoutRate * 100, ramp)}
@@ -87,6 +88,33 @@ ${chart("chart-timeouts", "Timeout rate (%)", "%", result.samples, (s) => s.time
 <table id="metrics"><tbody>${metrics}</tbody></table>
 </body></html>
 `
+}
+
+/** A row per node, when reads were routed over replicas. */
+const nodeRows = (result: Result): ReadonlyArray<ReadonlyArray<string>> =>
+  result.nodes.map((n) => [
+    n.alias,
+    n.role,
+    `${Math.round(n.utilization * 100)}%`,
+    n.lagMillis === undefined ? "–" : `${Math.round(n.lagMillis)} ms`,
+    n.lagBytes === undefined ? "–" : `${n.lagBytes} B`,
+    n.usable ? "yes" : "no",
+    String(n.reads),
+    String(n.fallbacks)
+  ])
+
+const NODE_COLUMNS = ["node", "role", "utilization", "lag", "lag (bytes)", "usable", "reads", "fallbacks"]
+
+const nodesHtml = (result: Result): string => {
+  if (result.nodes.length === 0) return ""
+  const lagChart = result.nodes.filter((n) => n.role === "replica").map((n) =>
+    `${escape(n.alias)}: ${result.samples.map((s) => Math.round(s.nodes.find((x) => x.alias === n.alias)?.lagMillis ?? 0)).join(" ")} ms`
+  ).join("<br>")
+  return `<h2>Nodes</h2>
+<table id="nodes"><thead><tr>${NODE_COLUMNS.map((c) => `<th>${c}</th>`).join("")}</tr></thead><tbody>${
+    nodeRows(result).map((r) => `<tr>${r.map((c) => `<td>${escape(c)}</td>`).join("")}</tr>`).join("")
+  }</tbody></table>
+<p id="replica-lag">Replica lag per sample: ${lagChart}</p>`
 }
 
 /** How far the database lets the app scale out: server arithmetic, or what an embedded database is. */
@@ -114,6 +142,12 @@ export const text = (result: Result): string => {
     ),
     "",
     `Capacity: ${Number.isFinite(a.capacity.queriesPerSecondCapacity) ? Math.round(a.capacity.queriesPerSecondCapacity) : "–"} queries/s per app server (pool ${a.capacity.poolMax} ÷ ${a.capacity.meanQueryMillis.toFixed(2)} ms); observed ${Math.round(a.capacity.observedQueriesPerSecond)} queries/s at ${a.capacity.observedConcurrency.toFixed(2)} busy connections; ${scaleOut(result).join(": ")}`,
+    ...(result.nodes.length === 0 ? [] : [
+      "",
+      "Nodes:",
+      `  ${NODE_COLUMNS.join(" | ")}`,
+      ...nodeRows(result).map((r) => `  ${r.join(" | ")}`)
+    ]),
     "",
     "Metrics:",
     ...result.metrics.map(([k, v]) => `  ${k}: ${v}`),

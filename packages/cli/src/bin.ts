@@ -19,6 +19,10 @@ const users = Options.integer("users").pipe(Options.withDefault(10), Options.wit
 const duration = Options.integer("duration").pipe(Options.withDefault(8), Options.withDescription("seconds to run"))
 const poolMax = Options.integer("pool-max").pipe(Options.withDefault(5), Options.withDescription("pool size"))
 const url = Options.text("url").pipe(Options.optional, Options.withDescription("postgres://… or mysql://…; default: embedded PGlite"))
+const replicaUrl = Options.text("replica-url").pipe(
+  Options.repeated,
+  Options.withDescription("a read replica of --url (repeatable): reads are routed over the replicas")
+)
 const ramp = Options.boolean("ramp").pipe(Options.withDescription("add users one by one to see the trend"))
 const acquireTimeout = Options.integer("acquire-timeout").pipe(Options.withDefault(1_000), Options.withDescription("ms"))
 const slowRatio = Options.float("slow-ratio").pipe(Options.withDefault(0.02), Options.withDescription("share of slow (50 ms) queries"))
@@ -26,7 +30,7 @@ const report = Options.text("report").pipe(Options.withDefault("capacity-report.
 
 const command = Command.make(
   "capacity",
-  { users, duration, poolMax, url, ramp, acquireTimeout, slowRatio, report },
+  { users, duration, poolMax, url, replicaUrl, ramp, acquireTimeout, slowRatio, report },
   (o) =>
     Effect.gen(function*() {
       const target = Option.getOrUndefined(o.url) ?? process.env["DATABASE_URL"]
@@ -34,13 +38,16 @@ const command = Command.make(
       // an embedded database is one session in this process: --pool-max does not apply to it
       const pool = engine === "pglite" ? "pool 1 (one embedded session)" : `pool max ${o.poolMax}`
       yield* Console.log(
-        `effect-dal capacity check on ${engine}: ${o.users} users, ${o.duration} s, ${pool}${o.ramp ? ", ramping up" : ""}`
+        `effect-dal capacity check on ${engine}: ${o.users} users, ${o.duration} s, ${pool}${
+          o.replicaUrl.length === 0 ? "" : `, ${o.replicaUrl.length} replica(s)`
+        }${o.ramp ? ", ramping up" : ""}`
       )
       const result = yield* CapacityCheck.run({
         users: o.users,
         durationSeconds: o.duration,
         poolMax: o.poolMax,
         url: target,
+        replicaUrls: o.replicaUrl,
         ramp: o.ramp,
         acquireTimeoutMillis: o.acquireTimeout,
         slowRatio: o.slowRatio,

@@ -4,6 +4,10 @@ import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
+import { PgCluster } from "@effect-dal/testkit"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Scope from "effect/Scope"
 import { afterAll, describe, expect, it } from "vitest"
 
 const run = promisify(execFile)
@@ -68,4 +72,28 @@ describe("npm start: the capacity check", () => {
     expect(rate).toBeGreaterThan(5)
     expect(readFileSync(report, "utf8")).toContain("dashed: virtual users")
   })
+
+  it("with --replica-url, reads are routed over the replicas and each node's utilization and lag are shown", async () => {
+    const port = 58_900 + (process.pid % 30) * 3
+    const scope = Effect.runSync(Scope.make())
+    try {
+      const cluster = await Effect.runPromise(Scope.extend(PgCluster.makeReplicated(port, [port + 1, port + 2]), scope))
+      const report = join(dir, "replicas.html")
+      const out = await capacity(
+        ["--users", "6", "--duration", "3", "--slow-ratio", "0", "--url", cluster.primary.url,
+          ...cluster.replicas.flatMap((r) => ["--replica-url", r.url])],
+        report
+      )
+      expect(out).toContain("capacity check on pg: 6 users, 3 s, pool max 5, 2 replica(s)")
+      expect(out).toMatch(/\| primary \d+%, replica \d+% lag \d+ ms, replica \d+% lag \d+ ms/) // the live status line
+      const nodes = out.slice(out.indexOf("Nodes:")).split("\n").filter((l) => l.includes(" | replica | "))
+      expect(nodes).toHaveLength(2)
+      for (const line of nodes) expect(Number(line.split(" | ")[6])).toBeGreaterThan(0) // reads routed to it
+      const html = readFileSync(report, "utf8")
+      expect(html).toContain('id="nodes"')
+      expect(html).toContain('id="replica-lag"')
+    } finally {
+      await Effect.runPromise(Scope.close(scope, Exit.void))
+    }
+  }, 120_000)
 })

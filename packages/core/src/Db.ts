@@ -228,6 +228,8 @@ export interface DbService extends Executor {
   readonly replicationStats: () => ReadonlyArray<NodeStats>
   /** Commit positions of this database's engine, when it has replication. */
   readonly replication: Replication.Replication | undefined
+  /** The commit position of this fiber's last write, as a token (see `Db.commitToken`). */
+  readonly commitToken: Effect.Effect<string | undefined>
 }
 
 /**
@@ -244,6 +246,8 @@ export interface NodeStats {
   readonly lagMillis: number | undefined
   /** Whether reads may go to it now (reachable, within `maxLag`, breaker not open). */
   readonly usable: boolean
+  /** Its pool's connections in use over its max. */
+  readonly utilization: number
   /** Reads routed to it. */
   readonly reads: number
   /** Reads that could not run on it and went elsewhere. */
@@ -317,14 +321,7 @@ export class Db extends Context.Tag("@effect-dal/core/Db")<Db, DbService>() {
    * The commit position of this fiber's last write to the current `Db`, as a
    * string for a header or a cookie; `undefined` before any write.
    */
-  static commitToken: Effect.Effect<string | undefined, never, Db> = Effect.flatMap(
-    Db,
-    (db) =>
-      Effect.map(FiberRef.get(Replication.currentWrites), (writes) => {
-        const position = writes.get(db.alias)?.position
-        return position === undefined ? undefined : Replication.encodeToken(position)
-      })
-  )
+  static commitToken: Effect.Effect<string | undefined, never, Db> = Effect.flatMap(Db, (db) => db.commitToken)
 
   /**
    * Runs `effect` as if this fiber had made the write behind `token` (from
@@ -347,6 +344,13 @@ export class Db extends Context.Tag("@effect-dal/core/Db")<Db, DbService>() {
         }))
     })
 }
+
+/**
+ * A pool's connections in use over its max.
+ *
+ * @since 0.2.0
+ */
+export const utilizationOf = (stats: Pool.PoolStats): number => (stats.max === 0 ? 0 : stats.active / stats.max)
 
 /**
  * Builds a `Db` for an engine's driver, from its parts: the core (pool,
@@ -394,10 +398,15 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
         lagBytes: 0,
         lagMillis: 0,
         usable: core.breaker?.state() !== "open",
+        utilization: utilizationOf(core.pool.stats()),
         reads: 0,
         fallbacks: 0
       }],
       replication: driver.replication,
+      commitToken: Effect.map(FiberRef.get(Replication.currentWrites), (writes) => {
+        const position = writes.get(config.alias)?.position
+        return position === undefined ? undefined : Replication.encodeToken(position)
+      }),
       transaction: transactions.scoped(handle),
       withTransaction: (effect, options) => transactions.run(effect, options ?? {}, identity),
       sql

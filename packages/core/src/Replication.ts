@@ -110,6 +110,8 @@ export const currentMode: FiberRef.FiberRef<RoutingMode> = FiberRef.unsafeMake<R
  */
 export interface WriteMark {
   readonly position?: string | undefined
+  /** A write committed since `position` was read: the next read reads the primary's position first. */
+  readonly pending?: boolean | undefined
   readonly stickyUntil?: number | undefined
 }
 

@@ -85,7 +85,7 @@ layer(Layer.scoped(Cluster, PgCluster.makeReplicated(PORT, [PORT + 1, PORT + 2])
         const cluster = yield* Cluster
         const db = yield* Db
         const replicaPorts = cluster.replicas.map((r) => r.port)
-        yield* Db.execute("CREATE TABLE IF NOT EXISTS [routing_t] (id int PRIMARY KEY, v int)")
+        // no write yet in this fiber: any replica may serve its reads
         const seen = new Set<number>()
         for (let i = 0; i < 40; i++) {
           const port = portOf(yield* Db.execute<{ port: number }>("SELECT inet_server_port() AS port"))
@@ -93,6 +93,7 @@ layer(Layer.scoped(Cluster, PgCluster.makeReplicated(PORT, [PORT + 1, PORT + 2])
           seen.add(port)
         }
         expect(seen.size, JSON.stringify(db.replicationStats())).toBe(2) // both replicas serve reads
+        yield* Db.execute("CREATE TABLE IF NOT EXISTS [routing_t] (id int PRIMARY KEY, v int)")
         // sql templates follow the same rules
         const sql = yield* SqlClient.SqlClient
         const [viaSql] = yield* sql<{ port: number }>`SELECT inet_server_port() AS port`

@@ -8,11 +8,12 @@
  * @since 0.2.0
  */
 import type { DbService, Driver, NodeStats } from "@effect-dal/core"
-import { DbError as DbErrors, Metrics, Replication } from "@effect-dal/core"
+import { DbError as DbErrors, DbModule, Metrics, Replication } from "@effect-dal/core"
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlConnection from "@effect/sql/SqlConnection"
 import { SqlError } from "@effect/sql/SqlError"
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -156,30 +157,35 @@ export const make = (options: {
       )
     }
 
-    /** Remembers that this fiber wrote: the commit position, or when its reads may leave the primary. */
+    const mark = (patch: Replication.WriteMark) =>
+      FiberRef.update(Replication.currentWrites, (writes) => new Map(writes).set(alias, { ...writes.get(alias), ...patch }))
+
+    /**
+     * Remembers that this fiber wrote. In `position` mode the write only
+     * leaves a mark: the position is read from the primary when a read (or
+     * `commitToken`) first needs it, so writes pay no round trip, and a
+     * position read after the commit is at or past it.
+     */
     const recordWrite: Effect.Effect<void> = rywMode === false
       ? Effect.void
       : rywMode === "delay"
       ? Effect.suspend(() => mark({ stickyUntil: Date.now() + stickyMillis }))
-      : Effect.flatMap(
+      : mark({ pending: true })
+
+    /** The fiber's commit position, read from the primary if a write left it pending. */
+    const commitPosition = (written: Replication.WriteMark | undefined): Effect.Effect<string | undefined> => {
+      if (written?.pending !== true) return Effect.succeed(written?.position)
+      return Effect.flatMap(
         Effect.either(primary.execute<{ position: string }>(replication.currentPositionSql)),
         (result) => {
           const position = Either.isRight(result) ? result.right[0]?.position || undefined : undefined
           // without the position, the safe answer is the primary for a while
-          if (position === undefined) return mark({ stickyUntil: Date.now() + stickyMillis })
-          return FiberRef.update(Replication.currentWrites, (writes) => {
-            const before = writes.get(alias)?.position
-            const next = new Map(writes)
-            next.set(alias, {
-              ...writes.get(alias),
-              position: before === undefined ? position : replication.merge(before, position)
-            })
-            return next
-          })
+          if (position === undefined) return Effect.as(mark({ pending: false, stickyUntil: Date.now() + stickyMillis }), undefined)
+          const merged = written.position === undefined ? position : replication.merge(written.position, position)
+          return Effect.as(mark({ pending: false, position: merged }), merged)
         }
       )
-    const mark = (patch: Replication.WriteMark) =>
-      FiberRef.update(Replication.currentWrites, (writes) => new Map(writes).set(alias, { ...writes.get(alias), ...patch }))
+    }
 
     /** A write outside a transaction, on the primary; its position is remembered once it succeeded. */
     const write = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
@@ -206,9 +212,12 @@ export const make = (options: {
       const mode = fiber.getFiberRef(Replication.currentMode)
       if (mode === "primary") return onPrimary(run, undefined)
       const written = mode === "replica" ? undefined : fiber.getFiberRef(Replication.currentWrites).get(alias)
-      if (written?.stickyUntil !== undefined && Date.now() < written.stickyUntil) return onPrimary(run, undefined)
-      const token = rywMode === "position" ? written?.position : undefined
-      return attempt(sql, token, run, [])
+      if (written === undefined) return attempt(sql, undefined, run, [])
+      if (written.pending === true) {
+        return Effect.flatMap(commitPosition(written), () => read(fiber, sql, run))
+      }
+      if (written.stickyUntil !== undefined && Date.now() < written.stickyUntil) return onPrimary(run, undefined)
+      return attempt(sql, rywMode === "position" ? written.position : undefined, run, [])
     }
 
     const attempt = <A, E, R>(
@@ -247,9 +256,17 @@ export const make = (options: {
       replica.inFlight++
       replica.reads++
       routed(replica.db)
-      return run(replica.db).pipe(
-        Effect.ensuring(Effect.sync(() => replica.inFlight--)),
-        Effect.catchAll((e) => {
+      // one op on the way back, whatever the outcome
+      return Effect.matchCauseEffect(run(replica.db), {
+        onSuccess: (a) => {
+          replica.inFlight--
+          return Effect.succeed(a)
+        },
+        onFailure: (cause) => {
+          replica.inFlight--
+          const failure = Cause.failureOption(cause)
+          if (failure._tag === "None") return Effect.failCause(cause)
+          const e = failure.value
           const error = ourError(e)
           if (error === undefined) return Effect.fail(e)
           if (replication.isReadOnlyRejection(error)) {
@@ -262,8 +279,8 @@ export const make = (options: {
           if (unreachable(error)) replica.reachable = false
           fellBack("replicaFailed")
           return attempt(sql, token, run, [...tried, replica])
-        })
-      )
+        }
+      })
     }
 
     const inTransaction = (fiber: Fiber.RuntimeFiber<unknown, unknown>) => fiber.getFiberRef(currentTransactionNode)
@@ -407,6 +424,7 @@ export const make = (options: {
         lagBytes: 0,
         lagMillis: 0,
         usable: primary.breaker?.state() !== "open",
+        utilization: DbModule.utilizationOf(primary.poolStats()),
         reads: primaryReads,
         fallbacks: 0
       },
@@ -416,6 +434,7 @@ export const make = (options: {
         lagBytes: r.lagBytes,
         lagMillis: r.lagMillis,
         usable: r.usable(),
+        utilization: DbModule.utilizationOf(r.db.poolStats()),
         reads: r.reads,
         fallbacks: r.fallbacks
       }))
@@ -447,7 +466,12 @@ export const make = (options: {
         Effect.forEach(replicas, (r) => r.db.refreshMetrics, { discard: true })
       ),
       replicationStats,
-      replication
+      replication,
+      commitToken: Effect.flatMap(FiberRef.get(Replication.currentWrites), (writes) =>
+        Effect.map(
+          commitPosition(writes.get(alias)),
+          (position) => (position === undefined ? undefined : Replication.encodeToken(position))
+        ))
     }
     return service
   })
