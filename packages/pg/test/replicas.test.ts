@@ -8,10 +8,12 @@ import type { DatabaseConfig } from "@effect-dal/core"
 import { PgDatabase } from "@effect-dal/pg"
 import { Bank, PgCluster } from "@effect-dal/testkit"
 import * as SqlClient from "@effect/sql/SqlClient"
+import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Stream from "effect/Stream"
 import * as Pg from "pg"
 import { unique } from "./helpers.js"
 
@@ -98,6 +100,9 @@ layer(Layer.scoped(Cluster, PgCluster.makeReplicated(PORT, [PORT + 1, PORT + 2])
         const sql = yield* SqlClient.SqlClient
         const [viaSql] = yield* sql<{ port: number }>`SELECT inet_server_port() AS port`
         expect(replicaPorts).toContain(Number(viaSql!.port))
+        // and so do streams
+        const streamed = yield* Stream.runCollect(Db.stream<{ port: number }>("SELECT inet_server_port() AS port"))
+        expect(replicaPorts).toContain(Number(Chunk.unsafeHead(streamed).port))
         // a write runs on the primary
         const written = yield* Db.execute<{ port: number }>(
           "INSERT INTO [routing_t] VALUES (?, inet_server_port()) ON CONFLICT (id) DO UPDATE SET v = excluded.v RETURNING v AS port",
