@@ -24,8 +24,23 @@ import { resolveOptions } from "./Pool.js"
  * @since 0.1.0
  */
 export interface DatabaseOptions {
-  /** A connection URL (`postgres://user:pass@host:port/db`); explicit fields win over it. */
+  /**
+   * A connection URL (`postgres://user:pass@host:port/db`); explicit fields
+   * win over it. Several hosts are libpq's multi-host form,
+   * `postgres://u@h1:5432,h2:5433/db?target_session_attrs=read-write`.
+   */
   readonly url?: Redacted.Redacted | string | undefined
+  /**
+   * Several servers of one database, tried in order for each new connection
+   * until one has the `targetRole`; wins over `host` and `port`.
+   */
+  readonly hosts?: ReadonlyArray<{ readonly host: string; readonly port?: number | undefined }> | undefined
+  /**
+   * Which server a connection may be opened to, with libpq's
+   * `target_session_attrs` meanings: `any` (default), `read-write`,
+   * `primary`, `standby` or `prefer-standby`. Also from the URL parameter.
+   */
+  readonly targetRole?: TargetRole | undefined
   readonly database?: string | undefined
   /** Default `localhost`. */
   readonly host?: string | undefined
@@ -103,10 +118,28 @@ export const replicaOptions = <O extends DatabaseOptions>(
   const { replicas: _replicas, replication: _replication, ...base } = primary
   const address = replica.url === undefined
     ? base
-    : { ...base, url: undefined, host: undefined, port: undefined, database: undefined, user: undefined, password: undefined }
+    : {
+      ...base,
+      url: undefined,
+      host: undefined,
+      port: undefined,
+      hosts: undefined,
+      database: undefined,
+      user: undefined,
+      password: undefined
+    }
   const { weight: _weight, ...own } = replica
   return { ...address, ...own, alias: replica.alias ?? `${primaryAlias}_replica_${index + 1}` } as unknown as O
 }
+
+/**
+ * libpq's `target_session_attrs`: which server a connection may be opened to.
+ *
+ * @since 0.2.0
+ */
+export type TargetRole = "any" | "read-write" | "primary" | "standby" | "prefer-standby"
+
+const targetRoles: ReadonlyArray<TargetRole> = ["any", "read-write", "primary", "standby", "prefer-standby"]
 
 /**
  * Validated options with every default applied.
@@ -115,8 +148,12 @@ export const replicaOptions = <O extends DatabaseOptions>(
  */
 export interface DatabaseConfig {
   readonly database: string
+  /** The first of `hosts`. */
   readonly host: string
   readonly port: number
+  /** Every server of the database, in the order connections try them; at least one. */
+  readonly hosts: ReadonlyArray<{ readonly host: string; readonly port: number }>
+  readonly targetRole: TargetRole
   readonly user: string | undefined
   readonly password: Redacted.Redacted | undefined
   readonly alias: string
@@ -152,12 +189,13 @@ export interface EngineDefaults {
 const invalid = (field: string, message: string) => ConfigError.InvalidData([field], message)
 
 const parseUrl = (
-  raw: string,
+  url_: string,
   engine: EngineDefaults
 ): Either.Either<
   {
     host?: string
     port?: number
+    hosts?: Array<{ host: string; port?: number }>
     database?: string
     user?: string
     password?: string
@@ -165,6 +203,19 @@ const parseUrl = (
   },
   ConfigError.ConfigError
 > => {
+  let raw = url_
+  // libpq's multi-host authority (h1:5432,h2:5433) is no URL: the first host stands in for the rest
+  const authority = /^([a-z][a-z0-9+.-]*:\/\/)([^/?#@]*@)?([^/?#]*)(.*)$/i.exec(raw)
+  const hostList = authority?.[3] ?? ""
+  const extraHosts: Array<{ host: string; port?: number }> = []
+  if (authority !== null && hostList.includes(",")) {
+    for (const entry of hostList.split(",")) {
+      const m = /^(\[[^\]]+\]|[^:]*)(?::(\d+))?$/.exec(entry.trim())
+      if (m === null || m[1] === "") return Either.left(invalid("url", `has an invalid host "${entry}"`))
+      extraHosts.push({ host: m[1]!.replace(/^\[(.*)\]$/, "$1"), ...(m[2] === undefined ? {} : { port: Number(m[2]) }) })
+    }
+    raw = `${authority[1]}${authority[2] ?? ""}${hostList.split(",")[0]!.trim()}${authority[4]}`
+  }
   let url: URL
   try {
     url = new URL(raw)
@@ -184,11 +235,12 @@ const parseUrl = (
   const out: {
     host?: string
     port?: number
+    hosts?: Array<{ host: string; port?: number }>
     database?: string
     user?: string
     password?: string
     params: Record<string, string>
-  } = { params }
+  } = { params, ...(extraHosts.length > 0 ? { hosts: extraHosts } : {}) }
   const host = params["host"] ?? (url.hostname === "" ? undefined : decodeURIComponent(url.hostname))
   if (host !== undefined) out.host = host.replace(/^\[(.*)\]$/, "$1")
   if (url.port !== "") out.port = Number(url.port)
@@ -251,8 +303,22 @@ export const resolve = (
     if (!Number.isInteger(port) || port < 1 || port > 65535) {
       return Effect.fail(invalid("port", `must be an integer from 1 to 65535, got ${port}`))
     }
-    const host = options.host ?? u.host ?? "localhost"
-    if (host.trim() === "") return Effect.fail(invalid("host", "must not be empty"))
+    const listed = options.hosts ?? (options.host === undefined && options.port === undefined ? u.hosts : undefined)
+    const hosts = listed === undefined
+      ? [{ host: options.host ?? u.host ?? "localhost", port }]
+      : listed.map((h) => ({ host: h.host, port: h.port ?? port }))
+    if (hosts.length === 0) return Effect.fail(invalid("hosts", "must list at least one host"))
+    for (const h of hosts) {
+      if (h.host.trim() === "") return Effect.fail(invalid("host", "must not be empty"))
+      if (!Number.isInteger(h.port) || h.port < 1 || h.port > 65535) {
+        return Effect.fail(invalid("port", `must be an integer from 1 to 65535, got ${h.port}`))
+      }
+    }
+    const host = hosts[0]!.host
+    const targetRole = options.targetRole ?? (u.params["target_session_attrs"] as TargetRole | undefined) ?? "any"
+    if (!targetRoles.includes(targetRole)) {
+      return Effect.fail(invalid("targetRole", `must be one of ${targetRoles.join(", ")}, got "${targetRole}"`))
+    }
     const pool = options.pool ?? {}
     for (const field of ["min", "max"] as const) {
       const value = pool[field]
@@ -296,8 +362,8 @@ export const resolve = (
     }
     const hash = createHash("sha256").update(JSON.stringify([
       engine.engine,
-      host,
-      port,
+      hosts,
+      targetRole,
       database,
       user ?? null,
       alias,
@@ -313,7 +379,9 @@ export const resolve = (
     return Effect.succeed({
       database,
       host,
-      port,
+      port: hosts[0]!.port,
+      hosts,
+      targetRole,
       user,
       password,
       alias,

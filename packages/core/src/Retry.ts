@@ -77,7 +77,7 @@ export const isRetryableStatement = (error: DbError, read: boolean, idempotent: 
     case "QueryError":
       // the server rolled the statement back as a whole
       return error.category === "serialization" || error.category === "deadlock" ||
-        (error.category === "resource" && error.transient)
+        ((error.category === "resource" || error.category === "unavailable") && error.transient)
     default:
       return false
   }
@@ -95,7 +95,8 @@ export const isRetryableTransaction = (error: DbError): boolean => {
       return true
     case "QueryError":
       return error.category === "serialization" || error.category === "deadlock" ||
-        (error.category === "cancelled" && error.transient) || (error.category === "resource" && error.transient)
+        ((error.category === "cancelled" || error.category === "resource" || error.category === "unavailable") &&
+          error.transient)
     default:
       return false
   }

@@ -57,7 +57,7 @@ const ownedDir = (prefix: string): string => {
 }
 
 /** One server's data directory under `dir`, started and stopped with pg_ctl. */
-const server = (dir: string, port: number) => {
+const server = (dir: string, port: number, settings: ReadonlyArray<string> = []) => {
   const data = join(dir, `data-${port}`)
   const pgctl = (args: ReadonlyArray<string>) => run("pg_ctl", ["-D", data, ...args])
   const start = () =>
@@ -67,7 +67,7 @@ const server = (dir: string, port: number) => {
       "-l",
       join(dir, `log-${port}`),
       "-o",
-      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50`
+      [`-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50`, ...settings].join(" ")
     ])
   const kill = () => {
     try {
@@ -76,13 +76,27 @@ const server = (dir: string, port: number) => {
       // already stopped
     }
   }
-  const cluster: PgCluster = {
+  const cluster: PgServer = {
     port,
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
     stop: Effect.sync(() => pgctl(["stop", "-m", "fast", "-w"])),
-    start: Effect.sync(start)
+    start: Effect.sync(start),
+    kill: Effect.sync(kill),
+    promote: Effect.sync(() => pgctl(["promote", "-w"]))
   }
   return { data, pgctl, start, kill, cluster }
+}
+
+/**
+ * A server of a replicated cluster.
+ *
+ * @since 0.2.0
+ */
+export interface PgServer extends PgCluster {
+  /** Stops the server at once, as a crash would (`pg_ctl stop -m immediate`). */
+  readonly kill: Effect.Effect<void>
+  /** Promotes a standby to primary (`pg_ctl promote`), and waits until it is. */
+  readonly promote: Effect.Effect<void>
 }
 
 /**
@@ -112,11 +126,8 @@ export const make = (port: number): Effect.Effect<PgCluster, never, Scope.Scope>
  * @since 0.2.0
  */
 export interface PgReplicatedCluster {
-  readonly primary: PgCluster
-  readonly replicas: ReadonlyArray<PgCluster & {
-    /** Stops the server at once, as a crash would (`pg_ctl stop -m immediate`). */
-    readonly kill: Effect.Effect<void>
-  }>
+  readonly primary: PgServer
+  readonly replicas: ReadonlyArray<PgServer>
   /** How long making the primary and its replicas took. */
   readonly setupMillis: number
 }
@@ -131,13 +142,18 @@ export interface PgReplicatedCluster {
  */
 export const makeReplicated = (
   port: number,
-  replicaPorts: ReadonlyArray<number>
+  replicaPorts: ReadonlyArray<number>,
+  options: {
+    /** Every commit waits for a standby (`synchronous_standby_names = '*'`, `synchronous_commit = on`). */
+    readonly synchronous?: boolean
+  } = {}
 ): Effect.Effect<PgReplicatedCluster, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.sync(() => {
       const started = Date.now()
       const dir = ownedDir("dal-pgreplicas-")
-      const primary = server(dir, port)
+      // only the primary asks for a synchronous standby: a promoted standby must not wait for one
+      const primary = server(dir, port, options.synchronous === true ? ["-c synchronous_standby_names='*'"] : [])
       run("initdb", ["-D", primary.data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
       primary.start()
       const replicas = replicaPorts.map((replicaPort) => {
@@ -157,6 +173,6 @@ export const makeReplicated = (
       })
   ).pipe(Effect.map(({ primary, replicas, setupMillis }) => ({
     primary: primary.cluster,
-    replicas: replicas.map((r) => ({ ...r.cluster, kill: Effect.sync(r.kill) })),
+    replicas: replicas.map((r) => r.cluster),
     setupMillis
   })))

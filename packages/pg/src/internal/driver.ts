@@ -1,10 +1,9 @@
-import type { DatabaseConfig, DbError } from "@effect-dal/core"
-import { CancelGate, Dialect, Driver, StatementCache } from "@effect-dal/core"
+import type { DatabaseConfig } from "@effect-dal/core"
+import { CancelGate, DbError, Dialect, Driver, StatementCache } from "@effect-dal/core"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Statement from "@effect/sql/Statement"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
-import { replication } from "./replication.js"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
@@ -13,6 +12,7 @@ import type { ConnectionOptions } from "node:tls"
 import * as Pg from "pg"
 import Cursor from "pg-cursor"
 import { classify } from "../PgErrors.js"
+import { replication } from "./replication.js"
 
 /** How long a cancel request may take to reach the server. */
 const CANCEL_GRACE_MS = 5_000
@@ -65,7 +65,14 @@ class PgConnection implements Driver.DriverConnection {
   private readonly cache: StatementCache.StatementCache
   private evicted: Array<string> = []
 
-  constructor(readonly client: Pg.Client, endpoint: Endpoint, cacheSize: number, cacheStats: StatementCache.Stats) {
+  constructor(
+    readonly client: Pg.Client,
+    endpoint: Endpoint,
+    cacheSize: number,
+    cacheStats: StatementCache.Stats,
+    /** Which server this connection may stay on (checked when it is validated), from `targetRole`. */
+    private readonly role: DatabaseConfig.TargetRole = "any"
+  ) {
     this.cache = new StatementCache.StatementCache(cacheSize, cacheStats, (name) => {
       // pg remembers what it prepared; forget it there too. The server copy is freed once the
       // connection is idle again (see settle): a second query may not be queued behind one in flight
@@ -110,8 +117,21 @@ class PgConnection implements Driver.DriverConnection {
         const name = prepared && params.length > 0 ? this.cache.lookup(sql) : undefined
         const callback = (err: Error | null, result: Pg.QueryResult | Array<Pg.QueryResult>) => {
           if (err) {
-            const error = classify(err, sql, "query")
+            let error = classify(err, sql, "query")
             if (error._tag === "ConnectionError") this.broken = true
+            if (error._tag === "QueryError" && error.code === "25006" && wantsWrites(this.role)) {
+              // a server that should take writes refuses one: it was demoted or fenced. Nothing was applied;
+              // the connection goes, and the statement may run again on the server that took over
+              this.broken = true
+              error = new DbError.QueryError({
+                category: "unavailable",
+                code: error.code,
+                transient: true,
+                sql: error.sql,
+                cause: error.cause,
+                detail: error.detail
+              })
+            }
             // "cached plan must not change result type": the table changed under the prepared statement
             if (name !== undefined && error.code === "0A000") {
               this.cache.invalidate(sql)
@@ -166,8 +186,21 @@ class PgConnection implements Driver.DriverConnection {
           : { name, text: sql, values: row as Array<unknown> }
         this.client.query(config, (err: Error | null, result: Pg.QueryResult) => {
           if (err) {
-            const error = classify(err, sql, "query")
+            let error = classify(err, sql, "query")
             if (error._tag === "ConnectionError") this.broken = true
+            if (error._tag === "QueryError" && error.code === "25006" && wantsWrites(this.role)) {
+              // a server that should take writes refuses one: it was demoted or fenced. Nothing was applied;
+              // the connection goes, and the statement may run again on the server that took over
+              this.broken = true
+              error = new DbError.QueryError({
+                category: "unavailable",
+                code: error.code,
+                transient: true,
+                sql: error.sql,
+                cause: error.cause,
+                detail: error.detail
+              })
+            }
             failure ??= error
           } else affected += result.rowCount ?? 0
           if (--pending === 0) {
@@ -200,7 +233,13 @@ class PgConnection implements Driver.DriverConnection {
   }
 
   get ping() {
-    return Effect.asVoid(this.query("SELECT 1", [], "raw", false))
+    if (this.role === "any" || this.role === "prefer-standby") return Effect.asVoid(this.query("SELECT 1", [], "raw", false))
+    // the server's role may have changed since the connection was opened (a promotion, a demotion)
+    return Effect.flatMap(this.query(ROLE_SQL, [], "rows", false), (rows: Array<RoleRow>) => {
+      if (fits(this.role, rows[0])) return Effect.void
+      this.broken = true
+      return Effect.fail(roleMismatch(this.role, undefined))
+    })
   }
 
   transactionState() {
@@ -272,13 +311,48 @@ export const clientConfigOf = (config: DatabaseConfig.DatabaseConfig, options: P
   }
 }
 
-/** @internal */
-export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDriverOptions): Driver.Driver => {
-  const endpoint = { host: config.host, port: config.port }
-  const clientConfig = clientConfigOf(config, options)
-  const statementCache = StatementCache.makeStats()
-  const connect = Effect.async<Driver.DriverConnection, DbError.DbError>((resume) => {
-    const client = new Pg.Client(clientConfig)
+/** What a connection learns of its server's role. */
+interface RoleRow {
+  readonly recovery: boolean
+  readonly read_only: boolean
+}
+
+const ROLE_SQL = "SELECT pg_is_in_recovery() AS recovery, current_setting('default_transaction_read_only') = 'on' AS read_only"
+
+const wantsWrites = (role: DatabaseConfig.TargetRole) => role === "read-write" || role === "primary"
+
+/** libpq's `target_session_attrs`, checked on a server's answer to `ROLE_SQL`. */
+const fits = (role: DatabaseConfig.TargetRole, row: RoleRow | undefined): boolean => {
+  if (row === undefined) return false
+  switch (role) {
+    case "read-write":
+      return !row.recovery && !row.read_only
+    case "primary":
+      return !row.recovery
+    case "standby":
+      return row.recovery
+    default:
+      return true
+  }
+}
+
+const roleMismatch = (role: DatabaseConfig.TargetRole, tried: string | undefined) =>
+  new DbError.ConnectionError({
+    phase: "connect",
+    transient: true,
+    code: undefined,
+    sql: undefined,
+    cause: new Error(
+      tried === undefined
+        ? `the server no longer fits target role "${role}"`
+        : `no server fits target role "${role}" (tried ${tried})`
+    )
+  })
+
+/** Opens one `pg.Client` to `endpoint`. */
+const open = (clientConfig: Pg.ClientConfig, endpoint: Endpoint) =>
+  Effect.async<Pg.Client, DbError.DbError>((resume) => {
+    const client = new Pg.Client({ ...clientConfig, host: endpoint.host, port: endpoint.port })
     let done = false
     // until connected, a socket error is reported through connect's callback; afterwards through the connection
     const swallow = () => {}
@@ -290,7 +364,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDri
         client.end(() => {})
         resume(Effect.fail(classify(err, undefined, "connect")))
       } else {
-        resume(Effect.succeed(new PgConnection(client, endpoint, config.statementCacheSize, statementCache)))
+        resume(Effect.succeed(client))
       }
     })
     return Effect.sync(() => {
@@ -300,6 +374,68 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDri
       }
     })
   })
+
+const roleOf = (client: Pg.Client) =>
+  Effect.async<RoleRow | undefined, DbError.DbError>((resume) => {
+    client.query(ROLE_SQL, (err: Error | null, result: Pg.QueryResult) => {
+      if (err) resume(Effect.fail(classify(err, ROLE_SQL, "connect")))
+      else resume(Effect.succeed(result.rows[0] as RoleRow | undefined))
+    })
+  })
+
+/**
+ * Opens a connection as libpq does with several hosts: each in order until
+ * one answers and fits the target role (checked after the connection is
+ * open, so a write never goes to a server that was not seen writable);
+ * `prefer-standby` tries for a standby first, then any.
+ */
+const connectTo = (
+  clientConfig: Pg.ClientConfig,
+  hosts: ReadonlyArray<Endpoint>,
+  role: DatabaseConfig.TargetRole
+): Effect.Effect<readonly [Pg.Client, Endpoint], DbError.DbError> => {
+  const passes: ReadonlyArray<DatabaseConfig.TargetRole> = role === "prefer-standby" ? ["standby", "any"] : [role]
+  const attempt = (pass: number, index: number, lastError: DbError.DbError | undefined): Effect.Effect<
+    readonly [Pg.Client, Endpoint],
+    DbError.DbError
+  > => {
+    if (index >= hosts.length) {
+      if (pass + 1 < passes.length) return attempt(pass + 1, 0, lastError)
+      return Effect.fail(
+        role === "any" && lastError !== undefined
+          ? lastError
+          : roleMismatch(role, hosts.map((h) => `${h.host}:${h.port}`).join(", "))
+      )
+    }
+    const endpoint = hosts[index]!
+    const want = passes[pass]!
+    const next = (error: DbError.DbError) => attempt(pass, index + 1, error)
+    return Effect.matchEffect(open(clientConfig, endpoint), {
+      onFailure: next,
+      onSuccess: (client) =>
+        want === "any"
+          ? Effect.succeed([client, endpoint] as const)
+          : Effect.matchEffect(roleOf(client), {
+            onFailure: (error) => Effect.zipRight(Effect.sync(() => client.end(() => {})), next(error)),
+            onSuccess: (row) =>
+              fits(want, row)
+                ? Effect.succeed([client, endpoint] as const)
+                : Effect.zipRight(Effect.sync(() => client.end(() => {})), next(roleMismatch(want, `${endpoint.host}:${endpoint.port}`)))
+          })
+    })
+  }
+  return attempt(0, 0, undefined)
+}
+
+/** @internal */
+export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDriverOptions): Driver.Driver => {
+  const clientConfig = clientConfigOf(config, options)
+  const statementCache = StatementCache.makeStats()
+  const connect = Effect.map(
+    connectTo(clientConfig, config.hosts, config.targetRole),
+    ([client, endpoint]): Driver.DriverConnection =>
+      new PgConnection(client, endpoint, config.statementCacheSize, statementCache, config.targetRole)
+  )
   const transformRows = options.transformResultNames
     ? Statement.defaultTransforms(options.transformResultNames, options.transformJson).array
     : undefined
