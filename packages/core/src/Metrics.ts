@@ -80,7 +80,11 @@ export const metrics = {
   /** Reads routed to a replica, labelled with the replica's own labels. */
   routedReads: Metric.counter("dal.routing.reads", { incremental: true }),
   /** Reads that went to the primary after all, by `reason`: noReplica, lag, readOnly, replicaFailed. */
-  routingFallbacks: Metric.counter("dal.routing.fallbacks", { incremental: true })
+  routingFallbacks: Metric.counter("dal.routing.fallbacks", { incremental: true }),
+  /** Times new connections found the writable server on another host than before. */
+  failovers: Metric.counter("dal.failovers", { incremental: true }),
+  /** From the first failed connection to the old primary to the first connection to the new one, seconds. */
+  failoverDuration: Metric.histogram("dal.failover.duration", seconds, "time to find the new primary, s")
 } as const
 
 /**

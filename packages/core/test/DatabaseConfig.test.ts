@@ -28,6 +28,23 @@ describe("DatabaseConfig", () => {
       expect(d).toMatchObject({ port: 7000, database: "other" })
     }))
 
+  it.effect("reads libpq's multi-host URLs and target_session_attrs; hosts and targetRole win", () =>
+    Effect.gen(function*() {
+      const c = yield* resolve({ url: "postgres://bob@h1:5432,h2:5433,[::1]/shop?target_session_attrs=read-write" })
+      expect(c.hosts).toEqual([{ host: "h1", port: 5432 }, { host: "h2", port: 5433 }, { host: "::1", port: 5432 }])
+      expect(c).toMatchObject({ host: "h1", port: 5432, database: "shop", user: "bob", targetRole: "read-write" })
+      const d = yield* resolve({ database: "shop", hosts: [{ host: "a" }, { host: "b", port: 6000 }], targetRole: "prefer-standby" })
+      expect(d.hosts).toEqual([{ host: "a", port: 5432 }, { host: "b", port: 6000 }])
+      expect(d.targetRole).toBe("prefer-standby")
+      expect(d.hash).not.toBe((yield* resolve({ database: "shop", hosts: [{ host: "a" }] })).hash)
+      const single = yield* resolve({ database: "shop", host: "db", port: 7000 })
+      expect(single).toMatchObject({ hosts: [{ host: "db", port: 7000 }], targetRole: "any" })
+      const bad = yield* Effect.flip(resolve({ database: "shop", targetRole: "leader" as never }))
+      expect(String(bad)).toContain("targetRole")
+      const badHost = yield* Effect.flip(resolve({ url: "postgres://h1:5432,:5433/shop" }))
+      expect(String(badHost)).toContain("url")
+    }))
+
   it.effect("has a stable hash that ignores the password", () =>
     Effect.gen(function*() {
       const a = yield* resolve({ database: "app", user: "u", password: Redacted.make("one") })

@@ -6,12 +6,13 @@
  * read-only while the standby is promoted.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { Db } from "@effect-dal/core"
+import { Db, Metrics } from "@effect-dal/core"
 import { PgDatabase } from "@effect-dal/pg"
 import { Bank, PgCluster } from "@effect-dal/testkit"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as Metric from "effect/Metric"
 import * as Pg from "pg"
 import { unique } from "./helpers.js"
 
@@ -99,6 +100,12 @@ describe("failover: PostgreSQL", () => {
         // every connection now is to the new primary
         const [where] = yield* Db.execute<{ port: number }>("SELECT inet_server_port() AS port")
         expect(Number(where!.port)).toBe(standby.port)
+        // the move is counted, with how long finding the new primary took
+        const db = yield* Db
+        expect((yield* Metric.value(Metric.taggedWithLabels(Metrics.metrics.failovers, db.metricLabels))).count).toBe(1)
+        const took = yield* Metric.value(Metric.taggedWithLabels(Metrics.metrics.failoverDuration, db.metricLabels))
+        expect(took.count).toBe(1)
+        expect(took.max).toBeLessThan(10)
         return report
       }).pipe(Effect.provide(layerOn(cluster, alias)))
       const resumedMillis = writesResumedAt - promotedAt

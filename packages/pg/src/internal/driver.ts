@@ -1,5 +1,5 @@
 import type { DatabaseConfig } from "@effect-dal/core"
-import { CancelGate, DbError, Dialect, Driver, StatementCache } from "@effect-dal/core"
+import { CancelGate, DbError, Dialect, Driver, Metrics, StatementCache } from "@effect-dal/core"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Statement from "@effect/sql/Statement"
 import * as Chunk from "effect/Chunk"
@@ -71,7 +71,9 @@ class PgConnection implements Driver.DriverConnection {
     cacheSize: number,
     cacheStats: StatementCache.Stats,
     /** Which server this connection may stay on (checked when it is validated), from `targetRole`. */
-    private readonly role: DatabaseConfig.TargetRole = "any"
+    private readonly role: DatabaseConfig.TargetRole = "any",
+    /** Told once when the connection is lost or its server stops taking writes. */
+    private readonly lost?: (() => void) | undefined
   ) {
     this.cache = new StatementCache.StatementCache(cacheSize, cacheStats, (name) => {
       // pg remembers what it prepared; forget it there too. The server copy is freed once the
@@ -80,12 +82,8 @@ class PgConnection implements Driver.DriverConnection {
         .parsedStatements[name]
       this.evicted.push(name)
     })
-    client.on("error", () => {
-      this.broken = true
-    })
-    client.on("end", () => {
-      this.broken = true
-    })
+    client.on("error", () => this.lose())
+    client.on("end", () => this.lose())
     const keys = client as unknown as { processID?: number; secretKey?: number }
     this.gate = new CancelGate(
       () =>
@@ -96,6 +94,32 @@ class PgConnection implements Driver.DriverConnection {
         this.broken = true
       }
     )
+  }
+
+  /**
+   * A statement's error, classified; a lost connection, or a write refused by
+   * a server that should take writes (demoted or fenced: nothing was applied,
+   * and the statement may run again on the server that took over), ends the
+   * connection.
+   */
+  private failure(err: Error, sql: string): DbError.DbError {
+    const error = classify(err, sql, "query")
+    if (error._tag === "ConnectionError") this.lose()
+    if (error._tag !== "QueryError" || error.code !== "25006" || !wantsWrites(this.role)) return error
+    this.lose()
+    return new DbError.QueryError({
+      category: "unavailable",
+      code: error.code,
+      transient: true,
+      sql: error.sql,
+      cause: error.cause,
+      detail: error.detail
+    })
+  }
+
+  private lose(): void {
+    if (!this.broken) this.lost?.()
+    this.broken = true
   }
 
   /** The prepared name for `sql`, or `undefined` to send it unnamed. */
@@ -117,21 +141,7 @@ class PgConnection implements Driver.DriverConnection {
         const name = prepared && params.length > 0 ? this.cache.lookup(sql) : undefined
         const callback = (err: Error | null, result: Pg.QueryResult | Array<Pg.QueryResult>) => {
           if (err) {
-            let error = classify(err, sql, "query")
-            if (error._tag === "ConnectionError") this.broken = true
-            if (error._tag === "QueryError" && error.code === "25006" && wantsWrites(this.role)) {
-              // a server that should take writes refuses one: it was demoted or fenced. Nothing was applied;
-              // the connection goes, and the statement may run again on the server that took over
-              this.broken = true
-              error = new DbError.QueryError({
-                category: "unavailable",
-                code: error.code,
-                transient: true,
-                sql: error.sql,
-                cause: error.cause,
-                detail: error.detail
-              })
-            }
+            const error = this.failure(err, sql)
             // "cached plan must not change result type": the table changed under the prepared statement
             if (name !== undefined && error.code === "0A000") {
               this.cache.invalidate(sql)
@@ -186,21 +196,7 @@ class PgConnection implements Driver.DriverConnection {
           : { name, text: sql, values: row as Array<unknown> }
         this.client.query(config, (err: Error | null, result: Pg.QueryResult) => {
           if (err) {
-            let error = classify(err, sql, "query")
-            if (error._tag === "ConnectionError") this.broken = true
-            if (error._tag === "QueryError" && error.code === "25006" && wantsWrites(this.role)) {
-              // a server that should take writes refuses one: it was demoted or fenced. Nothing was applied;
-              // the connection goes, and the statement may run again on the server that took over
-              this.broken = true
-              error = new DbError.QueryError({
-                category: "unavailable",
-                code: error.code,
-                transient: true,
-                sql: error.sql,
-                cause: error.cause,
-                detail: error.detail
-              })
-            }
+            const error = this.failure(err, sql)
             failure ??= error
           } else affected += result.rowCount ?? 0
           if (--pending === 0) {
@@ -427,15 +423,54 @@ const connectTo = (
   return attempt(0, 0, undefined)
 }
 
+/**
+ * Watches where write connections land: when they land on another host than
+ * before, the primary moved. Logged with the old and the new primary, and
+ * counted with the time from the first failed connection.
+ */
+const primaryWatch = (config: DatabaseConfig.DatabaseConfig) => {
+  let current: string | undefined
+  let failingSince: number | undefined
+  const labels = Metrics.labelsOf({ alias: config.alias, env: config.env, system: "postgresql", namespace: config.database })
+  return {
+    failed: () => {
+      failingSince ??= Date.now()
+    },
+    connected: (endpoint: Endpoint): Effect.Effect<void> => {
+      const at = `${endpoint.host}:${endpoint.port}`
+      const before = current
+      const since = failingSince
+      current = at
+      failingSince = undefined
+      if (before === undefined || before === at) return Effect.void
+      const millis = since === undefined ? 0 : Date.now() - since
+      Metrics.metrics.failovers.unsafeUpdate(1, labels)
+      Metrics.metrics.failoverDuration.unsafeUpdate(millis / 1000, labels)
+      return Effect.logWarning(`the primary moved from ${before} to ${at}`).pipe(
+        Effect.annotateLogs({ alias: config.alias, from: before, to: at, failoverMillis: millis })
+      )
+    }
+  }
+}
+
 /** @internal */
 export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDriverOptions): Driver.Driver => {
   const clientConfig = clientConfigOf(config, options)
   const statementCache = StatementCache.makeStats()
-  const connect = Effect.map(
+  const watch = wantsWrites(config.targetRole) && config.hosts.length > 1 ? primaryWatch(config) : undefined
+  const connected = Effect.map(
     connectTo(clientConfig, config.hosts, config.targetRole),
-    ([client, endpoint]): Driver.DriverConnection =>
-      new PgConnection(client, endpoint, config.statementCacheSize, statementCache, config.targetRole)
+    ([client, endpoint]) => [
+      new PgConnection(client, endpoint, config.statementCacheSize, statementCache, config.targetRole, watch?.failed) as Driver.DriverConnection,
+      endpoint
+    ] as const
   )
+  const connect = watch === undefined
+    ? Effect.map(connected, ([conn]) => conn)
+    : Effect.matchEffect(connected, {
+      onFailure: (error) => Effect.zipRight(Effect.sync(watch.failed), Effect.fail(error)),
+      onSuccess: ([conn, endpoint]) => Effect.as(watch.connected(endpoint), conn)
+    })
   const transformRows = options.transformResultNames
     ? Statement.defaultTransforms(options.transformResultNames, options.transformJson).array
     : undefined
