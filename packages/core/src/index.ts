@@ -34,6 +34,8 @@ export * as DbError from "./DbError.js"
 export * as Dialect from "./Dialect.js"
 /** @since 0.1.0 */
 export * as Driver from "./Driver.js"
+/** @since 0.2.0 */
+export * as Failover from "./Failover.js"
 /** @since 0.1.0 */
 export * as Metrics from "./Metrics.js"
 /** @since 0.1.0 */

@@ -1,5 +1,5 @@
 import type { DatabaseConfig, DbError } from "@effect-dal/core"
-import { CancelGate, DbError as DbErrors, Dialect, Driver, StatementCache } from "@effect-dal/core"
+import { CancelGate, DbError as DbErrors, Dialect, Driver, Failover, StatementCache } from "@effect-dal/core"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import * as Statement from "@effect/sql/Statement"
 import * as Chunk from "effect/Chunk"
@@ -83,6 +83,47 @@ const plainQuery = (conn: Mysql.Connection, sql: string) =>
     conn.query(sql, (err, result) => (err ? resume(Effect.fail(err)) : resume(Effect.succeed(result))))
   })
 
+/** What a connection learns of its server's role. */
+interface RoleRow {
+  readonly read_only: number | string
+  readonly innodb_read_only: number | string
+}
+
+const ROLE_SQL = "SELECT @@read_only AS read_only, @@innodb_read_only AS innodb_read_only"
+
+const wantsWrites = (role: DatabaseConfig.TargetRole) => role === "read-write" || role === "primary"
+
+/** `target_session_attrs` in MySQL/MariaDB terms: the primary is the server that is not read-only. */
+const fits = (role: DatabaseConfig.TargetRole, row: RoleRow | undefined): boolean => {
+  if (row === undefined) return false
+  const readOnly = Number(row.read_only) !== 0 || Number(row.innodb_read_only) !== 0
+  switch (role) {
+    case "read-write":
+    case "primary":
+      return !readOnly
+    case "standby":
+      return readOnly
+    default:
+      return true
+  }
+}
+
+const roleMismatch = (role: DatabaseConfig.TargetRole, tried: string | undefined) =>
+  new DbErrors.ConnectionError({
+    phase: "connect",
+    transient: true,
+    code: undefined,
+    sql: undefined,
+    cause: new Error(
+      tried === undefined
+        ? `the server no longer fits target role "${role}"`
+        : `no server fits target role "${role}" (tried ${tried})`
+    )
+  })
+
+/** A server's refusal to write: `--read-only` (1290), `innodb_read_only` (1836). */
+const READ_ONLY_CODES = new Set(["1290", "1836"])
+
 class MysqlConnection implements Driver.DriverConnection {
   private broken = false
   private inTransaction: boolean | undefined = undefined
@@ -92,7 +133,11 @@ class MysqlConnection implements Driver.DriverConnection {
     readonly conn: Mysql.Connection,
     kill: (threadId: number) => Effect.Effect<void>,
     private readonly cacheSize: number,
-    private readonly cacheStats: StatementCache.Stats
+    private readonly cacheStats: StatementCache.Stats,
+    /** Which server this connection may stay on (checked when it is validated), from `targetRole`. */
+    private readonly role: DatabaseConfig.TargetRole = "any",
+    /** Told once when the connection is lost or its server stops taking writes. */
+    private readonly lost?: (() => void) | undefined
   ) {
     // KILL QUERY on this exact thread
     this.gate = new CancelGate(
@@ -101,11 +146,33 @@ class MysqlConnection implements Driver.DriverConnection {
         this.broken = true
       }
     )
-    conn.on("error", () => {
-      this.broken = true
-    })
-    conn.on("end", () => {
-      this.broken = true
+    conn.on("error", () => this.lose())
+    conn.on("end", () => this.lose())
+  }
+
+  private lose(): void {
+    if (!this.broken) this.lost?.()
+    this.broken = true
+  }
+
+  /**
+   * A statement's error, classified; a lost connection, or a write refused by
+   * a server that should take writes (demoted or fenced read-only: nothing was
+   * applied, and the statement may run again on the server that took over),
+   * ends the connection.
+   */
+  private failure(err: Mysql.QueryError, sql: string): DbError.DbError {
+    const error = classify(err, sql, "query")
+    if (error._tag === "ConnectionError") this.lose()
+    if (error._tag !== "QueryError" || !READ_ONLY_CODES.has(error.code ?? "") || !wantsWrites(this.role)) return error
+    this.lose()
+    return new DbErrors.QueryError({
+      category: "unavailable",
+      code: error.code,
+      transient: true,
+      sql: error.sql,
+      cause: error.cause,
+      detail: error.detail
     })
   }
 
@@ -128,11 +195,7 @@ class MysqlConnection implements Driver.DriverConnection {
   ) {
     return this.gate.send<any>(sql, timeout, (done) => {
       const callback = (err: Mysql.QueryError | null, results: any, fields: any) => {
-        if (err) {
-          const error = classify(err, sql, "query")
-          if (error._tag === "ConnectionError") this.broken = true
-          return done(Exit.fail(error))
-        }
+        if (err) return done(Exit.fail(this.failure(err, sql)))
         this.track(results)
         done(Exit.succeed(shape(results, fields, mode)))
       }
@@ -220,14 +283,22 @@ class MysqlConnection implements Driver.DriverConnection {
     }, 2)
   }
 
-  get ping() {
-    return Effect.async<void, DbError.DbError>((resume) => {
-      this.conn.ping((err) => {
-        if (err) {
-          this.broken = true
-          resume(Effect.fail(classify(err, undefined, "query")))
-        } else resume(Effect.void)
+  get ping(): Effect.Effect<void, DbError.DbError> {
+    if (this.role === "any" || this.role === "prefer-standby") {
+      return Effect.async<void, DbError.DbError>((resume) => {
+        this.conn.ping((err) => {
+          if (err) {
+            this.broken = true
+            resume(Effect.fail(classify(err, undefined, "query")))
+          } else resume(Effect.void)
+        })
       })
+    }
+    // the server's role may have changed since the connection was opened (a promotion, a fencing)
+    return Effect.flatMap(Driver.query(this, ROLE_SQL, [], "rows", false), (rows: Array<RoleRow>) => {
+      if (fits(this.role, rows[0])) return Effect.void
+      this.broken = true
+      return Effect.fail(roleMismatch(this.role, undefined))
     })
   }
 
@@ -302,22 +373,42 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: Mysql
     ...(config.password === undefined ? {} : { password: Redacted.value(config.password) }),
     ...(options.ssl === undefined ? {} : { ssl: options.ssl })
   }
-  const kill = (threadId: number) =>
+  // KILL QUERY goes to the server the connection is on
+  const kill = (endpoint: Mysql.ConnectionOptions) => (threadId: number) =>
     Effect.acquireUseRelease(
-      openConnection(connectionOptions),
+      openConnection({ ...connectionOptions, ...endpoint }),
       (conn) => plainQuery(conn, `KILL QUERY ${threadId}`),
       (conn) => Effect.sync(() => conn.destroy())
     ).pipe(Effect.ignore)
   const statementCache = StatementCache.makeStats()
-  const connect = Effect.flatMap(
-    Effect.mapError(openConnection(connectionOptions), (err) => classify(err, undefined, "connect")),
-    (conn) =>
-      plainQuery(conn, "SET time_zone = '+00:00'").pipe(
-        Effect.mapError((err) => classify(err, "SET time_zone = '+00:00'", "connect")),
-        Effect.tapError(() => Effect.sync(() => conn.destroy())),
-        Effect.as(new MysqlConnection(conn, kill, config.statementCacheSize, statementCache) as Driver.DriverConnection)
-      )
+  const role = config.targetRole
+  const watch = Failover.watch(config, "mysql")
+  // the session's time zone, and where the server stands, in one round trip
+  const setup = role === "any" ? "SET time_zone = '+00:00'" : `SET time_zone = '+00:00'; ${ROLE_SQL}`
+  /** One server: opened, set up, and kept if it fits `want`. */
+  const openOn = (endpoint: { host: string; port: number }, want: DatabaseConfig.TargetRole) =>
+    Effect.flatMap(
+      Effect.mapError(openConnection({ ...connectionOptions, ...endpoint }), (err) => classify(err, undefined, "connect")),
+      (conn) =>
+        plainQuery(conn, setup).pipe(
+          Effect.mapError((err) => classify(err, setup, "connect")),
+          Effect.filterOrFail(
+            (result) => want === "any" || fits(want, (result as Array<Array<RoleRow>>)[1]?.[0]),
+            () => roleMismatch(want, `${endpoint.host}:${endpoint.port}`)
+          ),
+          Effect.tapError(() => Effect.sync(() => conn.destroy())),
+          Effect.as(
+            new MysqlConnection(conn, kill(endpoint), config.statementCacheSize, statementCache, role, watch?.failed) as
+              Driver.DriverConnection
+          )
+        )
+    )
+  // each host in order until one fits, as libpq does; prefer-standby looks for a standby first
+  const passes: ReadonlyArray<DatabaseConfig.TargetRole> = role === "prefer-standby" ? ["standby", "any"] : [role]
+  const connected = Effect.firstSuccessOf(
+    passes.flatMap((want) => config.hosts.map((endpoint) => Effect.map(openOn(endpoint, want), (conn) => [conn, endpoint] as const)))
   )
+  const connect = Failover.follow(watch, connected)
   return {
     system: "mysql",
     dialect: Dialect.mysql,

@@ -1,5 +1,5 @@
 import type { DatabaseConfig } from "@effect-dal/core"
-import { CancelGate, DbError, Dialect, Driver, Metrics, StatementCache } from "@effect-dal/core"
+import { CancelGate, DbError, Dialect, Driver, Failover, StatementCache } from "@effect-dal/core"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Statement from "@effect/sql/Statement"
 import * as Chunk from "effect/Chunk"
@@ -228,7 +228,7 @@ class PgConnection implements Driver.DriverConnection {
     }))
   }
 
-  get ping() {
+  get ping(): Effect.Effect<void, DbError.DbError> {
     if (this.role === "any" || this.role === "prefer-standby") return Effect.asVoid(this.query("SELECT 1", [], "raw", false))
     // the server's role may have changed since the connection was opened (a promotion, a demotion)
     return Effect.flatMap(this.query(ROLE_SQL, [], "rows", false), (rows: Array<RoleRow>) => {
@@ -379,11 +379,19 @@ const roleOf = (client: Pg.Client) =>
     })
   })
 
+/** One server: opened, and kept if it fits `want` (checked on the open connection). */
+const openOn = (clientConfig: Pg.ClientConfig, endpoint: Endpoint, want: DatabaseConfig.TargetRole) =>
+  Effect.flatMap(open(clientConfig, endpoint), (client) =>
+    want === "any" ? Effect.succeed([client, endpoint] as const) : roleOf(client).pipe(
+      Effect.filterOrFail((row) => fits(want, row), () => roleMismatch(want, `${endpoint.host}:${endpoint.port}`)),
+      Effect.tapError(() => Effect.sync(() => client.end(() => {}))),
+      Effect.as([client, endpoint] as const)
+    ))
+
 /**
  * Opens a connection as libpq does with several hosts: each in order until
- * one answers and fits the target role (checked after the connection is
- * open, so a write never goes to a server that was not seen writable);
- * `prefer-standby` tries for a standby first, then any.
+ * one answers and fits the target role (so a write never goes to a server
+ * that was not seen writable); `prefer-standby` looks for a standby first.
  */
 const connectTo = (
   clientConfig: Pg.ClientConfig,
@@ -391,73 +399,14 @@ const connectTo = (
   role: DatabaseConfig.TargetRole
 ): Effect.Effect<readonly [Pg.Client, Endpoint], DbError.DbError> => {
   const passes: ReadonlyArray<DatabaseConfig.TargetRole> = role === "prefer-standby" ? ["standby", "any"] : [role]
-  const attempt = (pass: number, index: number, lastError: DbError.DbError | undefined): Effect.Effect<
-    readonly [Pg.Client, Endpoint],
-    DbError.DbError
-  > => {
-    if (index >= hosts.length) {
-      if (pass + 1 < passes.length) return attempt(pass + 1, 0, lastError)
-      return Effect.fail(
-        role === "any" && lastError !== undefined
-          ? lastError
-          : roleMismatch(role, hosts.map((h) => `${h.host}:${h.port}`).join(", "))
-      )
-    }
-    const endpoint = hosts[index]!
-    const want = passes[pass]!
-    const next = (error: DbError.DbError) => attempt(pass, index + 1, error)
-    return Effect.matchEffect(open(clientConfig, endpoint), {
-      onFailure: next,
-      onSuccess: (client) =>
-        want === "any"
-          ? Effect.succeed([client, endpoint] as const)
-          : Effect.matchEffect(roleOf(client), {
-            onFailure: (error) => Effect.zipRight(Effect.sync(() => client.end(() => {})), next(error)),
-            onSuccess: (row) =>
-              fits(want, row)
-                ? Effect.succeed([client, endpoint] as const)
-                : Effect.zipRight(Effect.sync(() => client.end(() => {})), next(roleMismatch(want, `${endpoint.host}:${endpoint.port}`)))
-          })
-    })
-  }
-  return attempt(0, 0, undefined)
-}
-
-/**
- * Watches where write connections land: when they land on another host than
- * before, the primary moved. Logged with the old and the new primary, and
- * counted with the time from the first failed connection.
- */
-const primaryWatch = (config: DatabaseConfig.DatabaseConfig) => {
-  let current: string | undefined
-  let failingSince: number | undefined
-  const labels = Metrics.labelsOf({ alias: config.alias, env: config.env, system: "postgresql", namespace: config.database })
-  return {
-    failed: () => {
-      failingSince ??= Date.now()
-    },
-    connected: (endpoint: Endpoint): Effect.Effect<void> => {
-      const at = `${endpoint.host}:${endpoint.port}`
-      const before = current
-      const since = failingSince
-      current = at
-      failingSince = undefined
-      if (before === undefined || before === at) return Effect.void
-      const millis = since === undefined ? 0 : Date.now() - since
-      Metrics.metrics.failovers.unsafeUpdate(1, labels)
-      Metrics.metrics.failoverDuration.unsafeUpdate(millis / 1000, labels)
-      return Effect.logWarning(`the primary moved from ${before} to ${at}`).pipe(
-        Effect.annotateLogs({ alias: config.alias, from: before, to: at, failoverMillis: millis })
-      )
-    }
-  }
+  return Effect.firstSuccessOf(passes.flatMap((want) => hosts.map((endpoint) => openOn(clientConfig, endpoint, want))))
 }
 
 /** @internal */
 export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDriverOptions): Driver.Driver => {
   const clientConfig = clientConfigOf(config, options)
   const statementCache = StatementCache.makeStats()
-  const watch = wantsWrites(config.targetRole) && config.hosts.length > 1 ? primaryWatch(config) : undefined
+  const watch = Failover.watch(config, "postgresql")
   const connected = Effect.map(
     connectTo(clientConfig, config.hosts, config.targetRole),
     ([client, endpoint]) => [
@@ -465,12 +414,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDri
       endpoint
     ] as const
   )
-  const connect = watch === undefined
-    ? Effect.map(connected, ([conn]) => conn)
-    : Effect.matchEffect(connected, {
-      onFailure: (error) => Effect.zipRight(Effect.sync(watch.failed), Effect.fail(error)),
-      onSuccess: ([conn, endpoint]) => Effect.as(watch.connected(endpoint), conn)
-    })
+  const connect = Failover.follow(watch, connected)
   const transformRows = options.transformResultNames
     ? Statement.defaultTransforms(options.transformResultNames, options.transformJson).array
     : undefined
