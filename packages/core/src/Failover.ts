@@ -8,8 +8,82 @@
  * @since 0.2.0
  */
 import * as Effect from "effect/Effect"
-import type { DatabaseConfig } from "./DatabaseConfig.js"
+import type { DatabaseConfig, TargetRole } from "./DatabaseConfig.js"
+import { ConnectionError, QueryError } from "./DbError.js"
 import * as Metrics from "./Metrics.js"
+
+/**
+ * A server of a database.
+ *
+ * @since 0.2.0
+ */
+export interface Endpoint {
+  readonly host: string
+  readonly port: number
+}
+
+/**
+ * Whether connections with this role are for writes.
+ *
+ * @since 0.2.0
+ */
+export const wantsWrites = (role: TargetRole): boolean => role === "read-write" || role === "primary"
+
+/**
+ * The connect error when a server (or every server tried) does not have the
+ * target role.
+ *
+ * @since 0.2.0
+ */
+export const roleMismatch = (role: TargetRole, tried: string | undefined): ConnectionError =>
+  new ConnectionError({
+    phase: "connect",
+    transient: true,
+    code: undefined,
+    sql: undefined,
+    cause: new Error(
+      tried === undefined
+        ? `the server no longer fits target role "${role}"`
+        : `no server fits target role "${role}" (tried ${tried})`
+    )
+  })
+
+/**
+ * A write refused as read-only by a server that should take writes: it was
+ * demoted or fenced, and applied nothing. As a transient `unavailable`
+ * error, the statement or the whole transaction may run again (where its
+ * retry policy allows) on the server that took over.
+ *
+ * @since 0.2.0
+ */
+export const refusedWrite = (error: QueryError): QueryError =>
+  new QueryError({
+    category: "unavailable",
+    code: error.code,
+    transient: true,
+    sql: error.sql,
+    cause: error.cause,
+    detail: error.detail
+  })
+
+/**
+ * Opens a connection as libpq does with several hosts: each in order until
+ * one answers and has the role (`open` checks it on the open connection, so
+ * a write never goes to a server not seen writable); `prefer-standby` looks
+ * for a standby first, then any.
+ *
+ * @since 0.2.0
+ */
+export const connect = <C, E>(
+  hosts: ReadonlyArray<Endpoint>,
+  role: TargetRole,
+  open: (endpoint: Endpoint, want: TargetRole) => Effect.Effect<C, E>
+): Effect.Effect<readonly [C, Endpoint], E> => {
+  const passes: ReadonlyArray<TargetRole> = role === "prefer-standby" ? ["standby", "any"] : [role]
+  return Effect.firstSuccessOf(
+    passes.flatMap((want) => hosts.map((endpoint) => Effect.map(open(endpoint, want), (conn) => [conn, endpoint] as const)))
+  )
+}
 
 /**
  * What a driver tells the watch.
@@ -20,7 +94,7 @@ export interface Watch {
   /** A connection was lost, or could not be opened. */
   readonly failed: () => void
   /** A write connection was opened on `endpoint`; logs the move when the primary moved. */
-  readonly connected: (endpoint: { readonly host: string; readonly port: number }) => Effect.Effect<void>
+  readonly connected: (endpoint: Endpoint) => Effect.Effect<void>
 }
 
 /**
@@ -30,7 +104,7 @@ export interface Watch {
  * @since 0.2.0
  */
 export const watch = (config: DatabaseConfig, system: string): Watch | undefined => {
-  if (config.hosts.length < 2 || (config.targetRole !== "read-write" && config.targetRole !== "primary")) return undefined
+  if (config.hosts.length < 2 || !wantsWrites(config.targetRole)) return undefined
   let current: string | undefined
   let failingSince: number | undefined
   const labels = Metrics.labelsOf({ alias: config.alias, env: config.env, system, namespace: config.database })
@@ -63,7 +137,7 @@ export const watch = (config: DatabaseConfig, system: string): Watch | undefined
  */
 export const follow = <C, E>(
   watch: Watch | undefined,
-  connected: Effect.Effect<readonly [C, { readonly host: string; readonly port: number }], E>
+  connected: Effect.Effect<readonly [C, Endpoint], E>
 ): Effect.Effect<C, E> =>
   watch === undefined
     ? Effect.map(connected, ([conn]) => conn)

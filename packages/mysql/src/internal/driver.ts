@@ -91,8 +91,6 @@ interface RoleRow {
 
 const ROLE_SQL = "SELECT @@read_only AS read_only, @@innodb_read_only AS innodb_read_only"
 
-const wantsWrites = (role: DatabaseConfig.TargetRole) => role === "read-write" || role === "primary"
-
 /** `target_session_attrs` in MySQL/MariaDB terms: the primary is the server that is not read-only. */
 const fits = (role: DatabaseConfig.TargetRole, row: RoleRow | undefined): boolean => {
   if (row === undefined) return false
@@ -107,19 +105,6 @@ const fits = (role: DatabaseConfig.TargetRole, row: RoleRow | undefined): boolea
       return true
   }
 }
-
-const roleMismatch = (role: DatabaseConfig.TargetRole, tried: string | undefined) =>
-  new DbErrors.ConnectionError({
-    phase: "connect",
-    transient: true,
-    code: undefined,
-    sql: undefined,
-    cause: new Error(
-      tried === undefined
-        ? `the server no longer fits target role "${role}"`
-        : `no server fits target role "${role}" (tried ${tried})`
-    )
-  })
 
 /** A server's refusal to write: `--read-only` (1290), `innodb_read_only` (1836). */
 const READ_ONLY_CODES = new Set(["1290", "1836"])
@@ -164,16 +149,9 @@ class MysqlConnection implements Driver.DriverConnection {
   private failure(err: Mysql.QueryError, sql: string): DbError.DbError {
     const error = classify(err, sql, "query")
     if (error._tag === "ConnectionError") this.lose()
-    if (error._tag !== "QueryError" || !READ_ONLY_CODES.has(error.code ?? "") || !wantsWrites(this.role)) return error
+    if (error._tag !== "QueryError" || !READ_ONLY_CODES.has(error.code ?? "") || !Failover.wantsWrites(this.role)) return error
     this.lose()
-    return new DbErrors.QueryError({
-      category: "unavailable",
-      code: error.code,
-      transient: true,
-      sql: error.sql,
-      cause: error.cause,
-      detail: error.detail
-    })
+    return Failover.refusedWrite(error)
   }
 
   private track(results: unknown): void {
@@ -298,7 +276,7 @@ class MysqlConnection implements Driver.DriverConnection {
     return Effect.flatMap(Driver.query(this, ROLE_SQL, [], "rows", false), (rows: Array<RoleRow>) => {
       if (fits(this.role, rows[0])) return Effect.void
       this.broken = true
-      return Effect.fail(roleMismatch(this.role, undefined))
+      return Effect.fail(Failover.roleMismatch(this.role, undefined))
     })
   }
 
@@ -394,7 +372,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: Mysql
           Effect.mapError((err) => classify(err, setup, "connect")),
           Effect.filterOrFail(
             (result) => want === "any" || fits(want, (result as Array<Array<RoleRow>>)[1]?.[0]),
-            () => roleMismatch(want, `${endpoint.host}:${endpoint.port}`)
+            () => Failover.roleMismatch(want, `${endpoint.host}:${endpoint.port}`)
           ),
           Effect.tapError(() => Effect.sync(() => conn.destroy())),
           Effect.as(
@@ -403,11 +381,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: Mysql
           )
         )
     )
-  // each host in order until one fits, as libpq does; prefer-standby looks for a standby first
-  const passes: ReadonlyArray<DatabaseConfig.TargetRole> = role === "prefer-standby" ? ["standby", "any"] : [role]
-  const connected = Effect.firstSuccessOf(
-    passes.flatMap((want) => config.hosts.map((endpoint) => Effect.map(openOn(endpoint, want), (conn) => [conn, endpoint] as const)))
-  )
+  const connected = Failover.connect(config.hosts, role, openOn)
   const connect = Failover.follow(watch, connected)
   return {
     system: "mysql",

@@ -1,5 +1,5 @@
-import type { DatabaseConfig } from "@effect-dal/core"
-import { CancelGate, DbError, Dialect, Driver, Failover, StatementCache } from "@effect-dal/core"
+import type { DatabaseConfig , DbError} from "@effect-dal/core"
+import { CancelGate, Dialect, Driver, Failover, StatementCache } from "@effect-dal/core"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Statement from "@effect/sql/Statement"
 import * as Chunk from "effect/Chunk"
@@ -105,16 +105,9 @@ class PgConnection implements Driver.DriverConnection {
   private failure(err: Error, sql: string): DbError.DbError {
     const error = classify(err, sql, "query")
     if (error._tag === "ConnectionError") this.lose()
-    if (error._tag !== "QueryError" || error.code !== "25006" || !wantsWrites(this.role)) return error
+    if (error._tag !== "QueryError" || error.code !== "25006" || !Failover.wantsWrites(this.role)) return error
     this.lose()
-    return new DbError.QueryError({
-      category: "unavailable",
-      code: error.code,
-      transient: true,
-      sql: error.sql,
-      cause: error.cause,
-      detail: error.detail
-    })
+    return Failover.refusedWrite(error)
   }
 
   private lose(): void {
@@ -234,7 +227,7 @@ class PgConnection implements Driver.DriverConnection {
     return Effect.flatMap(this.query(ROLE_SQL, [], "rows", false), (rows: Array<RoleRow>) => {
       if (fits(this.role, rows[0])) return Effect.void
       this.broken = true
-      return Effect.fail(roleMismatch(this.role, undefined))
+      return Effect.fail(Failover.roleMismatch(this.role, undefined))
     })
   }
 
@@ -315,8 +308,6 @@ interface RoleRow {
 
 const ROLE_SQL = "SELECT pg_is_in_recovery() AS recovery, current_setting('default_transaction_read_only') = 'on' AS read_only"
 
-const wantsWrites = (role: DatabaseConfig.TargetRole) => role === "read-write" || role === "primary"
-
 /** libpq's `target_session_attrs`, checked on a server's answer to `ROLE_SQL`. */
 const fits = (role: DatabaseConfig.TargetRole, row: RoleRow | undefined): boolean => {
   if (row === undefined) return false
@@ -331,19 +322,6 @@ const fits = (role: DatabaseConfig.TargetRole, row: RoleRow | undefined): boolea
       return true
   }
 }
-
-const roleMismatch = (role: DatabaseConfig.TargetRole, tried: string | undefined) =>
-  new DbError.ConnectionError({
-    phase: "connect",
-    transient: true,
-    code: undefined,
-    sql: undefined,
-    cause: new Error(
-      tried === undefined
-        ? `the server no longer fits target role "${role}"`
-        : `no server fits target role "${role}" (tried ${tried})`
-    )
-  })
 
 /** Opens one `pg.Client` to `endpoint`. */
 const open = (clientConfig: Pg.ClientConfig, endpoint: Endpoint) =>
@@ -382,25 +360,11 @@ const roleOf = (client: Pg.Client) =>
 /** One server: opened, and kept if it fits `want` (checked on the open connection). */
 const openOn = (clientConfig: Pg.ClientConfig, endpoint: Endpoint, want: DatabaseConfig.TargetRole) =>
   Effect.flatMap(open(clientConfig, endpoint), (client) =>
-    want === "any" ? Effect.succeed([client, endpoint] as const) : roleOf(client).pipe(
-      Effect.filterOrFail((row) => fits(want, row), () => roleMismatch(want, `${endpoint.host}:${endpoint.port}`)),
+    want === "any" ? Effect.succeed(client) : roleOf(client).pipe(
+      Effect.filterOrFail((row) => fits(want, row), () => Failover.roleMismatch(want, `${endpoint.host}:${endpoint.port}`)),
       Effect.tapError(() => Effect.sync(() => client.end(() => {}))),
-      Effect.as([client, endpoint] as const)
+      Effect.as(client)
     ))
-
-/**
- * Opens a connection as libpq does with several hosts: each in order until
- * one answers and fits the target role (so a write never goes to a server
- * that was not seen writable); `prefer-standby` looks for a standby first.
- */
-const connectTo = (
-  clientConfig: Pg.ClientConfig,
-  hosts: ReadonlyArray<Endpoint>,
-  role: DatabaseConfig.TargetRole
-): Effect.Effect<readonly [Pg.Client, Endpoint], DbError.DbError> => {
-  const passes: ReadonlyArray<DatabaseConfig.TargetRole> = role === "prefer-standby" ? ["standby", "any"] : [role]
-  return Effect.firstSuccessOf(passes.flatMap((want) => hosts.map((endpoint) => openOn(clientConfig, endpoint, want))))
-}
 
 /** @internal */
 export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDriverOptions): Driver.Driver => {
@@ -408,7 +372,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDri
   const statementCache = StatementCache.makeStats()
   const watch = Failover.watch(config, "postgresql")
   const connected = Effect.map(
-    connectTo(clientConfig, config.hosts, config.targetRole),
+    Failover.connect(config.hosts, config.targetRole, (endpoint, want) => openOn(clientConfig, endpoint, want)),
     ([client, endpoint]) => [
       new PgConnection(client, endpoint, config.statementCacheSize, statementCache, config.targetRole, watch?.failed) as Driver.DriverConnection,
       endpoint
