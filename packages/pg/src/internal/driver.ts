@@ -1,4 +1,4 @@
-import type { DatabaseConfig , DbError} from "@effect-dal/core"
+import type { DatabaseConfig, DbError } from "@effect-dal/core"
 import { CancelGate, Dialect, Driver, Failover, StatementCache } from "@effect-dal/core"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as Statement from "@effect/sql/Statement"
