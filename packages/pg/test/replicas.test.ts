@@ -17,7 +17,7 @@ import * as Stream from "effect/Stream"
 import * as Pg from "pg"
 import { unique } from "./helpers.js"
 
-const PORT = 57_000 + (process.pid % 600) * 3
+const PORT = 57_000 + (process.pid % 200) * 3
 
 class Cluster extends Context.Tag("test/Cluster")<Cluster, PgCluster.PgReplicatedCluster>() {}
 

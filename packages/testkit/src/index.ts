@@ -9,6 +9,8 @@
 export * as Bank from "./Bank.js"
 /** @since 0.1.0 */
 export * as Conformance from "./Conformance.js"
+/** @since 0.2.0 */
+export * as FailoverSuite from "./FailoverSuite.js"
 /** @since 0.1.0 */
 export * as FaultProxy from "./FaultProxy.js"
 /** @since 0.2.0 */
