@@ -6,19 +6,7 @@
 import { PgDatabase } from "@effect-dal/pg"
 import { FailoverSuite, PgCluster } from "@effect-dal/testkit"
 import * as Effect from "effect/Effect"
-import * as Pg from "pg"
-
-/** Runs `sql` on one server, on a connection that is not ours. */
-const on = (url: string, sql: string, params: Array<unknown> = []) =>
-  Effect.promise(async () => {
-    const client = new Pg.Client({ connectionString: url, application_name: "effect-dal-test-admin" })
-    await client.connect()
-    try {
-      return (await client.query(sql, params)).rows
-    } finally {
-      await client.end()
-    }
-  })
+import { on } from "./helpers.js"
 
 FailoverSuite.failover({
   name: "PostgreSQL",

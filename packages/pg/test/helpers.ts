@@ -9,10 +9,10 @@ let counter = 0
 export const unique = (prefix: string): string =>
   `${prefix}_${process.pid}_${Date.now().toString(36)}_${(counter++).toString(36)}`
 
-/** Runs `f` on a short-lived admin connection that is not ours. */
-export const admin = <A>(f: (client: Pg.Client) => Promise<A>): Effect.Effect<A> =>
+/** Runs `f` on a short-lived admin connection that is not ours, to the shared server or to `url`. */
+export const admin = <A>(f: (client: Pg.Client) => Promise<A>, url: string = PG_URL): Effect.Effect<A> =>
   Effect.promise(async () => {
-    const client = new Pg.Client({ connectionString: PG_URL, application_name: "effect-dal-test-admin" })
+    const client = new Pg.Client({ connectionString: url, application_name: "effect-dal-test-admin" })
     await client.connect()
     try {
       return await f(client)
@@ -35,3 +35,7 @@ export const schemaFor = (name: string) => ({
   create: admin((c) => c.query(`CREATE SCHEMA IF NOT EXISTS "${name}"`)),
   drop: admin((c) => c.query(`DROP SCHEMA IF EXISTS "${name}" CASCADE`))
 })
+
+/** Runs one statement on the server at `url` as an admin; its rows. */
+export const on = (url: string, sql: string, params: Array<unknown> = []) =>
+  admin(async (c) => (await c.query(sql, params)).rows, url)

@@ -3,35 +3,21 @@
  * `pg_basebackup -R` replicas on free ports, removed afterwards.
  */
 import { expect, layer } from "@effect/vitest"
-import { Db, Replication } from "@effect-dal/core"
-import type { DatabaseConfig } from "@effect-dal/core"
+import { Db } from "@effect-dal/core"
+import type { DatabaseConfig, Replication } from "@effect-dal/core"
 import { PgDatabase } from "@effect-dal/pg"
-import { Bank, PgCluster } from "@effect-dal/testkit"
+import { Bank, PgCluster, ReplicaChecks } from "@effect-dal/testkit"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
-import * as Pg from "pg"
-import { unique } from "./helpers.js"
+import { on, unique } from "./helpers.js"
 
 const PORT = 57_000 + (process.pid % 200) * 3
 
 class Cluster extends Context.Tag("test/Cluster")<Cluster, PgCluster.PgReplicatedCluster>() {}
-
-/** Runs `sql` on one server of the cluster, on a connection that is not ours. */
-const on = (url: string, sql: string, params: Array<unknown> = []) =>
-  Effect.promise(async () => {
-    const client = new Pg.Client({ connectionString: url, application_name: "effect-dal-test-admin" })
-    await client.connect()
-    try {
-      return (await client.query(sql, params)).rows
-    } finally {
-      await client.end()
-    }
-  })
 
 /** Delays replay of commits on every replica (`recovery_min_apply_delay`). */
 const delayReplay = (cluster: PgCluster.PgReplicatedCluster, millis: number) =>
@@ -229,60 +215,19 @@ layer(Layer.scoped(Cluster, PgCluster.makeReplicated(PORT, [PORT + 1, PORT + 2])
       }), { maxLag: { bytes: 64 * 1024 } }), 30_000)
 
     it.effect("a replica killed under a read load costs no failed read, and rejoins after a restart", () =>
-      withDb(Effect.gen(function*() {
-        const cluster = yield* Cluster
-        const db = yield* Db
-        const victim = cluster.replicas[1]!
-        let failed = 0
-        let ok = 0
-        let running = true
-        const readers = yield* Effect.forEach(Array.from({ length: 8 }), () =>
-          Effect.fork(Effect.gen(function*() {
-            while (running) {
-              const exit = yield* Effect.exit(Db.execute("SELECT 1 AS ok"))
-              if (exit._tag === "Success") ok++
-              else failed++
-            }
-          })))
-        yield* Effect.sleep(500)
-        yield* victim.kill
-        yield* Effect.sleep(1_500)
-        running = false
-        yield* Fiber.joinAll(readers)
-        expect(failed).toBe(0)
-        expect(ok).toBeGreaterThan(100)
-        expect(db.replicationStats()[2]!.usable).toBe(false)
-        yield* victim.start
-        yield* Bank.eventually(Effect.sync(() => db.replicationStats()[2]!.usable), 10_000)
-        const before = db.replicationStats()[2]!.reads
-        yield* Bank.eventually(
-          Effect.map(Db.execute("SELECT 1"), () => db.replicationStats()[2]!.reads > before),
-          5_000
-        )
-      }), {}, { pool: { min: 0, max: 8, acquireTimeout: "1 second" }, retry: false }), 60_000)
+      withDb(
+        Effect.flatMap(Cluster, (cluster) =>
+          ReplicaChecks.killedUnderLoad({ index: 2, kill: cluster.replicas[1]!.kill, start: cluster.replicas[1]!.start })),
+        {},
+        { pool: { min: 0, max: 8, acquireTimeout: "1 second" }, retry: false }
+      ), 60_000)
 
     it.effect("a commit token carries read-your-writes to another layer; a malformed one is a typed error", () =>
       Effect.gen(function*() {
         const cluster = yield* Cluster
         yield* delayReplay(cluster, 300)
-        const table = unique("token")
-        const token = yield* Effect.gen(function*() {
-          yield* Db.execute(`CREATE TABLE [${table}] (v int)`)
-          yield* Db.execute(`INSERT INTO [${table}] VALUES (42)`)
-          return yield* Db.commitToken
-        }).pipe(Effect.provide(layerOn(cluster, unique("writer"))))
-        expect(token).toMatch(/^dal1\.[A-Za-z0-9_-]+$/)
-        // another layer, its own pools: without the token its read may be stale, with it never
-        const rows = yield* Db.withCommitToken(token!)(Db.execute<{ v: number }>(`SELECT v FROM [${table}]`)).pipe(
-          Effect.provide(layerOn(cluster, unique("reader")))
-        )
-        expect(rows).toEqual([{ v: 42 }])
-        const malformed = yield* Effect.flip(
-          Db.withCommitToken("not-a-token")(Db.execute("SELECT 1")).pipe(Effect.provide(layerOn(cluster, unique("bad"))))
-        )
-        expect(malformed).toBeInstanceOf(Replication.InvalidCommitToken)
+        yield* ReplicaChecks.tokenRoundTrip({ table: unique("token"), layer: (alias) => layerOn(cluster, unique(alias)) })
         yield* delayReplay(cluster, 0)
-        yield* on(cluster.primary.url, `DROP TABLE "${table}"`)
       }), 30_000)
   }
 )

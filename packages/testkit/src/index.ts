@@ -17,3 +17,5 @@ export * as FaultProxy from "./FaultProxy.js"
 export * as MariaCluster from "./MariaCluster.js"
 /** @since 0.1.0 */
 export * as PgCluster from "./PgCluster.js"
+/** @since 0.2.0 */
+export * as ReplicaChecks from "./ReplicaChecks.js"
