@@ -102,14 +102,9 @@ export const make = (options: {
     const liveClock = Clock.make()
 
     // metrics: routed reads per node, fallbacks to the primary by reason
-    const readLabels = new Map<DbService, ReadonlyArray<MetricLabel.MetricLabel>>()
     const fallbackLabels = new Map<FallbackReason, ReadonlyArray<MetricLabel.MetricLabel>>()
     let primaryReads = 0
-    const routed = (db: DbService) => {
-      let labels = readLabels.get(db)
-      if (labels === undefined) readLabels.set(db, labels = db.metricLabels)
-      Metrics.metrics.routedReads.unsafeUpdate(1, labels)
-    }
+    const routed = (db: DbService) => Metrics.metrics.routedReads.unsafeUpdate(1, db.metricLabels)
     const fellBack = (reason: FallbackReason) => {
       let labels = fallbackLabels.get(reason)
       if (labels === undefined) {
@@ -136,7 +131,7 @@ export const make = (options: {
     let noReplicaLogged = false
     const usable = (exclude: ReadonlyArray<ReplicaState>): Array<ReplicaState> => {
       const found = replicas.filter((r) => r.usable() && !exclude.includes(r))
-      if (exclude.length === 0 && found.length === 0 !== noReplicaLogged) {
+      if (exclude.length === 0 && (found.length === 0) !== noReplicaLogged) {
         // logged once per change, not per read
         noReplicaLogged = found.length === 0
         runFork(
