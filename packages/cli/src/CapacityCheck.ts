@@ -6,7 +6,7 @@
  * @since 0.1.0
  */
 import type { DbError, NodeStats, ScalingAdvisor } from "@effect-dal/core"
-import { Db, Metrics } from "@effect-dal/core"
+import { Db, type DbModule, Metrics } from "@effect-dal/core"
 import { MysqlDatabase } from "@effect-dal/mysql"
 import { PgDatabase } from "@effect-dal/pg"
 import { PgliteDatabase } from "@effect-dal/pglite"
@@ -89,7 +89,8 @@ const layerFor = (
   alias: string
 ): Layer.Layer<Db, ConfigError.ConfigError | DbError.DbError> => {
   const pool = { min: 1, max: options.poolMax, acquireTimeout: options.acquireTimeoutMillis }
-  const replicas = options.replicaUrls.map((url) => ({ url: Redacted.make(url) }))
+  // none given: a multi-host --url finds its replicas among its hosts
+  const replicas = options.replicaUrls.length === 0 ? undefined : options.replicaUrls.map((url) => ({ url: Redacted.make(url) }))
   switch (engineOf(options.url)) {
     case "pglite":
       return PgliteDatabase.layer({ alias, env: "capacity", acquireTimeout: options.acquireTimeoutMillis })
@@ -98,6 +99,12 @@ const layerFor = (
     case "pg":
       return PgDatabase.layer({ url: Redacted.make(options.url!), alias, env: "capacity", pool, retry: false, replicas })
   }
+}
+
+/** The nodes, when there are several (replicas configured, or discovered from several hosts). */
+const nodesOf = (db: DbModule.DbService): ReadonlyArray<NodeStats> => {
+  const nodes = db.replicationStats()
+  return nodes.length > 1 ? nodes : []
 }
 
 /** One node in the status line: its role, how busy its pool is, and its lag. */
@@ -200,7 +207,7 @@ export const run = (options: Options): Effect.Effect<Result, DbError.DbError | C
           timeoutRate: intervalOps === 0 ? 0 : intervalTimeouts / intervalOps,
           opsPerSecond: intervalOps / seconds,
           breaker: db.breaker?.state() ?? "off",
-          nodes: options.replicaUrls.length === 0 ? [] : db.replicationStats()
+          nodes: nodesOf(db)
         }
         before = after
         intervalOps = 0
@@ -266,7 +273,7 @@ export const run = (options: Options): Effect.Effect<Result, DbError.DbError | C
       operations,
       failures,
       metrics,
-      nodes: options.replicaUrls.length === 0 ? [] : db.replicationStats()
+      nodes: nodesOf(db)
     }
   }).pipe(Effect.provide(layerFor(options, alias)))
 }

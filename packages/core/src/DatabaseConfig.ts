@@ -103,6 +103,26 @@ export interface ReplicaOptions extends Omit<DatabaseOptions, "replicas" | "repl
 }
 
 /**
+ * The replicas of a database: those configured, or, for a database named by
+ * several hosts whose connections look for the writable one, every host as
+ * a replica that takes reads while it is a standby. Roles are discovered,
+ * never configured: the primary of the moment is no standby, so its replica
+ * gets no connection (and no read) until a promotion makes it one.
+ *
+ * @since 0.2.0
+ */
+export const replicasOf = (options: DatabaseOptions, config: DatabaseConfig): ReadonlyArray<ReplicaOptions> => {
+  if (options.replicas !== undefined) return options.replicas
+  if (config.hosts.length < 2 || (config.targetRole !== "read-write" && config.targetRole !== "primary")) return []
+  return config.hosts.map((h) => ({
+    hosts: [h],
+    targetRole: "standby" as const,
+    alias: `${config.alias}_${h.host}_${h.port}`,
+    pool: { ...options.pool, min: 0 }
+  }))
+}
+
+/**
  * The options of replica `index` (0-based): the primary's, less its
  * replicas, with the replica's over them. A replica `url` replaces the
  * primary's address fields; the alias defaults to `<primary alias>_replica_<n>`.

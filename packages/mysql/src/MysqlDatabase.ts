@@ -78,7 +78,7 @@ export const make = (
 ): Effect.Effect<{ readonly db: DbModule.DbService; readonly mysql: MysqlClient.MysqlClient }, ConfigError.ConfigError, Scope.Scope> =>
   Effect.gen(function*() {
     const { config, db: primary, driver } = yield* node(options)
-    const replicas = options.replicas ?? []
+    const replicas = DatabaseConfig.replicasOf(options, config)
     // each replica is a database of its own (pool, breaker, metrics), routed to by the primary's router
     const db = replicas.length === 0 ? primary : yield* Replicated.make({
       primary,

@@ -21,6 +21,7 @@ const on = (url: string, sql: string) =>
   })
 
 FailoverSuite.failover({
+  rejoins: false,
   name: "MariaDB",
   port: 59_700 + (process.pid % 99) * 4,
   portSql: "SELECT @@port AS port",

@@ -75,7 +75,7 @@ export const make = (
 ): Effect.Effect<{ readonly db: DbModule.DbService; readonly pg: PgClient.PgClient }, ConfigError.ConfigError, Scope.Scope> =>
   Effect.gen(function*() {
     const { config, db: primary, driver } = yield* node(options)
-    const replicas = options.replicas ?? []
+    const replicas = DatabaseConfig.replicasOf(options, config)
     if (replicas.length === 0) return { db: primary, pg: makePgClient(primary, config, normalize(options)) }
     // each replica is a database of its own (pool, breaker, metrics), routed to by the primary's router
     const nodes = yield* Effect.forEach(replicas, (replica, i) =>

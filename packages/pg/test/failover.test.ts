@@ -9,6 +9,7 @@ import * as Effect from "effect/Effect"
 import { on } from "./helpers.js"
 
 FailoverSuite.failover({
+  rejoins: true,
   name: "PostgreSQL",
   port: 57_600 + (process.pid % 99) * 4,
   portSql: "SELECT inet_server_port() AS port",

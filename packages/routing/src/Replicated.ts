@@ -47,7 +47,7 @@ class ReplicaState {
   lagBytes: number | undefined = undefined
   lagMillis: number | undefined = undefined
   /** The last lag poll reached it, and no read since lost its connection. */
-  reachable = true
+  reachable = false
   /** Over `maxLag`, until it is below half of it. */
   lagging = false
   constructor(readonly db: DbService, readonly weight: number) {}
@@ -380,7 +380,11 @@ export const make = (options: {
         if (history.length > 1_000) history.shift()
       }
       yield* Effect.forEach(replicas, (replica) =>
-        Effect.map(Effect.either(replication.replicaStatus(replica.db.execute)), (status) => {
+        // a replica that does not answer within the interval is not reachable now
+        Effect.map(Effect.either(Effect.timeoutFail(replication.replicaStatus(replica.db.execute), {
+          duration: interval,
+          onTimeout: () => "timeout" as const
+        })), (status) => {
           if (Either.isLeft(status)) {
             replica.reachable = false
             return
@@ -410,7 +414,9 @@ export const make = (options: {
           }
         }), { concurrency: "unbounded", discard: true })
     })
-    yield* Effect.forkScoped(Effect.withClock(Effect.forever(Effect.zipRight(poll, Effect.sleep(interval))), liveClock))
+    // the first poll before the first read: a replica gets reads once the poll has seen it
+    yield* Effect.withClock(poll, liveClock)
+    yield* Effect.forkScoped(Effect.withClock(Effect.forever(Effect.zipRight(Effect.sleep(interval), poll)), liveClock))
 
     const replicationStats = (): ReadonlyArray<NodeStats> => [
       {

@@ -25,7 +25,12 @@ import * as Bank from "./Bank.js"
  * @since 0.2.0
  */
 export interface FailoverCluster {
-  readonly primary: { readonly port: number; readonly kill: Effect.Effect<void> }
+  readonly primary: {
+    readonly port: number
+    readonly kill: Effect.Effect<void>
+    /** Makes the old primary a standby of the server on `primaryPort`, where the engine can (`undefined`: not tested). */
+    readonly rejoin?: ((primaryPort: number) => Effect.Effect<void>) | undefined
+  }
   readonly standby: { readonly port: number; readonly promote: Effect.Effect<void> }
   /** Makes the primary refuse writes while it stays up. */
   readonly fence: Effect.Effect<void>
@@ -54,6 +59,8 @@ export interface FailoverProfile {
   readonly portSql: string
   /** The first of four free ports for this process. */
   readonly port: number
+  /** Whether the cluster can make an old primary a standby of the new one (`primary.rejoin`). */
+  readonly rejoins: boolean
 }
 
 let counter = 0
@@ -126,6 +133,34 @@ export const failover = (profile: FailoverProfile): void => {
         expect(resumedMillis).toBeLessThan(5_000)
         expect(report.committed).toBeGreaterThan(0)
       }).pipe(Effect.scoped), 60_000)
+
+    if (profile.rejoins) {
+    it.live("after a failover, the old primary restarted as a standby of the new one gets reads and no writes", () =>
+      Effect.gen(function*() {
+        const cluster = yield* profile.cluster(profile.port)
+        const rejoin = cluster.primary.rejoin!
+        yield* Effect.gen(function*() {
+          const db = yield* Db
+          const table = unique("rejoin")
+          yield* Db.execute(`CREATE TABLE [${table}] (at bigint)`)
+          yield* cluster.primary.kill
+          yield* cluster.standby.promote
+          yield* firstWrite(table)
+          yield* rejoin(cluster.standby.port)
+          // the hosts' roles are discovered: the old primary is a standby now, and a replica for reads
+          yield* Bank.eventually(
+            Effect.map(Db.execute<{ port: number }>(profile.portSql), (rows) => portOf(rows) === cluster.primary.port),
+            // the replica's breaker opened while its server was down, and lets a probe through only after its wait
+            45_000
+          )
+          const nodes = db.replicationStats()
+          expect(nodes.find((n) => n.alias.endsWith(`_${cluster.primary.port}`))).toMatchObject({ role: "replica", usable: true })
+          // writes go to the new primary only
+          yield* Db.execute(`INSERT INTO [${table}] VALUES (?)`, [Date.now()])
+          expect(portOf(yield* Db.primary(Db.execute<{ port: number }>(profile.portSql)))).toBe(cluster.standby.port)
+        }).pipe(Effect.provide(profile.layer(cluster, unique("rejoin"), "100 millis")))
+      }).pipe(Effect.scoped), 90_000)
+    }
 
     it.live("the primary fenced read-only while the standby is promoted: the pools move, no write is reported committed on it", () =>
       Effect.gen(function*() {

@@ -82,7 +82,14 @@ const server = (dir: string, port: number, settings: ReadonlyArray<string> = [])
     stop: Effect.sync(() => pgctl(["stop", "-m", "fast", "-w"])),
     start: Effect.sync(start),
     kill: Effect.sync(kill),
-    promote: Effect.sync(() => pgctl(["promote", "-w"]))
+    promote: Effect.sync(() => pgctl(["promote", "-w"])),
+    rejoin: (primaryPort) =>
+      Effect.sync(() => {
+        kill()
+        rmSync(data, { recursive: true, force: true })
+        run("pg_basebackup", ["-h", "127.0.0.1", "-p", String(primaryPort), "-U", "postgres", "-D", data, "-R", "-X", "stream", "--no-sync"])
+        start()
+      })
   }
   return { data, pgctl, start, kill, cluster }
 }
@@ -97,6 +104,8 @@ export interface PgServer extends PgCluster {
   readonly kill: Effect.Effect<void>
   /** Promotes a standby to primary (`pg_ctl promote`), and waits until it is. */
   readonly promote: Effect.Effect<void>
+  /** Makes the server a fresh standby of the primary on `primaryPort` (`pg_basebackup -R`), and starts it. */
+  readonly rejoin: (primaryPort: number) => Effect.Effect<void>
 }
 
 /**
