@@ -25,8 +25,8 @@ FailoverSuite.failover({
   name: "MariaDB",
   port: 59_700 + (process.pid % 99) * 4,
   portSql: "SELECT @@port AS port",
-  cluster: (port) =>
-    Effect.map(MariaCluster.makeReplicated(port, [port + 1], { semiSync: true }), ({ primary, replicas }) => {
+  cluster: (port, synchronous) =>
+    Effect.map(MariaCluster.makeReplicated(port, [port + 1], { semiSync: synchronous }), ({ primary, replicas }) => {
       const standby = replicas[0]!
       return {
         primary,

@@ -13,8 +13,8 @@ FailoverSuite.failover({
   name: "PostgreSQL",
   port: 57_600 + (process.pid % 99) * 4,
   portSql: "SELECT inet_server_port() AS port",
-  cluster: (port) =>
-    Effect.map(PgCluster.makeReplicated(port, [port + 1], { synchronous: true }), ({ primary, replicas }) => {
+  cluster: (port, synchronous) =>
+    Effect.map(PgCluster.makeReplicated(port, [port + 1], { synchronous }), ({ primary, replicas }) => {
       const standby = replicas[0]!
       return {
         primary,
