@@ -3,7 +3,8 @@
  * named by several hosts, whose write connections land on whichever is
  * writable. When they land on another host than before, the primary moved:
  * logged with the old and the new primary, counted in `dal.failovers`, and
- * timed from the first lost connection in `dal.failover.duration`.
+ * timed from the first lost connection to the first statement that succeeds
+ * on the new primary in `dal.failover.duration`.
  *
  * @since 0.2.0
  */
@@ -95,6 +96,8 @@ export interface Watch {
   readonly failed: () => void
   /** A write connection was opened on `endpoint`; logs the move when the primary moved. */
   readonly connected: (endpoint: Endpoint) => Effect.Effect<void>
+  /** A statement succeeded on a write connection: the first after a move ends the failover's clock. */
+  readonly succeeded: () => void
 }
 
 /**
@@ -107,6 +110,8 @@ export const watch = (config: DatabaseConfig, system: string): Watch | undefined
   if (config.hosts.length < 2 || !wantsWrites(config.targetRole)) return undefined
   let current: string | undefined
   let failingSince: number | undefined
+  // set from a move until the first statement that succeeds after it
+  let movedSince: number | undefined
   const labels = Metrics.labelsOf({ alias: config.alias, env: config.env, system, namespace: config.database })
   return {
     failed: () => {
@@ -115,16 +120,20 @@ export const watch = (config: DatabaseConfig, system: string): Watch | undefined
     connected: (endpoint) => {
       const at = `${endpoint.host}:${endpoint.port}`
       const before = current
-      const since = failingSince
+      const since = failingSince ?? Date.now()
       current = at
       failingSince = undefined
       if (before === undefined || before === at) return Effect.void
-      const millis = since === undefined ? 0 : Date.now() - since
+      movedSince = since
       Metrics.metrics.failovers.unsafeUpdate(1, labels)
-      Metrics.metrics.failoverDuration.unsafeUpdate(millis / 1000, labels)
       return Effect.logWarning(`the primary moved from ${before} to ${at}`).pipe(
-        Effect.annotateLogs({ alias: config.alias, from: before, to: at, failoverMillis: millis })
+        Effect.annotateLogs({ alias: config.alias, from: before, to: at, failingForMillis: Date.now() - since })
       )
+    },
+    succeeded: () => {
+      if (movedSince === undefined) return
+      Metrics.metrics.failoverDuration.unsafeUpdate((Date.now() - movedSince) / 1000, labels)
+      movedSince = undefined
     }
   }
 }

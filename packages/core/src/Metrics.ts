@@ -83,7 +83,7 @@ export const metrics = {
   routingFallbacks: Metric.counter("dal.routing.fallbacks", { incremental: true }),
   /** Times new connections found the writable server on another host than before. */
   failovers: Metric.counter("dal.failovers", { incremental: true }),
-  /** From the first failed connection to the old primary to the first connection to the new one, seconds. */
+  /** From the first lost connection to the old primary to the first statement that succeeds on the new one, seconds. */
   failoverDuration: Metric.histogram("dal.failover.duration", seconds, "time to find the new primary, s")
 } as const
 

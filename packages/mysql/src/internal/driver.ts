@@ -121,8 +121,8 @@ class MysqlConnection implements Driver.DriverConnection {
     private readonly cacheStats: StatementCache.Stats,
     /** Which server this connection may stay on (checked when it is validated), from `targetRole`. */
     private readonly role: DatabaseConfig.TargetRole = "any",
-    /** Told once when the connection is lost or its server stops taking writes. */
-    private readonly lost?: (() => void) | undefined
+    /** Where write connections land: told when this one is lost, and when its statements succeed. */
+    private readonly watch?: Failover.Watch | undefined
   ) {
     // KILL QUERY on this exact thread
     this.gate = new CancelGate(
@@ -136,7 +136,7 @@ class MysqlConnection implements Driver.DriverConnection {
   }
 
   private lose(): void {
-    if (!this.broken) this.lost?.()
+    if (!this.broken) this.watch?.failed()
     this.broken = true
   }
 
@@ -175,6 +175,7 @@ class MysqlConnection implements Driver.DriverConnection {
       const callback = (err: Mysql.QueryError | null, results: any, fields: any) => {
         if (err) return done(Exit.fail(this.failure(err, sql)))
         this.track(results)
+        this.watch?.succeeded()
         done(Exit.succeed(shape(results, fields, mode)))
       }
       // server-side prepared statements for parameterized statements; the text protocol for
@@ -376,7 +377,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: Mysql
           ),
           Effect.tapError(() => Effect.sync(() => conn.destroy())),
           Effect.as(
-            new MysqlConnection(conn, kill(endpoint), config.statementCacheSize, statementCache, role, watch?.failed) as
+            new MysqlConnection(conn, kill(endpoint), config.statementCacheSize, statementCache, role, watch) as
               Driver.DriverConnection
           )
         )

@@ -72,8 +72,8 @@ class PgConnection implements Driver.DriverConnection {
     cacheStats: StatementCache.Stats,
     /** Which server this connection may stay on (checked when it is validated), from `targetRole`. */
     private readonly role: DatabaseConfig.TargetRole = "any",
-    /** Told once when the connection is lost or its server stops taking writes. */
-    private readonly lost?: (() => void) | undefined
+    /** Where write connections land: told when this one is lost, and when its statements succeed. */
+    private readonly watch?: Failover.Watch | undefined
   ) {
     this.cache = new StatementCache.StatementCache(cacheSize, cacheStats, (name) => {
       // pg remembers what it prepared; forget it there too. The server copy is freed once the
@@ -111,7 +111,7 @@ class PgConnection implements Driver.DriverConnection {
   }
 
   private lose(): void {
-    if (!this.broken) this.lost?.()
+    if (!this.broken) this.watch?.failed()
     this.broken = true
   }
 
@@ -142,6 +142,7 @@ class PgConnection implements Driver.DriverConnection {
             }
             done(Exit.fail(error))
           } else {
+            this.watch?.succeeded()
             done(Exit.succeed(shape(result, mode)))
           }
         }
@@ -374,7 +375,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDri
   const connected = Effect.map(
     Failover.connect(config.hosts, config.targetRole, (endpoint, want) => openOn(clientConfig, endpoint, want)),
     ([client, endpoint]) => [
-      new PgConnection(client, endpoint, config.statementCacheSize, statementCache, config.targetRole, watch?.failed) as Driver.DriverConnection,
+      new PgConnection(client, endpoint, config.statementCacheSize, statementCache, config.targetRole, watch) as Driver.DriverConnection,
       endpoint
     ] as const
   )
