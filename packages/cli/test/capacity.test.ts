@@ -74,7 +74,7 @@ describe("npm start: the capacity check", () => {
   })
 
   it("with --replica-url, reads are routed over the replicas and each node's utilization and lag are shown", async () => {
-    const port = 58_900 + (process.pid % 30) * 3
+    const port = 24_000 + (process.pid % 30) * 3
     const scope = Effect.runSync(Scope.make())
     try {
       const cluster = await Effect.runPromise(Scope.extend(PgCluster.makeReplicated(port, [port + 1, port + 2]), scope))

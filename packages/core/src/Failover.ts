@@ -98,6 +98,8 @@ export interface Watch {
   readonly connected: (endpoint: Endpoint) => Effect.Effect<void>
   /** A statement succeeded on a write connection: the first after a move ends the failover's clock. */
   readonly succeeded: () => void
+  /** The server refused a write as read-only: it was demoted or fenced. */
+  readonly refused: () => void
 }
 
 /**
@@ -134,7 +136,8 @@ export const watch = (config: DatabaseConfig, system: string): Watch | undefined
       if (movedSince === undefined) return
       Metrics.metrics.failoverDuration.unsafeUpdate((Date.now() - movedSince) / 1000, labels)
       movedSince = undefined
-    }
+    },
+    refused: () => Metrics.metrics.refusedWrites.unsafeUpdate(1, labels)
   }
 }
 

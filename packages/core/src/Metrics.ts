@@ -84,7 +84,9 @@ export const metrics = {
   /** Times new connections found the writable server on another host than before. */
   failovers: Metric.counter("dal.failovers", { incremental: true }),
   /** From the first lost connection to the old primary to the first statement that succeeds on the new one, seconds. */
-  failoverDuration: Metric.histogram("dal.failover.duration", seconds, "time to find the new primary, s")
+  failoverDuration: Metric.histogram("dal.failover.duration", seconds, "time to find the new primary, s"),
+  /** Writes a server refused as read-only on a connection that wanted a writable one (demoted, fenced, a standby). */
+  refusedWrites: Metric.counter("dal.failover.refused_writes", { incremental: true })
 } as const
 
 /**

@@ -23,7 +23,7 @@ const on = (url: string, sql: string) =>
 FailoverSuite.failover({
   rejoins: false,
   name: "MariaDB",
-  port: 59_700 + (process.pid % 99) * 4,
+  port: 26_000 + (process.pid % 99) * 4,
   portSql: "SELECT @@port AS port",
   cluster: (port, synchronous) =>
     Effect.map(MariaCluster.makeReplicated(port, [port + 1], { semiSync: synchronous }), ({ primary, replicas }) => {

@@ -14,7 +14,7 @@ import * as Layer from "effect/Layer"
 import * as Mysql from "mysql2/promise"
 import { unique } from "./helpers.js"
 
-const PORT = 59_000 + (process.pid % 290) * 2
+const PORT = 25_000 + (process.pid % 290) * 2
 
 class Cluster extends Context.Tag("test/MariaCluster")<Cluster, MariaCluster.MariaReplicatedCluster>() {}
 

@@ -11,7 +11,7 @@ import { on } from "./helpers.js"
 FailoverSuite.failover({
   rejoins: true,
   name: "PostgreSQL",
-  port: 57_600 + (process.pid % 99) * 4,
+  port: 23_000 + (process.pid % 99) * 4,
   portSql: "SELECT inet_server_port() AS port",
   cluster: (port, synchronous) =>
     Effect.map(PgCluster.makeReplicated(port, [port + 1], { synchronous }), ({ primary, replicas }) => {

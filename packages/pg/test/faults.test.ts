@@ -73,7 +73,7 @@ describe("pool faults: PostgreSQL", () => {
 
   it.live("a server restart under steady load: errors only during the outage, then success within 2 s and the pool refills", () =>
     Effect.gen(function*() {
-      const cluster = yield* PgCluster.make(55432 + (process.pid % 500))
+      const cluster = yield* PgCluster.make(21_000 + (process.pid % 500))
       const layer = PgDatabase.layer({
         url: cluster.url,
         alias: unique("restart"),

@@ -15,7 +15,7 @@ import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
 import { on, unique } from "./helpers.js"
 
-const PORT = 57_000 + (process.pid % 200) * 3
+const PORT = 22_000 + (process.pid % 200) * 3
 
 class Cluster extends Context.Tag("test/Cluster")<Cluster, PgCluster.PgReplicatedCluster>() {}
 

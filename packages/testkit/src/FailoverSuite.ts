@@ -124,6 +124,8 @@ export const failover = (profile: FailoverProfile): void => {
           const took = yield* Metric.value(Metric.taggedWithLabels(Metrics.metrics.failoverDuration, db.metricLabels))
           expect(took.count).toBe(1)
           expect(took.max).toBeLessThan(10)
+          // no write reached a server while it was a standby: it would have refused it, and been counted
+          expect((yield* Metric.value(Metric.taggedWithLabels(Metrics.metrics.refusedWrites, db.metricLabels))).count).toBe(0)
           return report
         }).pipe(Effect.provide(profile.layer(cluster, alias, "100 millis")))
         const resumedMillis = writesResumedAt - promotedAt
@@ -199,6 +201,9 @@ export const failover = (profile: FailoverProfile): void => {
           )
           expect(Date.now() - fencedAt).toBeLessThan(5_000)
           expect(db.resilienceStats().retries - retriesBefore).toBeGreaterThan(0)
+          // the fenced server refused them, and the refusals are counted
+          expect((yield* Metric.value(Metric.taggedWithLabels(Metrics.metrics.refusedWrites, db.metricLabels))).count)
+            .toBeGreaterThan(0)
           // every write reported committed is on the new primary, none on the fenced one
           expect(yield* cluster.count("standby", table)).toBe(40)
           expect(yield* cluster.count("primary", table)).toBe(0)

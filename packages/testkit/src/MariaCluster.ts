@@ -9,7 +9,7 @@
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import { execFileSync, spawn } from "node:child_process"
-import { mkdtempSync, rmSync } from "node:fs"
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 
@@ -54,6 +54,7 @@ const client = (args: ReadonlyArray<string>, sql: string) =>
 const server = (dir: string, port: number, serverId: number, settings: ReadonlyArray<string>) => {
   const data = join(dir, `data-${port}`)
   const socket = join(dir, `sock-${port}`)
+  const errorLog = join(dir, `err-${port}`)
   let child: ReturnType<typeof spawn> | undefined
   const start = () => {
     child = spawn("/usr/sbin/mariadbd", [
@@ -69,7 +70,7 @@ const server = (dir: string, port: number, serverId: number, settings: ReadonlyA
       "--gtid-strict-mode=1",
       "--user=root",
       `--pid-file=${join(dir, `pid-${port}`)}`,
-      `--log-error=${join(dir, `err-${port}`)}`,
+      `--log-error=${errorLog}`,
       "--innodb-buffer-pool-size=32M",
       "--innodb-flush-log-at-trx-commit=2",
       "--sync-binlog=0",
@@ -84,7 +85,11 @@ const server = (dir: string, port: number, serverId: number, settings: ReadonlyA
         execFileSync("mariadb-admin", ["--socket", socket, "-u", "root", "ping"], { stdio: "pipe", timeout: 5_000 })
         return
       } catch (e) {
-        if (Date.now() > deadline) throw e
+        // a server that exited (a port taken, say) will not answer: say why at once
+        if (child?.exitCode !== null || Date.now() > deadline) {
+          const log = existsSync(errorLog) ? readFileSync(errorLog, "utf8").split("\n").slice(-5).join("\n") : ""
+          throw new Error(`mariadbd on port ${port} did not start: ${String(e)}\n${log}`)
+        }
         execFileSync("sleep", ["0.1"])
       }
     }

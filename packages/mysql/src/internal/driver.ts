@@ -151,6 +151,7 @@ class MysqlConnection implements Driver.DriverConnection {
     if (error._tag === "ConnectionError") this.lose()
     if (error._tag !== "QueryError" || !READ_ONLY_CODES.has(error.code ?? "") || !Failover.wantsWrites(this.role)) return error
     this.lose()
+    this.watch?.refused()
     return Failover.refusedWrite(error)
   }
 

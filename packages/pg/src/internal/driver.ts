@@ -107,6 +107,7 @@ class PgConnection implements Driver.DriverConnection {
     if (error._tag === "ConnectionError") this.lose()
     if (error._tag !== "QueryError" || error.code !== "25006" || !Failover.wantsWrites(this.role)) return error
     this.lose()
+    this.watch?.refused()
     return Failover.refusedWrite(error)
   }
 
