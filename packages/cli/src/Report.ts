@@ -93,7 +93,7 @@ ${chart("chart-timeouts", "Timeout rate (%)", "%", result.samples, (s) => s.time
 /** A row per node, when reads were routed over replicas. */
 const nodeRows = (result: Result): ReadonlyArray<ReadonlyArray<string>> =>
   result.nodes.map((n) => [
-    n.alias,
+    n.host === undefined ? n.alias : `${n.alias} (${n.host})`,
     n.role,
     `${Math.round(n.utilization * 100)}%`,
     n.lagMillis === undefined ? "–" : `${Math.round(n.lagMillis)} ms`,

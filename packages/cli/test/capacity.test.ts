@@ -92,6 +92,18 @@ describe("npm start: the capacity check", () => {
       const html = readFileSync(report, "utf8")
       expect(html).toContain('id="nodes"')
       expect(html).toContain('id="replica-lag"')
+      // a multi-host URL: the roles are discovered, the standbys take the reads
+      const hosts = [cluster.primary, ...cluster.replicas].map((s) => `127.0.0.1:${s.port}`).join(",")
+      const discovered = await capacity(
+        ["--users", "4", "--duration", "2", "--slow-ratio", "0", "--url",
+          `postgres://postgres@${hosts}/postgres?target_session_attrs=read-write`],
+        join(dir, "hosts.html")
+      )
+      const rows = discovered.slice(discovered.indexOf("Nodes:")).split("\n")
+      expect(rows.find((l) => l.includes(" | primary | "))).toContain(`(127.0.0.1:${cluster.primary.port})`)
+      const standbys = rows.filter((l) => l.includes(" | replica | ") && l.includes(" | yes | "))
+      expect(standbys).toHaveLength(2) // the primary's own replica node is no standby: not usable
+      for (const line of standbys) expect(Number(line.split(" | ")[6])).toBeGreaterThan(0)
     } finally {
       await Effect.runPromise(Scope.close(scope, Exit.void))
     }

@@ -240,6 +240,8 @@ export interface DbService extends Executor {
 export interface NodeStats {
   readonly alias: string
   readonly role: "primary" | "replica"
+  /** The primary's `host:port` as last seen, for a database named by several hosts. */
+  readonly host?: string | undefined
   /** Bytes behind the primary, where the engine measures it. */
   readonly lagBytes: number | undefined
   /** Time behind the primary while it writes, ms. */
@@ -395,6 +397,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       replicationStats: () => [{
         alias: config.alias,
         role: "primary",
+        host: driver.primaryHost?.(),
         lagBytes: 0,
         lagMillis: 0,
         usable: core.breaker?.state() !== "open",

@@ -118,6 +118,8 @@ export interface Driver {
   readonly shutdown?: Effect.Effect<void> | undefined
   /** Commit and replay positions, for read/write splitting over replicas; absent where the engine has none. */
   readonly replication?: Replication | undefined
+  /** With several hosts: the `host:port` write connections last landed on, the primary as last seen. */
+  readonly primaryHost?: (() => string | undefined) | undefined
 }
 
 /**

@@ -100,6 +100,8 @@ export interface Watch {
   readonly succeeded: () => void
   /** The server refused a write as read-only: it was demoted or fenced. */
   readonly refused: () => void
+  /** Where write connections last landed (`host:port`). */
+  readonly current: () => string | undefined
 }
 
 /**
@@ -137,7 +139,8 @@ export const watch = (config: DatabaseConfig, system: string): Watch | undefined
       Metrics.metrics.failoverDuration.unsafeUpdate((Date.now() - movedSince) / 1000, labels)
       movedSince = undefined
     },
-    refused: () => Metrics.metrics.refusedWrites.unsafeUpdate(1, labels)
+    refused: () => Metrics.metrics.refusedWrites.unsafeUpdate(1, labels),
+    current: () => current
   }
 }
 

@@ -422,6 +422,7 @@ export const make = (options: {
       {
         alias,
         role: "primary",
+        host: driver.primaryHost?.(),
         lagBytes: 0,
         lagMillis: 0,
         usable: primary.breaker?.state() !== "open",

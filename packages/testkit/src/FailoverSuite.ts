@@ -124,6 +124,8 @@ export const failover = (profile: FailoverProfile): void => {
           const took = yield* Metric.value(Metric.taggedWithLabels(Metrics.metrics.failoverDuration, db.metricLabels))
           expect(took.count).toBe(1)
           expect(took.max).toBeLessThan(10)
+          // the move shows in the nodes: the primary is the old standby's host now
+          expect(db.replicationStats()[0]).toMatchObject({ role: "primary", host: `127.0.0.1:${cluster.standby.port}` })
           // no write reached a server while it was a standby: it would have refused it, and been counted
           expect((yield* Metric.value(Metric.taggedWithLabels(Metrics.metrics.refusedWrites, db.metricLabels))).count).toBe(0)
           return report

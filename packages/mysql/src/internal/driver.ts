@@ -395,6 +395,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: Mysql
       ? Statement.defaultTransforms(options.transformResultNames).array
       : undefined,
     spanAttributes: options.spanAttributes ? Object.entries(options.spanAttributes) : [],
-    replication
+    replication,
+    primaryHost: watch?.current
   }
 }

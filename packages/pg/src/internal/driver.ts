@@ -392,6 +392,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: PgDri
     compiler: PgClient.makeCompiler(options.transformQueryNames, options.transformJson),
     transformRows,
     spanAttributes: options.spanAttributes ? Object.entries(options.spanAttributes) : [],
-    replication
+    replication,
+    primaryHost: watch?.current
   }
 }
