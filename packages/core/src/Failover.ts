@@ -98,8 +98,14 @@ export interface Watch {
   readonly connected: (endpoint: Endpoint) => Effect.Effect<void>
   /** A statement succeeded on a write connection: the first after a move ends the failover's clock. */
   readonly succeeded: () => void
-  /** The server refused a write as read-only: it was demoted or fenced. */
-  readonly refused: () => void
+  /** The server at `at` (`host:port`) refused a write as read-only: it was demoted or fenced. */
+  readonly refused: (at: string) => void
+  /**
+   * Whether a connection to `at` may no longer be lent for writes: the
+   * primary moved elsewhere, or that server refused a write. The pool then
+   * closes it instead of handing it out.
+   */
+  readonly stale: (at: string) => boolean
   /** Where write connections last landed (`host:port`). */
   readonly current: () => string | undefined
 }
@@ -113,6 +119,8 @@ export interface Watch {
 export const watch = (config: DatabaseConfig, system: string): Watch | undefined => {
   if (config.hosts.length < 2 || !wantsWrites(config.targetRole)) return undefined
   let current: string | undefined
+  // the server that last refused a write, until a connection finds it writable again
+  let fenced: string | undefined
   let failingSince: number | undefined
   // set from a move until the first statement that succeeds after it
   let movedSince: number | undefined
@@ -126,6 +134,7 @@ export const watch = (config: DatabaseConfig, system: string): Watch | undefined
       const before = current
       const since = failingSince ?? Date.now()
       current = at
+      if (fenced === at) fenced = undefined
       failingSince = undefined
       if (before === undefined || before === at) return Effect.void
       movedSince = since
@@ -139,7 +148,11 @@ export const watch = (config: DatabaseConfig, system: string): Watch | undefined
       Metrics.metrics.failoverDuration.unsafeUpdate((Date.now() - movedSince) / 1000, labels)
       movedSince = undefined
     },
-    refused: () => Metrics.metrics.refusedWrites.unsafeUpdate(1, labels),
+    refused: (at) => {
+      fenced = at
+      Metrics.metrics.refusedWrites.unsafeUpdate(1, labels)
+    },
+    stale: (at) => at === fenced || (current !== undefined && current !== at),
     current: () => current
   }
 }

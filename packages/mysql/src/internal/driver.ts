@@ -122,7 +122,9 @@ class MysqlConnection implements Driver.DriverConnection {
     /** Which server this connection may stay on (checked when it is validated), from `targetRole`. */
     private readonly role: DatabaseConfig.TargetRole = "any",
     /** Where write connections land: told when this one is lost, and when its statements succeed. */
-    private readonly watch?: Failover.Watch | undefined
+    private readonly watch?: Failover.Watch | undefined,
+    /** `host:port` of the server. */
+    private readonly at: string = ""
   ) {
     // KILL QUERY on this exact thread
     this.gate = new CancelGate(
@@ -151,7 +153,7 @@ class MysqlConnection implements Driver.DriverConnection {
     if (error._tag === "ConnectionError") this.lose()
     if (error._tag !== "QueryError" || !READ_ONLY_CODES.has(error.code ?? "") || !Failover.wantsWrites(this.role)) return error
     this.lose()
-    this.watch?.refused()
+    this.watch?.refused(this.at)
     return Failover.refusedWrite(error)
   }
 
@@ -287,7 +289,8 @@ class MysqlConnection implements Driver.DriverConnection {
   }
 
   isBroken() {
-    return this.broken
+    // a connection to a server that is no longer the primary is closed, not lent for writes
+    return this.broken || (this.watch !== undefined && this.watch.stale(this.at))
   }
 
   serverId() {
@@ -378,7 +381,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: Mysql
           ),
           Effect.tapError(() => Effect.sync(() => conn.destroy())),
           Effect.as(
-            new MysqlConnection(conn, kill(endpoint), config.statementCacheSize, statementCache, role, watch) as
+            new MysqlConnection(conn, kill(endpoint), config.statementCacheSize, statementCache, role, watch, `${endpoint.host}:${endpoint.port}`) as
               Driver.DriverConnection
           )
         )

@@ -61,6 +61,8 @@ const sendCancel = (endpoint: Endpoint, processID: number, secretKey: number): E
 
 class PgConnection implements Driver.DriverConnection {
   private broken = false
+  /** `host:port` of the server. */
+  private readonly at: string
   private readonly gate: CancelGate
   private readonly cache: StatementCache.StatementCache
   private evicted: Array<string> = []
@@ -75,6 +77,7 @@ class PgConnection implements Driver.DriverConnection {
     /** Where write connections land: told when this one is lost, and when its statements succeed. */
     private readonly watch?: Failover.Watch | undefined
   ) {
+    this.at = `${endpoint.host}:${endpoint.port}`
     this.cache = new StatementCache.StatementCache(cacheSize, cacheStats, (name) => {
       // pg remembers what it prepared; forget it there too. The server copy is freed once the
       // connection is idle again (see settle): a second query may not be queued behind one in flight
@@ -107,7 +110,7 @@ class PgConnection implements Driver.DriverConnection {
     if (error._tag === "ConnectionError") this.lose()
     if (error._tag !== "QueryError" || error.code !== "25006" || !Failover.wantsWrites(this.role)) return error
     this.lose()
-    this.watch?.refused()
+    this.watch?.refused(this.at)
     return Failover.refusedWrite(error)
   }
 
@@ -248,7 +251,8 @@ class PgConnection implements Driver.DriverConnection {
   }
 
   isBroken() {
-    return this.broken
+    // a connection to a server that is no longer the primary is closed, not lent for writes
+    return this.broken || (this.watch !== undefined && this.watch.stale(this.at))
   }
 
   serverId() {
