@@ -113,7 +113,7 @@ export interface ReplicaOptions extends Omit<DatabaseOptions, "replicas" | "repl
  */
 export const replicasOf = (options: DatabaseOptions, config: DatabaseConfig): ReadonlyArray<ReplicaOptions> => {
   if (options.replicas !== undefined) return options.replicas
-  if (config.hosts.length < 2 || (config.targetRole !== "read-write" && config.targetRole !== "primary")) return []
+  if (config.hosts.length < 2 || !wantsWrites(config.targetRole)) return []
   return config.hosts.map((h) => ({
     hosts: [h],
     targetRole: "standby" as const,
@@ -160,6 +160,13 @@ export const replicaOptions = <O extends DatabaseOptions>(
 export type TargetRole = "any" | "read-write" | "primary" | "standby" | "prefer-standby"
 
 const targetRoles: ReadonlyArray<TargetRole> = ["any", "read-write", "primary", "standby", "prefer-standby"]
+
+/**
+ * Whether connections with this role are for writes.
+ *
+ * @since 0.2.0
+ */
+export const wantsWrites = (role: TargetRole): boolean => role === "read-write" || role === "primary"
 
 /**
  * Validated options with every default applied.

@@ -10,6 +10,7 @@
  */
 import * as Effect from "effect/Effect"
 import type { DatabaseConfig, TargetRole } from "./DatabaseConfig.js"
+import { wantsWrites as wantsWritesOf } from "./DatabaseConfig.js"
 import { ConnectionError, QueryError } from "./DbError.js"
 import * as Metrics from "./Metrics.js"
 
@@ -28,7 +29,7 @@ export interface Endpoint {
  *
  * @since 0.2.0
  */
-export const wantsWrites = (role: TargetRole): boolean => role === "read-write" || role === "primary"
+export const wantsWrites: (role: TargetRole) => boolean = wantsWritesOf
 
 /**
  * The connect error when a server (or every server tried) does not have the

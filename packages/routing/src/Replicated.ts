@@ -7,7 +7,7 @@
  *
  * @since 0.2.0
  */
-import type { DbService, Driver, NodeStats } from "@effect-dal/core"
+import type { DbService, Driver, ExecuteOptions, NodeStats } from "@effect-dal/core"
 import { DbError as DbErrors, DbModule, Metrics, Replication } from "@effect-dal/core"
 import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -280,13 +280,22 @@ export const make = (options: {
 
     const inTransaction = (fiber: Fiber.RuntimeFiber<unknown, unknown>) => fiber.getFiberRef(currentTransactionNode)
 
-    const execute: DbService["execute"] = (sql, params, executeOptions) =>
+    /** Work that writes: on the open transaction's node, else on the primary, its position remembered. */
+    const writing = <A, E>(run: (db: DbService) => Effect.Effect<A, E>): Effect.Effect<A, E> =>
       Effect.withFiberRuntime((fiber) => {
         const node = inTransaction(fiber)
-        if (node !== undefined) return node.execute(sql, params, executeOptions)
-        if (Replication.isReplicaRead(sql)) return read(fiber, sql, (db) => db.execute(sql, params, executeOptions))
-        return write(primary.execute(sql, params, executeOptions))
+        return node !== undefined ? run(node) : write(run(primary))
       })
+
+    const execute = <A extends object>(
+      sql: string,
+      params?: ReadonlyArray<unknown>,
+      executeOptions?: ExecuteOptions
+    ): Effect.Effect<ReadonlyArray<A>, DbErrors.DbError> => {
+      const run = (db: DbService) => db.execute<A>(sql, params, executeOptions)
+      // reads outside a transaction are routed; inside one, `read` keeps them on the transaction's node
+      return Replication.isReplicaRead(sql) ? Effect.withFiberRuntime((fiber) => read(fiber, sql, run)) : writing(run)
+    }
 
     const withTransaction: DbService["withTransaction"] = (effect, txOptions) =>
       Effect.withFiberRuntime((fiber) => {
@@ -445,20 +454,8 @@ export const make = (options: {
     const service: DbService = {
       ...primary,
       execute,
-      executeMany: (statement, rows, executeOptions) =>
-        Effect.withFiberRuntime((fiber) => {
-          const node = inTransaction(fiber)
-          return node !== undefined
-            ? node.executeMany(statement, rows, executeOptions)
-            : write(primary.executeMany(statement, rows, executeOptions))
-        }),
-      insertMany: (table, rows, insertOptions) =>
-        Effect.withFiberRuntime((fiber) => {
-          const node = inTransaction(fiber)
-          return node !== undefined
-            ? node.insertMany(table, rows, insertOptions)
-            : write(primary.insertMany(table, rows, insertOptions))
-        }),
+      executeMany: (statement, rows, executeOptions) => writing((db) => db.executeMany(statement, rows, executeOptions)),
+      insertMany: (table, rows, insertOptions) => writing((db) => db.insertMany(table, rows, insertOptions)),
       stream,
       transaction,
       withTransaction,
