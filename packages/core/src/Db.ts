@@ -23,9 +23,11 @@ import type { DalConnection } from "./internal/connection.js"
 import { identity, makeCore } from "./internal/core.js"
 import { makeBatches } from "./internal/batches.js"
 import { makeHealth } from "./internal/health.js"
+import { makeNative } from "./internal/native.js"
 import { makeSqlClient } from "./internal/sqlBridge.js"
 import { makeStatements } from "./internal/statements.js"
 import { makeTransactions } from "./internal/transactions.js"
+import type * as Native from "./Native.js"
 import type * as Pool from "./Pool.js"
 import * as Replication from "./Replication.js"
 import type { QueryTags } from "./QueryTags.js"
@@ -230,6 +232,8 @@ export interface DbService extends Executor {
   readonly replication: Replication.Replication | undefined
   /** The commit position of this fiber's last write, as a token (see `Db.commitToken`). */
   readonly commitToken: Effect.Effect<string | undefined>
+  /** The driver's own SQL and options on this pool: what the driver-compatible pools are built on. */
+  readonly native: Native.NativeLane
 }
 
 /**
@@ -412,7 +416,8 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       }),
       transaction: transactions.scoped(handle),
       withTransaction: (effect, options) => transactions.run(effect, options ?? {}, identity),
-      sql
+      sql,
+      native: makeNative(core, statements)
     }
     return service
   })

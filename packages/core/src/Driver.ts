@@ -20,11 +20,23 @@ import type * as StatementCache from "./StatementCache.js"
  * - `rows`: an array of row objects (an array of such arrays for a multi-statement query);
  * - `values`: an array of row value arrays;
  * - `result`: rows plus the affected row count, normalized;
- * - `raw`: the driver's own result object.
+ * - `raw`: the driver's own result object;
+ * - `{ native }`: the driver's own query options (`rowMode` and `types` for pg,
+ *   `rowsAsArray` and `typeCast` for mysql2), for a driver-compatible pool; the
+ *   result is the driver's own, as that driver's API returns it.
  *
  * @since 0.1.0
  */
-export type QueryMode = "rows" | "values" | "result" | "raw"
+export type QueryMode = "rows" | "values" | "result" | "raw" | NativeMode
+
+/**
+ * A statement sent with the driver's own options, by a driver-compatible pool.
+ *
+ * @since 0.3.0
+ */
+export interface NativeMode {
+  readonly native: unknown
+}
 
 /**
  * The normalized result of `QueryMode` `result`.

@@ -15,9 +15,11 @@
  *
  * @since 0.1.0
  */
+import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 import * as MetricLabel from "effect/MetricLabel"
+import * as MetricState from "effect/MetricState"
 import type { ErrorCategory } from "./DbError.js"
 
 /** 0.25 ms to about 33 s, doubling: fine enough for point selects, wide enough for timeouts. */
@@ -251,3 +253,61 @@ export class DbMetrics {
     this.mirrored.set(key, total)
   }
 }
+
+/**
+ * One metric of a database as plain data: a counter's or gauge's value, a
+ * histogram's count, sum, min, max and cumulative buckets.
+ *
+ * @since 0.3.0
+ */
+export interface Sample {
+  readonly name: string
+  readonly type: "counter" | "gauge" | "histogram" | "frequency"
+  /** Every label but the database's own (`pool.name`, `db.system.name`, …): `error.type`, `state`, tags. */
+  readonly labels: Readonly<Record<string, string>>
+  readonly value:
+    | number
+    | {
+      readonly count: number
+      readonly sum: number
+      readonly min: number
+      readonly max: number
+      readonly buckets: ReadonlyArray<readonly [number, number]>
+    }
+    | Readonly<Record<string, number>>
+}
+
+const own = new Set(["db.client.connection.pool.name", "db.system.name", "db.namespace", "deployment.environment.name"])
+
+/**
+ * The current values of every metric of one database (those carrying all of
+ * its `labels`, `DbService.metricLabels`), as plain data: what `Metric.value`
+ * reads, for code without Effect.
+ *
+ * @since 0.3.0
+ */
+export const samples = (of: ReadonlyArray<MetricLabel.MetricLabel>): Effect.Effect<ReadonlyArray<Sample>> =>
+  Effect.map(Metric.snapshot, (pairs) => {
+    const out: Array<Sample> = []
+    for (const pair of pairs) {
+      const key = pair.metricKey
+      if (!of.every((l) => key.tags.some((t) => t.key === l.key && t.value === l.value))) continue
+      const labels: Record<string, string> = {}
+      for (const t of key.tags) if (!own.has(t.key)) labels[t.key] = t.value
+      const state = pair.metricState as any
+      const name = key.name
+      if (MetricState.isCounterState(state)) out.push({ name, type: "counter", labels, value: Number(state.count) })
+      else if (MetricState.isGaugeState(state)) out.push({ name, type: "gauge", labels, value: Number(state.value) })
+      else if (MetricState.isHistogramState(state)) {
+        out.push({
+          name,
+          type: "histogram",
+          labels,
+          value: { count: state.count, sum: state.sum, min: state.min, max: state.max, buckets: state.buckets }
+        })
+      } else if (MetricState.isFrequencyState(state)) {
+        out.push({ name, type: "frequency", labels, value: Object.fromEntries(state.occurrences) })
+      }
+    }
+    return out.sort((a, b) => a.name.localeCompare(b.name))
+  })

@@ -158,15 +158,15 @@ export interface PoolHooks<C> {
  *
  * @since 0.1.0
  */
-export interface PoolObserver {
+export interface PoolObserver<C = unknown> {
   /** A caller got a connection after waiting this long. */
   readonly acquired: (millis: number) => void
   readonly acquireFailed: (error: PoolTimeout | PoolClosed | DbError) => void
   /** A borrowed connection came back after this long. */
   readonly released: (millis: number) => void
   /** A connection was opened, in this long. */
-  readonly created: (millis: number) => void
-  readonly destroyed: () => void
+  readonly created: (millis: number, conn: C) => void
+  readonly destroyed: (conn: C) => void
   readonly createFailed: () => void
 }
 
@@ -273,7 +273,7 @@ export const make = <C>(options: {
   readonly alias: string
   readonly config: PoolConfig
   readonly hooks: PoolHooks<C>
-  readonly observer?: PoolObserver | undefined
+  readonly observer?: PoolObserver<C> | undefined
 }): Effect.Effect<Pool<C>> =>
   // background fibers inherit the runtime's flags: they must stay interruptible even when
   // the pool is made inside an uninterruptible region such as a layer's acquireRelease
@@ -284,7 +284,7 @@ const makeWithRuntime = <C>(
     readonly alias: string
     readonly config: PoolConfig
     readonly hooks: PoolHooks<C>
-    readonly observer?: PoolObserver | undefined
+    readonly observer?: PoolObserver<C> | undefined
   },
   runtime: Runtime.Runtime<never>
 ): Pool<C> => {
@@ -324,7 +324,7 @@ const makeWithRuntime = <C>(
     if (entry.state === "active") active--
     entry.state = "closing"
     all.delete(entry)
-    observer.destroyed()
+    observer.destroyed(entry.conn)
     fork(hooks.destroy(entry.conn))
     checkDrained()
     fill()
@@ -434,7 +434,7 @@ const makeWithRuntime = <C>(
         if (result !== undefined && Exit.isSuccess(result)) {
           failures = 0
           lastError = undefined
-          observer.created(performance.now() - started)
+          observer.created(performance.now() - started, result.value)
           const entry = new Entry(result.value, Date.now(), config.maxLifetime)
           all.add(entry)
           offer(entry)

@@ -38,6 +38,8 @@ export * as Driver from "./Driver.js"
 export * as Failover from "./Failover.js"
 /** @since 0.1.0 */
 export * as Metrics from "./Metrics.js"
+/** @since 0.3.0 */
+export * as Native from "./Native.js"
 /** @since 0.1.0 */
 export * as Pool from "./Pool.js"
 /** @since 0.1.0 */
@@ -48,6 +50,8 @@ export * as QueryTags from "./QueryTags.js"
 export * as Replication from "./Replication.js"
 /** @since 0.1.0 */
 export * as Retry from "./Retry.js"
+/** @since 0.3.0 */
+export * as Runner from "./Runner.js"
 /** @since 0.1.0 */
 export * as ScalingAdvisor from "./ScalingAdvisor.js"
 /** @since 0.1.0 */

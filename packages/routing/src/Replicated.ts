@@ -466,6 +466,16 @@ export const make = (options: {
       ),
       replicationStats,
       replication,
+      // a driver-compatible pool's statements follow the same rules; its checked-out clients stay on the primary
+      native: {
+        ...primary.native,
+        execute: (statement, params, options, call) => {
+          const run = (db: DbService) => db.native.execute(statement, params, options, call)
+          return Replication.isReplicaRead(statement)
+            ? Effect.withFiberRuntime((fiber) => read(fiber, statement, run))
+            : writing(run)
+        }
+      },
       commitToken: Effect.flatMap(FiberRef.get(Replication.currentWrites), (writes) =>
         Effect.map(
           commitPosition(writes.get(alias)),

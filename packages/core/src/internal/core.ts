@@ -23,6 +23,7 @@ import type { ExecuteOptions, SlowQuery } from "../Db.js"
 import type { Dialect } from "../Dialect.js"
 import type { Driver, DriverConnection } from "../Driver.js"
 import { DbMetrics } from "../Metrics.js"
+import type { PoolEvent } from "../Native.js"
 import * as Pool from "../Pool.js"
 import type { Translated } from "../PortableSql.js"
 import { isFailure, isImplicitCommitDdl, makeTranslator, unbindableParameter } from "../PortableSql.js"
@@ -106,6 +107,8 @@ export interface DbCore {
   readonly window: ScalingAdvisor.Window
   readonly slowStats: SlowQueries
   readonly pool: Pool.Pool<DalConnection>
+  /** Who hears of connections opening and closing (driver-compatible pools' events). */
+  readonly poolListeners: Set<(event: PoolEvent) => void>
   readonly hooks: StatementHooks
   /** This database's transaction open in `context` (a fiber's), with its depth. */
   readonly currentTx: (context: Context.Context<never>) => readonly [DalConnection, number] | undefined
@@ -195,6 +198,16 @@ export const makeCore = (driver: Driver, config: DatabaseConfig): Effect.Effect<
     }
     const rollbackOf = (conn: DalConnection) => conn.run(rollbackSql, noParams, "raw", false)
 
+    // listeners of the pool's connection events, shared like the pool itself
+    const poolListeners = yield* acquireShared(
+      `events:${config.hash}`,
+      Effect.sync(() => new Set<(event: PoolEvent) => void>()),
+      () => Effect.void
+    )
+    const emit = (event: PoolEvent) => {
+      for (const listener of poolListeners) listener(event)
+    }
+
     const pool = yield* acquireShared(
       `pool:${config.hash}`,
       Pool.make<DalConnection>({
@@ -211,8 +224,14 @@ export const makeCore = (driver: Driver, config: DatabaseConfig): Effect.Effect<
             if (error._tag === "PoolTimeout" && error.reason === "unavailable") breaker?.record(true, 0)
           },
           released: (ms) => metrics.released(ms),
-          created: (ms) => metrics.created(ms),
-          destroyed: () => metrics.connection("destroyed"),
+          created: (ms, conn) => {
+            metrics.created(ms)
+            if (poolListeners.size > 0) emit({ _tag: "created", driver: conn.driver })
+          },
+          destroyed: (conn) => {
+            metrics.connection("destroyed")
+            if (poolListeners.size > 0) emit({ _tag: "destroyed", driver: conn.driver })
+          },
           createFailed: () => metrics.connection("failed")
         },
         hooks: {
@@ -320,6 +339,7 @@ export const makeCore = (driver: Driver, config: DatabaseConfig): Effect.Effect<
       window,
       slowStats,
       pool,
+      poolListeners,
       hooks,
       currentTx,
       acquire,

@@ -26,6 +26,15 @@ export interface MysqlDriverOptions {
   readonly connectionOptions?: Mysql.ConnectionOptions | undefined
 }
 
+/** What a driver-compatible pool passes through of a mysql2 query: the method, and mysql2's query options. @internal */
+export interface MysqlNativeOptions extends Omit<Mysql.QueryOptions, "sql" | "values"> {
+  readonly method: "query" | "execute"
+}
+
+/** The `mysql2` connection under one of our connections: a checked-out connection streams on it. @internal */
+export const mysqlConnectionOf = (conn: Driver.DriverConnection): Mysql.Connection | undefined =>
+  conn instanceof MysqlConnection ? conn.conn : undefined
+
 interface Header {
   readonly affectedRows: number
   readonly insertId?: number
@@ -181,6 +190,18 @@ class MysqlConnection implements Driver.DriverConnection {
         this.watch?.succeeded()
         done(Exit.succeed(shape(results, fields, mode)))
       }
+      if (typeof mode === "object") {
+        // a driver-compatible pool's statement: mysql2's own method and options
+        const { method, ...options } = mode.native as MysqlNativeOptions
+        const query = { ...options, sql, values: params as Array<any> }
+        try {
+          if (method === "execute") this.conn.execute(query, callback)
+          else this.conn.query(query, callback)
+        } catch (e) {
+          done(Exit.fail(new DbErrors.InvalidQuery({ reason: "invalidArgument", detail: String((e as Error)?.message ?? e), sql })))
+        }
+        return
+      }
       // server-side prepared statements for parameterized statements; the text protocol for
       // the rest, which also allows multiple statements. Text and values rather than an options
       // object unless rows come as arrays: mysql2 copies an options object on every call
@@ -313,6 +334,7 @@ class MysqlConnection implements Driver.DriverConnection {
 }
 
 const shape = (results: any, fields: any, mode: Driver.QueryMode): unknown => {
+  if (typeof mode === "object") return [results, fields]
   // a multi-statement query reports one field list (or none) per statement
   const multi = Array.isArray(fields) && fields.length > 0 && fields.every((f) => f === undefined || Array.isArray(f))
     && Array.isArray(results) && results.length === fields.length

@@ -30,6 +30,16 @@ export interface PgDriverOptions {
   readonly spanAttributes?: Record<string, unknown> | undefined
 }
 
+/** What a driver-compatible pool passes through of a pg query config. @internal */
+export interface PgNativeOptions {
+  readonly rowMode?: "array" | undefined
+  readonly types?: Pg.CustomTypesConfig | undefined
+}
+
+/** The `pg.Client` under one of our connections: a checked-out client runs pg's submittables (cursors) on it. @internal */
+export const pgClientOf = (conn: Driver.DriverConnection): Pg.Client | undefined =>
+  conn instanceof PgConnection ? conn.client : undefined
+
 type Endpoint = { readonly host: string; readonly port: number }
 
 /** Sends a PostgreSQL CancelRequest for one backend over a fresh socket; best effort. */
@@ -149,6 +159,16 @@ class PgConnection implements Driver.DriverConnection {
             this.watch?.succeeded()
             done(Exit.succeed(shape(result, mode)))
           }
+        }
+        if (typeof mode === "object") {
+          // a driver-compatible pool's query: pg's own row mode and type parsers
+          const native = mode.native as PgNativeOptions
+          const config: Pg.QueryConfig & { rowMode?: "array"; types?: Pg.CustomTypesConfig } = { text: sql, values: params as Array<unknown> }
+          if (name !== undefined) config.name = name
+          if (native.rowMode === "array") config.rowMode = "array"
+          if (native.types !== undefined) config.types = native.types
+          this.client.query(config as Pg.QueryConfig, callback)
+          return
         }
         if (mode === "values") {
           const config = { text: sql, values: params as Array<unknown>, rowMode: "array", ...(name === undefined ? {} : { name }) }
@@ -276,6 +296,7 @@ class PgConnection implements Driver.DriverConnection {
 }
 
 const shape = (result: Pg.QueryResult | Array<Pg.QueryResult>, mode: Driver.QueryMode): unknown => {
+  if (typeof mode === "object") return result
   switch (mode) {
     case "raw":
       return result

@@ -117,6 +117,8 @@ class PgliteConnection implements Driver.DriverConnection {
 }
 
 const shape = (results: Array<Results>, mode: Driver.QueryMode): unknown => {
+  // PGlite's own results are what a native caller gets too
+  if (typeof mode === "object") return results.length === 1 ? results[0] : results
   switch (mode) {
     case "raw":
       return results.length === 1 ? results[0] : results

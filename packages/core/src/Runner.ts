@@ -1,0 +1,187 @@
+/**
+ * Runs a `Db`'s effects for code without Effect: the Promise API and the
+ * driver-compatible pools. One `ManagedRuntime` per database holds the
+ * layer (pool, breaker, metrics); each call runs as a fiber of it, an
+ * `AbortSignal` interrupts that fiber (which cancels the statement on the
+ * server), and a failure comes back as the `Error` it is.
+ *
+ * @since 0.3.0
+ */
+import * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as Layer from "effect/Layer"
+import * as ManagedRuntime from "effect/ManagedRuntime"
+import type * as Option from "effect/Option"
+import * as Runtime from "effect/Runtime"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import type { DbService } from "./Db.js"
+import { Db } from "./Db.js"
+import { PoolClosed } from "./DbError.js"
+
+/**
+ * Options of one call.
+ *
+ * @since 0.3.0
+ */
+export interface CallOptions {
+  /** Aborting interrupts the call: a running statement is cancelled on the server. */
+  readonly signal?: AbortSignal | undefined
+}
+
+/**
+ * A database run from Promise-based code.
+ *
+ * @since 0.3.0
+ */
+export interface Runner {
+  /** The database, built on first use (the layer connects then). */
+  readonly db: () => Promise<DbService>
+  /** Runs `f`'s effect; the promise rejects with the failure itself (an `Error`), or the signal's reason. */
+  readonly run: <A, E>(f: (db: DbService) => Effect.Effect<A, E>, options?: CallOptions) => Promise<A>
+  /** `run` with a Node-style callback, for driver APIs that take one. */
+  readonly runCallback: <A, E>(
+    f: (db: DbService) => Effect.Effect<A, E>,
+    done: (error: unknown, value?: A) => void,
+    options?: CallOptions
+  ) => void
+  /**
+   * A stream as an async iterable, pulled chunk by chunk (back-pressure);
+   * leaving a `for await` loop early, or aborting, ends the stream and frees
+   * its connection. A failure is thrown from the loop.
+   */
+  readonly iterate: <A, E>(f: (db: DbService) => Stream.Stream<A, E>, options?: CallOptions) => AsyncIterable<A>
+  /** Closes the database: waits for borrowed connections (up to the pool's `closeTimeout`), then closes them. */
+  readonly close: () => Promise<void>
+  /** Whether `close` was called. */
+  readonly closed: () => boolean
+}
+
+/** What a failed call rejects with: our typed errors are `Error`s already; anything else is wrapped in one. */
+const failureOf = <E>(cause: Cause.Cause<E>, signal: AbortSignal | undefined): unknown => {
+  const failure = Cause.failureOption(cause)
+  const defect = failure._tag === "Some" ? failure : Cause.dieOption(cause)
+  if (defect._tag === "Some") {
+    const value = defect.value
+    return value instanceof Error ? value : new Error(String(value), { cause: value })
+  }
+  if (signal?.aborted === true) return signal.reason
+  return new Error(`interrupted: ${Cause.pretty(cause)}`)
+}
+
+type Ready = { readonly runtime: Runtime.Runtime<Db>; readonly db: DbService }
+
+/**
+ * Makes a runner over a database layer. Nothing connects until the first call.
+ *
+ * @since 0.3.0
+ */
+export const make = <E>(layer: Layer.Layer<Db, E>): Runner => {
+  const managed = ManagedRuntime.make(layer)
+  let ready: Ready | undefined
+  let starting: Promise<Ready> | undefined
+  let closed = false
+
+  // a layer that fails to build (invalid options) fails every call with its error
+  const start = (): Promise<Ready> =>
+    starting ??= managed.runPromiseExit(Db).then(async (exit) => {
+      if (Exit.isFailure(exit)) throw failureOf(exit.cause, undefined)
+      ready = { runtime: await managed.runtime(), db: exit.value }
+      return ready
+    })
+
+  const fork = <A, E2>(
+    runtime: Runtime.Runtime<Db>,
+    effect: Effect.Effect<A, E2>,
+    done: (error: unknown, value?: A) => void,
+    signal: AbortSignal | undefined
+  ) => {
+    const fiber = Runtime.runFork(runtime)(effect)
+    const abort = () => fiber.unsafeInterruptAsFork(fiber.id())
+    signal?.addEventListener("abort", abort, { once: true })
+    fiber.addObserver((exit) => {
+      signal?.removeEventListener("abort", abort)
+      if (Exit.isSuccess(exit)) done(undefined, exit.value)
+      else done(failureOf(exit.cause, signal))
+    })
+  }
+
+  const runCallback = <A, E2>(
+    f: (db: DbService) => Effect.Effect<A, E2>,
+    done: (error: unknown, value?: A) => void,
+    options?: CallOptions
+  ): void => {
+    const signal = options?.signal
+    if (closed) return done(new PoolClosed({ alias: ready?.db.alias ?? "database" }))
+    if (signal?.aborted === true) return done(signal.reason)
+    if (ready !== undefined) return fork(ready.runtime, Effect.suspend(() => f(ready!.db)), done, signal)
+    start().then(
+      ({ db, runtime }) => {
+        if (signal?.aborted === true) return done(signal.reason)
+        fork(runtime, Effect.suspend(() => f(db)), done, signal)
+      },
+      done
+    )
+  }
+
+  const run = <A, E2>(f: (db: DbService) => Effect.Effect<A, E2>, options?: CallOptions): Promise<A> =>
+    new Promise((resolve, reject) =>
+      runCallback(f, (error, value) => (error === undefined ? resolve(value!) : reject(error)), options)
+    )
+
+  const iterate = <A, E2>(f: (db: DbService) => Stream.Stream<A, E2>, options?: CallOptions): AsyncIterable<A> => ({
+    [Symbol.asyncIterator]: () => {
+      const signal = options?.signal
+      let opened: Promise<{ scope: Scope.CloseableScope; pull: Effect.Effect<Chunk.Chunk<A>, Option.Option<E2>> }> | undefined
+      let buffer: ReadonlyArray<A> = []
+      let index = 0
+      let finished = false
+      const open = () =>
+        opened ??= run((db) =>
+          Effect.flatMap(Scope.make(), (scope) =>
+            Effect.map(Scope.extend(Stream.toPull(f(db)), scope), (pull) => ({ scope, pull })))
+        )
+      const finish = async (): Promise<IteratorResult<A>> => {
+        finished = true
+        if (opened !== undefined) {
+          const { scope } = await opened
+          await run(() => Scope.close(scope, Exit.void))
+        }
+        return { done: true, value: undefined }
+      }
+      const next = async (): Promise<IteratorResult<A>> => {
+        if (index < buffer.length) return { done: false, value: buffer[index++]! }
+        if (finished) return { done: true, value: undefined }
+        const { pull } = await open()
+        // the pull itself is interrupted by the signal; the stream's scope is closed either way
+        const chunk = await run(() => Effect.either(pull), { signal }).catch(async (error) => {
+          await finish()
+          throw error
+        })
+        if (chunk._tag === "Left") {
+          await finish()
+          if (chunk.left._tag === "None") return { done: true, value: undefined }
+          throw failureOf(Cause.fail(chunk.left.value), signal)
+        }
+        buffer = Chunk.toReadonlyArray(chunk.right)
+        index = 0
+        return next()
+      }
+      return { next, return: finish }
+    }
+  })
+
+  return {
+    db: () => start().then((r) => r.db),
+    iterate,
+    run,
+    runCallback,
+    close: () => {
+      closed = true
+      return managed.dispose()
+    },
+    closed: () => closed
+  }
+}

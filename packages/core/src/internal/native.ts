@@ -1,0 +1,48 @@
+/**
+ * The native lane: statements in the driver's own SQL and options, for the
+ * driver-compatible pools, on the same pool, breaker, retries and metrics.
+ *
+ * @internal
+ */
+import * as Effect from "effect/Effect"
+import type { NativeConnection, NativeLane } from "../Native.js"
+import type { DbCore } from "./core.js"
+import type { Statements } from "./statements.js"
+
+/**
+ * Builds the native lane of a database.
+ *
+ * @internal
+ */
+export const makeNative = (core: DbCore, statements: Statements): NativeLane => {
+  const { pool, poolListeners, statementTimeout, tagged, taggedHere } = core
+  return {
+    execute: (sql, params, options, call) =>
+      Effect.withFiberRuntime((fiber) =>
+        tagged(
+          fiber,
+          statements.autocommit(fiber, sql, params, call, statementTimeout(call), { native: options }, true),
+          call,
+          sql
+        )
+      ),
+    checkout: Effect.map(core.acquire, (lease): NativeConnection => {
+      let released = false
+      return {
+        driver: lease.conn.driver,
+        execute: (sql, params, options, call) =>
+          taggedHere(lease.conn.run(sql, params, { native: options }, true, statementTimeout(call)), call, sql),
+        release: (discard) =>
+          Effect.suspend(() => {
+            if (released) return Effect.void
+            released = true
+            return discard === true ? pool.invalidate(lease) : pool.release(lease)
+          })
+      }
+    }),
+    subscribe: (listener) => {
+      poolListeners.add(listener)
+      return () => poolListeners.delete(listener)
+    }
+  }
+}

@@ -1,0 +1,295 @@
+/**
+ * effect-dal for code without Effect: `await connect(options)` gives a
+ * `Database` whose methods return promises. Every call runs on the same
+ * Effect core as `Db` (through one `ManagedRuntime`): the same pool, breaker,
+ * retries, timeouts, statement cache and metrics.
+ *
+ * Node has no synchronous driver for PostgreSQL or MySQL, so there is no
+ * synchronous API: `await` these calls instead.
+ *
+ * @since 0.3.0
+ */
+import type {
+  DbService,
+  ExecuteOptions,
+  InsertManyOptions,
+  InsertManyResult,
+  SlowQuery,
+  StreamOptions,
+  WithTransactionOptions
+} from "@effect-dal/core"
+import { DatabaseConfig, DbError, Metrics, Runner } from "@effect-dal/core"
+import type { Db, Pool, ScalingAdvisor } from "@effect-dal/core"
+import type { Row } from "@effect/sql/SqlConnection"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import type * as Layer from "effect/Layer"
+
+/**
+ * Options of `connect`: the common database options, and which engine.
+ *
+ * @since 0.3.0
+ */
+export interface ConnectOptions extends Omit<DatabaseConfig.DatabaseOptions, "url"> {
+  /**
+   * `postgres://…` (PostgreSQL), `mysql://…` or `mariadb://…` (MySQL/MariaDB).
+   * Default: `DATABASE_URL`, else an embedded PGlite database.
+   */
+  readonly url?: string | undefined
+  /** An embedded PostgreSQL (PGlite): in memory, or in `dataDir`. */
+  readonly embedded?: boolean | { readonly dataDir?: string | undefined } | undefined
+  /** Any `DatabaseLive` layer instead (replicas, a custom engine): the other options are then ignored. */
+  readonly layer?: Layer.Layer<Db, unknown> | undefined
+}
+
+/**
+ * Options of one call: `timeout` in milliseconds (or a `Duration`), `tags`,
+ * `retry`, `idempotent`, and an `AbortSignal` that cancels the statement on
+ * the server.
+ *
+ * @since 0.3.0
+ */
+export interface CallOptions extends ExecuteOptions, Runner.CallOptions {}
+
+/**
+ * Options of `transaction`: `withTransaction`'s (isolation, read-only,
+ * retry, timeout), and an `AbortSignal`.
+ *
+ * @since 0.3.0
+ */
+export interface TransactionOptions extends WithTransactionOptions, Runner.CallOptions {}
+
+/**
+ * The options were invalid (a bad URL, an unknown scheme, a negative pool
+ * size), or the engine's package is not installed.
+ *
+ * @since 0.3.0
+ */
+export class InvalidOptions extends Data.TaggedError("InvalidOptions")<{
+  readonly detail: string
+  readonly cause?: unknown
+}> {
+  /** @since 0.3.0 */
+  readonly category = "invalidInput" as const
+  /** @since 0.3.0 */
+  readonly transient = false
+  /** @since 0.3.0 */
+  readonly code = undefined
+  override get message(): string {
+    return `invalid database options: ${this.detail}`
+  }
+}
+
+/**
+ * The handle a `transaction` callback gets: its statements run on the
+ * transaction's connection. It is valid only until the callback settles.
+ *
+ * @since 0.3.0
+ */
+export interface Transaction {
+  /** 0 for a top-level transaction, 1+ for savepoints. */
+  readonly depth: number
+  readonly execute: <A extends object = Row>(
+    sql: string,
+    params?: ReadonlyArray<unknown>,
+    options?: CallOptions
+  ) => Promise<ReadonlyArray<A>>
+  readonly executeMany: (sql: string, rows: ReadonlyArray<ReadonlyArray<unknown>>, options?: CallOptions) => Promise<number>
+  readonly insertMany: (
+    table: string,
+    rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+    options?: InsertManyOptions
+  ) => Promise<InsertManyResult>
+  /** A nested transaction: a savepoint, rolled back alone when its callback throws. */
+  readonly transaction: <A>(f: (tx: Transaction) => Promise<A>) => Promise<A>
+}
+
+/** A callback's own exception, carried through the transaction and rethrown as it was. */
+class CallbackFailed extends Data.TaggedError("CallbackFailed")<{ readonly error: unknown }> {}
+
+const unwrap = (error: unknown): never => {
+  throw error instanceof CallbackFailed ? error.error : error
+}
+
+const ended = () =>
+  Promise.reject(new InvalidOptions({ detail: "this transaction handle is used after its callback settled" }))
+
+/**
+ * A connected database.
+ *
+ * @since 0.3.0
+ */
+export class Database {
+  constructor(
+    /** What runs the calls: the `ManagedRuntime` over the layer. */
+    readonly runner: Runner.Runner,
+    /** The Effect service underneath, for code that mixes both. */
+    readonly db: DbService
+  ) {}
+
+  /** The alias: `db.client.connection.pool.name` in metrics. */
+  get alias(): string {
+    return this.db.alias
+  }
+
+  /** Runs one portable statement (`?` placeholders, `[identifiers]`) and returns its rows. */
+  execute<A extends object = Row>(sql: string, params?: ReadonlyArray<unknown>, options?: CallOptions): Promise<ReadonlyArray<A>> {
+    return this.runner.run((db) => db.execute<A>(sql, params, options), options)
+  }
+
+  /** Runs one statement per parameter row, in one transaction; the affected row count. */
+  executeMany(sql: string, rows: ReadonlyArray<ReadonlyArray<unknown>>, options?: CallOptions): Promise<number> {
+    return this.runner.run((db) => db.executeMany(sql, rows, options), options)
+  }
+
+  /** Inserts rows as chunked multi-row INSERTs, all or nothing. */
+  insertMany(
+    table: string,
+    rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+    options?: InsertManyOptions & Runner.CallOptions
+  ): Promise<InsertManyResult> {
+    return this.runner.run((db) => db.insertMany(table, rows, options), options)
+  }
+
+  /**
+   * Reads a large result with back-pressure: `for await (const row of db.stream(…))`.
+   * Leaving the loop early frees the connection.
+   */
+  stream<A extends object = Row>(
+    sql: string,
+    params?: ReadonlyArray<unknown>,
+    options?: StreamOptions & Runner.CallOptions
+  ): AsyncIterable<A> {
+    return this.runner.iterate((db) => db.stream<A>(sql, params, options), options)
+  }
+
+  /**
+   * Runs `f` in a transaction: COMMIT when its promise resolves, ROLLBACK when
+   * it rejects (the promise then rejects with what `f` threw). A failed COMMIT
+   * rejects. With `retry`, `f` runs again after a serialization failure, a
+   * deadlock or a connection lost before COMMIT, as `Db.withTransaction`.
+   */
+  transaction<A>(f: (tx: Transaction) => Promise<A>, options?: TransactionOptions): Promise<A> {
+    return this.runner.run((db) => db.withTransaction(this.body(db, f, 0), options), options).catch(unwrap)
+  }
+
+  /** The callback as an effect, its handle bound to the transaction's context. */
+  private body<A>(db: DbService, f: (tx: Transaction) => Promise<A>, depth: number) {
+    return Effect.flatMap(Effect.context<never>(), (context) => {
+      let open = true
+      const inTx = <B, E>(effect: Effect.Effect<B, E>, options?: Runner.CallOptions) =>
+        open ? this.runner.run(() => Effect.provide(effect, context as Context.Context<never>), options) : ended()
+      const tx: Transaction = {
+        depth,
+        execute: (sql, params, options) => inTx(db.execute(sql, params, options), options),
+        executeMany: (sql, rows, options) => inTx(db.executeMany(sql, rows, options), options),
+        insertMany: (table, rows, options) => inTx(db.insertMany(table, rows, options)),
+        transaction: (g) =>
+          open ? inTx(db.withTransaction(this.body(db, g, depth + 1))).catch(unwrap) : ended()
+      }
+      return Effect.ensuring(
+        Effect.tryPromise({
+          try: () => f(tx),
+          // our own errors stay ours, so that retries see a serialization failure for what it is
+          catch: (error) => (DbError.isDbError(error) ? error : new CallbackFailed({ error }))
+        }),
+        Effect.sync(() => {
+          open = false
+        })
+      )
+    })
+  }
+
+  /** The scaling advisor's report: timeout rate, verdict and capacity arithmetic. */
+  health(): Promise<ScalingAdvisor.Report> {
+    return this.runner.run((db) => db.health)
+  }
+
+  /** The pool's counts now. */
+  poolStats(): Pool.PoolStats {
+    return this.db.poolStats()
+  }
+
+  /** Every effect-dal metric of this database, brought up to date, as plain data. */
+  metrics(): Promise<ReadonlyArray<Metrics.Sample>> {
+    return this.runner.run((db) => Effect.zipRight(db.refreshMetrics, Metrics.samples(db.metricLabels)))
+  }
+
+  /** The slowest statement shapes (over `slowQueryThreshold`), slowest p99 first. */
+  slowQueries(n?: number): ReadonlyArray<SlowQuery> {
+    return this.db.slowQueries(n)
+  }
+
+  /** Closes the pool: waits for calls in flight (up to `closeTimeout`), then closes every connection. */
+  close(): Promise<void> {
+    return this.runner.close()
+  }
+
+  /** `await using db = await connect(…)` closes it at the end of the block. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close()
+  }
+}
+
+/** The engine layer for `options`, its package loaded only when used. */
+const layerOf = async (options: ConnectOptions): Promise<Layer.Layer<Db, unknown>> => {
+  if (options.layer !== undefined) return options.layer
+  const { embedded, layer: _, url: given, ...common } = options
+  const url = given ?? (embedded ? undefined : process.env["DATABASE_URL"])
+  const load = async <M>(name: string, load: () => Promise<M>): Promise<M> => {
+    try {
+      return await load()
+    } catch (cause) {
+      throw new InvalidOptions({ detail: `${name} is needed for this database: npm install ${name}`, cause })
+    }
+  }
+  if (url === undefined) {
+    const { PgliteDatabase } = await load("@effect-dal/pglite", () => import("@effect-dal/pglite"))
+    return PgliteDatabase.layer({
+      alias: common.alias,
+      env: common.env,
+      statementTimeout: common.statementTimeout,
+      acquireTimeout: common.pool?.acquireTimeout,
+      dataDir: typeof embedded === "object" ? embedded.dataDir : undefined
+    })
+  }
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url)?.[1]?.toLowerCase()
+  switch (scheme) {
+    case "postgres":
+    case "postgresql": {
+      const { PgDatabase } = await load("@effect-dal/pg", () => import("@effect-dal/pg"))
+      return PgDatabase.layer({ ...common, url })
+    }
+    case "mysql":
+    case "mariadb": {
+      const { MysqlDatabase } = await load("@effect-dal/mysql", () => import("@effect-dal/mysql"))
+      return MysqlDatabase.layer({ ...common, url })
+    }
+    case "pglite": {
+      const { PgliteDatabase } = await load("@effect-dal/pglite", () => import("@effect-dal/pglite"))
+      return PgliteDatabase.layer({ alias: common.alias, env: common.env, dataDir: url.slice("pglite://".length) || undefined })
+    }
+    default:
+      throw new InvalidOptions({
+        detail: `unsupported URL scheme ${scheme === undefined ? "(none)" : `"${scheme}:"`}: use postgres://, mysql://, mariadb:// or { embedded: true }`
+      })
+  }
+}
+
+/**
+ * Connects: builds the pool (connections open in the background, so a
+ * database that is still down does not fail this) and returns the `Database`.
+ * Invalid options reject with `InvalidOptions`.
+ *
+ * @since 0.3.0
+ */
+export const connect = async (options: ConnectOptions = {}): Promise<Database> => {
+  const runner = Runner.make(await layerOf(options))
+  try {
+    return new Database(runner, await runner.db())
+  } catch (cause) {
+    await runner.close().catch(() => {})
+    throw DbError.isDbError(cause) ? cause : new InvalidOptions({ detail: (cause as Error).message, cause })
+  }
+}
