@@ -8,3 +8,7 @@
 export * as MysqlDatabase from "./MysqlDatabase.js"
 /** @since 0.1.0 */
 export * as MysqlErrors from "./MysqlErrors.js"
+/** @since 0.3.0 */
+export * as MysqlPool from "./MysqlPool.js"
+/** @since 0.3.0 */
+export { createMysqlPool } from "./MysqlPool.js"

@@ -9,6 +9,7 @@
  */
 import type { DbService, ExecuteOptions } from "@effect-dal/core"
 import { Native, Runner } from "@effect-dal/core"
+import * as Redacted from "effect/Redacted"
 import { EventEmitter } from "node:events"
 import * as Pg from "pg"
 import type { PgNativeOptions } from "./internal/driver.js"
@@ -22,7 +23,9 @@ import * as PgDatabase from "./PgDatabase.js"
  *
  * @since 0.3.0
  */
-export interface PgPoolOptions extends PgDatabase.PgDatabaseOptions {
+export interface PgPoolOptions extends Omit<PgDatabase.PgDatabaseOptions, "password"> {
+  /** A plain string, as pg takes it, or `Redacted`. */
+  readonly password?: string | Redacted.Redacted | undefined
   /** `pg`'s name for `url`. */
   readonly connectionString?: string | undefined
   /** `pg`'s name for `pool.max`. */
@@ -47,6 +50,7 @@ const databaseOptions = (o: PgPoolOptions): PgDatabase.PgDatabaseOptions => {
   return {
     ...o,
     url: o.url ?? o.connectionString,
+    password: typeof o.password === "string" ? Redacted.make(o.password) : o.password,
     applicationName: o.applicationName ?? o.application_name,
     connectTimeout: o.connectTimeout ?? o.connectionTimeoutMillis,
     statementTimeout: o.statementTimeout ?? o.query_timeout,
