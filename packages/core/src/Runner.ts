@@ -55,7 +55,7 @@ export interface Runner {
   readonly iterate: <A, E>(f: (db: DbService) => Stream.Stream<A, E>, options?: CallOptions) => AsyncIterable<A>
   /** Closes the database: waits for borrowed connections (up to the pool's `closeTimeout`), then closes them. */
   readonly close: () => Promise<void>
-  /** Whether `close` was called. */
+  /** Whether the database is closed (`close` has finished). */
   readonly closed: () => boolean
 }
 
@@ -83,6 +83,7 @@ export const make = <E>(layer: Layer.Layer<Db, E>): Runner => {
   let ready: Ready | undefined
   let starting: Promise<Ready> | undefined
   let closed = false
+  let closing: Promise<void> | undefined
 
   // a layer that fails to build (invalid options) fails every call with its error
   const start = (): Promise<Ready> =>
@@ -178,9 +179,13 @@ export const make = <E>(layer: Layer.Layer<Db, E>): Runner => {
     iterate,
     run,
     runCallback,
+    // calls keep running while the pool drains (a checked-out client may still finish its work);
+    // the pool itself refuses new acquisitions from the start
     close: () => {
-      closed = true
-      return managed.dispose()
+      closing ??= managed.dispose().then(() => {
+        closed = true
+      })
+      return closing
     },
     closed: () => closed
   }

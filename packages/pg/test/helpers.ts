@@ -1,3 +1,4 @@
+import { Metrics } from "@effect-dal/core"
 import * as Effect from "effect/Effect"
 import * as Pg from "pg"
 
@@ -39,3 +40,12 @@ export const schemaFor = (name: string) => ({
 /** Runs one statement on the server at `url` as an admin; its rows. */
 export const on = (url: string, sql: string, params: Array<unknown> = []) =>
   admin(async (c) => (await c.query(sql, params)).rows, url)
+
+/** Statements a driver-compatible pool's database has observed, from its metrics. */
+export const statementsSeen = async (pool: { runner: { db: () => Promise<{ metricLabels: any }> } }) => {
+  const db = await pool.runner.db()
+  const samples = await Effect.runPromise(Metrics.samples(db.metricLabels))
+  return samples
+    .filter((s) => s.name === "db.client.operation.duration")
+    .reduce((n, s) => n + (s.value as { count: number }).count, 0)
+}

@@ -1,0 +1,248 @@
+/**
+ * `createPgPool` against node-postgres' documented pool behaviour: `query`
+ * with a callback and a promise, `connect`/`release`, `release(err)`, `end`,
+ * the events, the counts, errors with pg's fields, and a pool that stays
+ * usable after errors.
+ */
+import { createPgPool } from "@effect-dal/pg"
+import type { DalPgClient, DalPgPool } from "@effect-dal/pg/PgPool"
+import * as Pg from "pg"
+import { afterAll, describe, expect, it } from "vitest"
+import { PG_URL, statementsSeen, unique } from "./helpers.js"
+
+const admin = async <A>(f: (c: Pg.Client) => Promise<A>): Promise<A> => {
+  const client = new Pg.Client({ connectionString: PG_URL, application_name: "effect-dal-test-admin" })
+  await client.connect()
+  try {
+    return await f(client)
+  } finally {
+    await client.end()
+  }
+}
+
+const sessions = (alias: string) =>
+  admin(async (c) =>
+    (await c.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = $1", [alias])).rows.map((r) =>
+      r.pid
+    )
+  )
+
+const until = async (check: () => boolean | Promise<boolean>, millis = 3_000) => {
+  const end = Date.now() + millis
+  while (Date.now() < end) {
+    if (await check()) return true
+    await new Promise((r) => setTimeout(r, 25))
+  }
+  return check()
+}
+
+const pools: Array<DalPgPool> = []
+const make = (options: Parameters<typeof createPgPool>[0] = {}) => {
+  const alias = unique("pgpool")
+  const pool = createPgPool({ connectionString: PG_URL, max: 4, alias, ...options })
+  pools.push(pool)
+  return { pool, alias }
+}
+
+afterAll(async () => {
+  await Promise.all(pools.map((p) => (p.ending ? undefined : p.end())))
+})
+
+describe("createPgPool: node-postgres' pool interface", () => {
+  it("is a pg.Pool", () => {
+    const { pool } = make()
+    expect(pool).toBeInstanceOf(Pg.Pool)
+  })
+
+  it("query with a promise returns pg's result shape", async () => {
+    const { pool } = make()
+    const result = await pool.query("SELECT $1::int AS n, $2::text AS s", [7, "x"])
+    expect(result.rows).toEqual([{ n: 7, s: "x" }])
+    expect(result.rowCount).toBe(1)
+    expect(result.command).toBe("SELECT")
+    expect(result.fields.map((f: Pg.FieldDef) => [f.name, f.dataTypeID])).toEqual([["n", 23], ["s", 25]])
+    const multi = await pool.query("SELECT 1 AS a; SELECT 2 AS b") as unknown as Array<Pg.QueryResult>
+    expect(multi.map((r) => r.rows)).toEqual([[{ a: 1 }], [{ b: 2 }]])
+  })
+
+  it("query with a callback", async () => {
+    const { pool } = make()
+    const result = await new Promise<Pg.QueryResult>((resolve, reject) =>
+      pool.query("SELECT $1::int AS n", [1], (err: Error | null, res: Pg.QueryResult) => (err ? reject(err) : resolve(res)))
+    )
+    expect(result.rows).toEqual([{ n: 1 }])
+    const error = await new Promise<Error>((resolve) => pool.query("SELEC 1", (err: Error) => resolve(err)))
+    expect((error as any).code).toBe("42601")
+  })
+
+  it("takes a query config: rowMode array and per-query type parsers; native SQL is not translated", async () => {
+    const { pool } = make()
+    const arrays = await pool.query({ text: "SELECT 1::int AS a, 'x' AS b", rowMode: "array" })
+    expect(arrays.rows).toEqual([[1, "x"]])
+    const raw = await pool.query({
+      text: "SELECT now() AS t, 5::int8 AS big",
+      types: { getTypeParser: () => (value: string) => `raw:${value}` }
+    } as Pg.QueryConfig)
+    expect(raw.rows[0].t).toMatch(/^raw:/)
+    expect(raw.rows[0].big).toBe("raw:5")
+    // `?` is jsonb's operator and `[1]` a subscript here, not portable SQL
+    const native = await pool.query(`SELECT '{"a":1}'::jsonb ? 'a' AS has, (ARRAY[10,20])[1] AS first`)
+    expect(native.rows).toEqual([{ has: true, first: 10 }])
+  })
+
+  it("connect and release: the client is one of our pooled connections, BEGIN/COMMIT sent by the caller work", async () => {
+    const { pool } = make()
+    const table = unique("pgpool_tx")
+    await pool.query(`CREATE TABLE ${table} (id int PRIMARY KEY)`)
+    try {
+      const client = await pool.connect()
+      await client.query("BEGIN")
+      await client.query(`INSERT INTO ${table} VALUES ($1)`, [1])
+      expect((await pool.query(`SELECT * FROM ${table}`)).rows).toEqual([])
+      await client.query("COMMIT")
+      expect((await pool.query(`SELECT * FROM ${table}`)).rows).toEqual([{ id: 1 }])
+      client.release()
+      expect(() => client.release()).toThrow("already been released")
+
+      // released inside an open transaction: rolled back before the connection is reused
+      const open = await pool.connect()
+      await open.query("BEGIN")
+      await open.query(`INSERT INTO ${table} VALUES ($1)`, [2])
+      open.release()
+      const next = await pool.connect()
+      expect((await next.query("SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = pg_backend_pid() AND xact_start IS NOT NULL")).rows)
+        .toEqual([{ n: 1 }])
+      expect((await next.query(`SELECT * FROM ${table} ORDER BY id`)).rows).toEqual([{ id: 1 }])
+      next.release()
+
+      // the callback form gets (err, client, done)
+      await new Promise<void>((resolve, reject) =>
+        pool.connect((err: Error | undefined, c: Pg.PoolClient, done: (release?: any) => void) => {
+          if (err) return reject(err)
+          c.query("SELECT 1 AS one").then((r) => {
+            expect(r.rows).toEqual([{ one: 1 }])
+            done()
+            resolve()
+          }, reject)
+        })
+      )
+    } finally {
+      await pool.query(`DROP TABLE ${table}`)
+    }
+  })
+
+  it("release(err) destroys the client: 'remove' is emitted and its backend goes away", async () => {
+    const { alias, pool } = make({ min: 0 })
+    const removed: Array<unknown> = []
+    pool.on("remove", (client) => removed.push(client))
+    const client = await pool.connect() as unknown as DalPgClient
+    const pid = client.processID!
+    expect(await sessions(alias)).toContain(pid)
+    client.release(new Error("broken"))
+    expect(await until(() => removed.includes(client))).toBe(true)
+    expect(await until(async () => !(await sessions(alias)).includes(pid))).toBe(true)
+    const another = await pool.connect() as unknown as DalPgClient
+    expect(another.processID).not.toBe(pid)
+    another.release(true)
+    expect(await until(() => removed.includes(another))).toBe(true)
+  })
+
+  it("emits connect, acquire and release, and error for an idle client whose backend dies", async () => {
+    const { pool } = make({ min: 0, max: 2 })
+    const events: Array<string> = []
+    const errors: Array<[Error, unknown]> = []
+    pool.on("connect", () => events.push("connect"))
+    pool.on("acquire", () => events.push("acquire"))
+    pool.on("release", (err) => events.push(err === undefined ? "release" : "release(err)"))
+    pool.on("error", (err, client) => errors.push([err, client]))
+    await pool.query("SELECT 1") // builds the pool and starts listening
+    events.length = 0
+    const client = await pool.connect() as unknown as DalPgClient
+    const held = await pool.connect()
+    client.release()
+    held.release()
+    expect(events.filter((e) => e === "connect").length).toBeGreaterThanOrEqual(1)
+    expect(events.filter((e) => e === "acquire")).toHaveLength(2)
+    expect(events.filter((e) => e === "release")).toHaveLength(2)
+    // an idle client's backend is terminated: the pool reports it, and serves the next query on another
+    await admin((c) => c.query("SELECT pg_terminate_backend($1)", [client.processID]))
+    expect(await until(() => errors.length > 0)).toBe(true)
+    expect(errors[0]![1]).toBe(client)
+    expect((await pool.query("SELECT 1 AS ok")).rows).toEqual([{ ok: 1 }])
+  })
+
+  it("counts: totalCount, idleCount and waitingCount", async () => {
+    const { pool } = make({ min: 0, max: 2 })
+    await pool.query("SELECT 1")
+    const a = await pool.connect()
+    const b = await pool.connect()
+    expect(pool.totalCount).toBe(2)
+    expect(pool.idleCount).toBe(0)
+    const c = pool.connect()
+    expect(await until(() => pool.waitingCount === 1)).toBe(true)
+    a.release()
+    const third = await c
+    expect(pool.waitingCount).toBe(0)
+    b.release()
+    third.release()
+    expect(await until(() => pool.idleCount === 2)).toBe(true)
+    expect(pool.totalCount).toBe(2)
+  })
+
+  it("end waits for checked-out clients, then refuses new work", async () => {
+    const { alias, pool } = make()
+    const client = await pool.connect()
+    let ended = false
+    const ending = pool.end().then(() => {
+      ended = true
+    })
+    await new Promise((r) => setTimeout(r, 300))
+    expect(ended).toBe(false)
+    expect(pool.ending).toBe(true)
+    await client.query("SELECT 1") // the checked-out client still works while the pool drains
+    client.release()
+    await ending
+    expect(pool.ended).toBe(true)
+    await expect(pool.query("SELECT 1")).rejects.toThrow("Cannot use a pool after calling end on the pool")
+    await expect(pool.connect()).rejects.toThrow("Cannot use a pool after calling end on the pool")
+    expect(await until(async () => (await sessions(alias)).length === 0)).toBe(true)
+  })
+
+  it("errors keep pg's fields (code, detail, constraint, table, position) and our classification; the pool stays usable", async () => {
+    const { pool } = make({ max: 2 })
+    const table = unique("pgpool_err")
+    await pool.query(`CREATE TABLE ${table} (id int CONSTRAINT ${table}_pk PRIMARY KEY)`)
+    try {
+      await pool.query(`INSERT INTO ${table} VALUES (1)`)
+      const dup = await pool.query(`INSERT INTO ${table} VALUES (1)`).catch((e: any) => e)
+      expect(dup).toBeInstanceOf(Pg.DatabaseError)
+      expect(dup).toMatchObject({ code: "23505", constraint: `${table}_pk`, table, detail: "Key (id)=(1) already exists." })
+      expect(dup).toMatchObject({ _tag: "ConstraintViolation", category: "constraint", transient: false })
+      const syntax = await pool.query("SELECT * FROM").catch((e: any) => e)
+      expect(syntax).toMatchObject({ code: "42601", position: "14", _tag: "QueryError", category: "syntax" })
+      for (let i = 0; i < 10; i++) await pool.query("SELEC 1").catch(() => {})
+      expect((await pool.query("SELECT 1 AS ok")).rows).toEqual([{ ok: 1 }])
+      expect(pool.totalCount).toBeLessThanOrEqual(2)
+      const client = await pool.connect()
+      await client.query("BEGIN")
+      await client.query("SELEC 1").catch(() => {})
+      const aborted = await client.query("SELECT 1").catch((e: any) => e)
+      expect(aborted.code).toBe("25P02")
+      await client.query("ROLLBACK")
+      expect((await client.query("SELECT 2 AS two")).rows).toEqual([{ two: 2 }])
+      client.release()
+    } finally {
+      await pool.query(`DROP TABLE ${table}`)
+    }
+  })
+
+  it("runs on our pool: dead connections are replaced and reads retried, and metrics count the traffic", async () => {
+    const { alias, pool } = make({ max: 3 })
+    const before = await statementsSeen(pool)
+    await Promise.all([pool.query("SELECT 1"), pool.query("SELECT 2"), pool.query("SELECT 3")])
+    await admin((c) => c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", [alias]))
+    const results = await Promise.all(Array.from({ length: 6 }, (_, i) => pool.query("SELECT $1::int AS i", [i])))
+    expect(results.map((r) => r.rows[0].i)).toEqual([0, 1, 2, 3, 4, 5])
+    expect(await statementsSeen(pool) - before).toBeGreaterThanOrEqual(9)
+  })
+})
