@@ -46,7 +46,8 @@ const databaseOptions = (o: MysqlPoolOptions): MysqlDatabase.MysqlDatabaseOption
   }
 })
 
-type Callback = (err: Error | null, results?: any, fields?: any) => void
+/** mysql2's query callback. */
+export type Callback = (err: Error | null, results?: any, fields?: any) => void
 
 /** What `query(sql | options, values?, callback?)` was given, as mysql2 reads it. */
 const queryArgs = (method: "query" | "execute", sql: unknown, values: unknown, callback: unknown) => {
@@ -121,6 +122,8 @@ export class DalMysqlConnection extends EventEmitter {
   }
 
   /** mysql2's `execute`: a server-side prepared statement. */
+  execute(sql: string | Mysql.QueryOptions, callback: Callback): void
+  execute(sql: string | Mysql.QueryOptions, values: any, callback: Callback): void
   execute(sql: any, values?: any, callback?: any): void {
     if (typeof values !== "function" && typeof callback !== "function") throw needsCallback("execute")
     this.run("execute", sql, values, callback)
@@ -257,9 +260,21 @@ export class DalMysqlPool extends EventEmitter {
   private unsubscribe: (() => void) | undefined = undefined
   private db: DbService | undefined = undefined
 
+  /** The options as mysql2 names them (`connectionLimit`, `host`, …), for code that reads `pool.config`. */
+  readonly config: Mysql.PoolOptions
+
   constructor(options: MysqlPoolOptions = {}) {
     super()
-    this.runner = Runner.make(MysqlDatabase.layer(databaseOptions(options)))
+    const o = databaseOptions(options)
+    this.config = {
+      ...o.poolConfig,
+      ...(o.host === undefined ? {} : { host: o.host }),
+      ...(o.port === undefined ? {} : { port: o.port }),
+      ...(o.user === undefined ? {} : { user: o.user }),
+      ...(o.database === undefined ? {} : { database: o.database }),
+      ...(o.pool?.max === undefined ? {} : { connectionLimit: o.pool.max })
+    }
+    this.runner = Runner.make(MysqlDatabase.layer(o))
     this.runner.db().then((db) => {
       this.db = db
       this.unsubscribe = db.native.subscribe((event) => {
@@ -287,20 +302,24 @@ export class DalMysqlPool extends EventEmitter {
   }
 
   /** mysql2's `pool.query`: one statement on a connection of the pool, with retries where safe. */
+  query(sql: string | Mysql.QueryOptions, callback: Callback): void
+  query(sql: string | Mysql.QueryOptions, values: any, callback: Callback): void
   query(sql: any, values?: any, callback?: any): void {
     this.run("query", sql, values, callback)
   }
 
   /** mysql2's `pool.execute`: a server-side prepared statement. */
+  execute(sql: string | Mysql.QueryOptions, callback: Callback): void
+  execute(sql: string | Mysql.QueryOptions, values: any, callback: Callback): void
   execute(sql: any, values?: any, callback?: any): void {
     this.run("execute", sql, values, callback)
   }
 
   /** A connection checked out until `release()`. */
-  getConnection(callback: (err: Error | null, connection?: DalMysqlConnection) => void): void {
-    if (this.ended) return callback(usedAfterEnd())
+  getConnection(callback: (err: Error | null, connection: DalMysqlConnection) => void): void {
+    if (this.ended) return callback(usedAfterEnd(), undefined as never)
     this.runner.runCallback((db) => db.native.checkout, (err, lease) => {
-      if (err !== undefined) return callback(Native.driverError(err) as Error)
+      if (err !== undefined) return callback(Native.driverError(err) as Error, undefined as never)
       const conn = this.connectionOf(lease!.driver).checkedOut(lease!)
       this.emit("acquire", conn)
       callback(null, conn)
@@ -311,6 +330,25 @@ export class DalMysqlPool extends EventEmitter {
   released(conn: DalMysqlConnection, lease: Native.NativeConnection, discard: boolean): void {
     this.emit("release", conn)
     this.runner.runCallback(() => lease.release(discard), () => {})
+  }
+
+  /** mysql2's `releaseConnection`: the same as `connection.release()`. */
+  releaseConnection(connection: DalMysqlConnection | DalMysqlPromiseConnection): void {
+    connection.release()
+  }
+
+  /**
+   * mysql2's `unprepare`. Prepared statements here belong to each pooled
+   * connection's statement cache, which closes them as it evicts them; there
+   * is nothing to close by hand, and nothing is returned.
+   */
+  unprepare(_sql: string): any {
+    return undefined
+  }
+
+  /** `end()`, for `using pool = createMysqlPool(…)`. */
+  [Symbol.dispose](): void {
+    this.end()
   }
 
   /** Closes the pool: waits for checked-out connections (up to `closeTimeout`), then closes them all. */
@@ -340,6 +378,16 @@ export class DalMysqlPool extends EventEmitter {
   /** The pool's counts, as our pool keeps them. */
   stats() {
     return this.db?.poolStats()
+  }
+
+  /**
+   * This same pool, typed as mysql2's callback `Pool` for libraries whose
+   * types ask for one: `drizzle(pool.asMysql2Pool())`. At runtime nothing
+   * changes; what mysql2 exposes beyond the members here (its connections'
+   * protocol internals) is not provided.
+   */
+  asMysql2Pool(): Mysql.Pool {
+    return this as unknown as Mysql.Pool
   }
 
   /** This pool with mysql2's promise interface (what `mysql2/promise` returns). */
@@ -376,7 +424,7 @@ export class DalMysqlPromisePool extends EventEmitter {
   /** A connection checked out until `release()`. */
   getConnection(): Promise<DalMysqlPromiseConnection> {
     return new Promise((resolve, reject) =>
-      this.pool.getConnection((err, conn) => (err ? reject(err) : resolve(conn!.promise())))
+      this.pool.getConnection((err, conn) => (err ? reject(err) : resolve(conn.promise())))
     )
   }
 

@@ -8,7 +8,8 @@ import { createPgPool } from "@effect-dal/pg"
 import type { DalPgClient, DalPgPool } from "@effect-dal/pg/PgPool"
 import * as Pg from "pg"
 import { afterAll, describe, expect, it } from "vitest"
-import { PG_URL, statementsSeen, unique } from "./helpers.js"
+import { Traffic } from "@effect-dal/testkit"
+import { PG_URL, unique } from "./helpers.js"
 
 const admin = async <A>(f: (c: Pg.Client) => Promise<A>): Promise<A> => {
   const client = new Pg.Client({ connectionString: PG_URL, application_name: "effect-dal-test-admin" })
@@ -238,11 +239,11 @@ describe("createPgPool: node-postgres' pool interface", () => {
 
   it("runs on our pool: dead connections are replaced and reads retried, and metrics count the traffic", async () => {
     const { alias, pool } = make({ max: 3 })
-    const before = await statementsSeen(pool)
+    const before = await Traffic.statementsSeen(pool)
     await Promise.all([pool.query("SELECT 1"), pool.query("SELECT 2"), pool.query("SELECT 3")])
     await admin((c) => c.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", [alias]))
     const results = await Promise.all(Array.from({ length: 6 }, (_, i) => pool.query("SELECT $1::int AS i", [i])))
     expect(results.map((r) => r.rows[0].i)).toEqual([0, 1, 2, 3, 4, 5])
-    expect(await statementsSeen(pool) - before).toBeGreaterThanOrEqual(9)
+    expect(await Traffic.statementsSeen(pool) - before).toBeGreaterThanOrEqual(9)
   })
 })

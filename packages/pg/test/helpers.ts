@@ -1,4 +1,3 @@
-import { Metrics } from "@effect-dal/core"
 import * as Effect from "effect/Effect"
 import * as Pg from "pg"
 
@@ -41,11 +40,3 @@ export const schemaFor = (name: string) => ({
 export const on = (url: string, sql: string, params: Array<unknown> = []) =>
   admin(async (c) => (await c.query(sql, params)).rows, url)
 
-/** Statements a driver-compatible pool's database has observed, from its metrics. */
-export const statementsSeen = async (pool: { runner: { db: () => Promise<{ metricLabels: any }> } }) => {
-  const db = await pool.runner.db()
-  const samples = await Effect.runPromise(Metrics.samples(db.metricLabels))
-  return samples
-    .filter((s) => s.name === "db.client.operation.duration")
-    .reduce((n, s) => n + (s.value as { count: number }).count, 0)
-}

@@ -11,7 +11,8 @@ import type { Generated } from "kysely"
 import { Kysely, PostgresDialect, sql } from "kysely"
 import Cursor from "pg-cursor"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { PG_URL, statementsSeen, unique } from "./helpers.js"
+import { Traffic } from "@effect-dal/testkit"
+import { PG_URL, unique } from "./helpers.js"
 
 interface Library {
   authors: { id: Generated<number>; name: string }
@@ -38,7 +39,7 @@ describe("Kysely on createPgPool", () => {
   })
 
   it("inserts with returning, joins, commits and rolls back transactions, and streams", async () => {
-    const before = await statementsSeen(pool)
+    const before = await Traffic.statementsSeen(pool)
     const [ada] = await db.insertInto("authors").values({ name: "Ada" }).returning(["id", "name"]).execute()
     expect(ada).toEqual({ id: expect.any(Number), name: "Ada" })
     const published = new Date("2024-01-02T03:04:05.678Z")
@@ -74,7 +75,7 @@ describe("Kysely on createPgPool", () => {
 
     const counted = await db.selectFrom("books").select(sql<string>`count(*)`.as("n")).executeTakeFirstOrThrow()
     expect(Number(counted.n)).toBe(26)
-    expect(await statementsSeen(pool) - before).toBeGreaterThanOrEqual(10)
+    expect(await Traffic.statementsSeen(pool) - before).toBeGreaterThanOrEqual(10)
     expect(pool.stats()!.active).toBe(0)
   })
 })
@@ -105,7 +106,7 @@ describe("Drizzle on createPgPool", () => {
   })
 
   it("inserts with returning, joins, commits and rolls back transactions", async () => {
-    const before = await statementsSeen(pool)
+    const before = await Traffic.statementsSeen(pool)
     const [ada] = await db.insert(authors).values({ name: "Ada" }).returning()
     expect(ada).toEqual({ id: expect.any(Number), name: "Ada" })
     const published = new Date("2024-01-02T03:04:05.678Z")
@@ -126,7 +127,7 @@ describe("Drizzle on createPgPool", () => {
     const names = await db.select({ name: authors.name }).from(authors).orderBy(authors.name)
     expect(names.map((r) => r.name)).toEqual(["Ada", "Grace"])
     expect(await db.$count(books)).toBe(3)
-    expect(await statementsSeen(pool) - before).toBeGreaterThanOrEqual(8)
+    expect(await Traffic.statementsSeen(pool) - before).toBeGreaterThanOrEqual(8)
     expect(pool.stats()!.active).toBe(0)
   })
 })

@@ -19,3 +19,5 @@ export * as MariaCluster from "./MariaCluster.js"
 export * as PgCluster from "./PgCluster.js"
 /** @since 0.2.0 */
 export * as ReplicaChecks from "./ReplicaChecks.js"
+/** @since 0.3.0 */
+export * as Traffic from "./Traffic.js"
