@@ -17,11 +17,11 @@ import type {
   SlowQuery,
   StreamOptions,
   WithTransactionOptions
-} from "@effect-dal/core"
-import { DatabaseConfig, DbError, Metrics, Runner } from "@effect-dal/core"
+, DatabaseConfig} from "@effect-dal/core"
+import { DbError, Metrics, Runner } from "@effect-dal/core"
 import type { Db, Pool, ScalingAdvisor } from "@effect-dal/core"
 import type { Row } from "@effect/sql/SqlConnection"
-import * as Context from "effect/Context"
+import type * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as Layer from "effect/Layer"
