@@ -10,16 +10,19 @@
  * @since 0.3.0
  */
 import type {
+  DatabaseConfig,
+  Db,
   DbService,
   ExecuteOptions,
   InsertManyOptions,
   InsertManyResult,
+  Pool,
+  ScalingAdvisor,
   SlowQuery,
   StreamOptions,
   WithTransactionOptions
-, DatabaseConfig} from "@effect-dal/core"
+} from "@effect-dal/core"
 import { DbError, Metrics, Runner } from "@effect-dal/core"
-import type { Db, Pool, ScalingAdvisor } from "@effect-dal/core"
 import type { Row } from "@effect/sql/SqlConnection"
 import type * as Context from "effect/Context"
 import * as Data from "effect/Data"
