@@ -13,7 +13,7 @@ import { mkdirSync, writeFileSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
 import { fileURLToPath } from "node:url"
 import type { Engine, Op, System } from "./systems.js"
-import { ACCOUNTS, cleanup, makers, POOL, prepare, routingMakers } from "./systems.js"
+import { ACCOUNTS, cleanup, makers, POOL, prepare, promiseMakers, routingMakers } from "./systems.js"
 
 const SECONDS = Number(process.env["BENCH_SECONDS"] ?? 2)
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 5)
@@ -264,10 +264,21 @@ const fmt = (n: number, digits = 0) => Number.isFinite(n) ? n.toLocaleString("en
 
 /** The workloads the routing comparison runs. */
 const ROUTED_WORKLOADS = ["point select by primary key", "transfer transaction (two updates)"]
+/** The workloads the comparison without Effect runs. */
+const PROMISE_WORKLOADS = ROUTED_WORKLOADS
+
+/** A side comparison on PostgreSQL (`only`: the BENCH_ONLY value that runs it alone). */
+const sideComparison = (systems: ReadonlyArray<() => Promise<System>>, names: ReadonlyArray<string>, only: string) =>
+  benchEngine(
+    "pg",
+    systems,
+    workloads.filter((w) => names.includes(w.name) && (ONLY === undefined || w.name.includes(ONLY) || ONLY === only))
+  )
 
 const markdown = (
   results: ReadonlyArray<Result>,
   routing: ReadonlyArray<Result>,
+  withoutEffect: ReadonlyArray<Result>,
   micro: Awaited<ReturnType<typeof poolMicro>>,
   memory: Awaited<ReturnType<typeof memoryRun>>,
   meta: Record<string, unknown>
@@ -316,6 +327,22 @@ const markdown = (
     }
     lines.push("")
   }
+  if (withoutEffect.length > 0) {
+    lines.push("**Without Effect** (PostgreSQL: the Promise API and `createPgPool` on effect-dal, against raw `pg.Pool` and effect-dal's Effect API)")
+    lines.push("")
+    lines.push("| workload | system | ops/s | p50 ms | p99 ms | vs raw pg.Pool | vs Effect API |")
+    lines.push("|---|---|---:|---:|---:|---:|---:|")
+    for (const name of PROMISE_WORKLOADS) {
+      const rows = withoutEffect.filter((r) => r.workload === name)
+      const raw = rows.find((r) => r.kind === "raw")
+      const effectApi = rows.find((r) => r.system === "effect-dal pg")
+      for (const r of rows) {
+        const vs = (base: Result | undefined) => (base && base !== r ? fmt(r.opsMedian / base.opsMedian, 2) + "×" : "")
+        lines.push(`| ${name} | ${r.system} | ${fmt(r.opsMedian)} | ${fmt(r.p50Median, 2)} | ${fmt(r.p99Median, 2)} | ${vs(raw)} | ${vs(effectApi)} |`)
+      }
+    }
+    lines.push("")
+  }
   lines.push(`Pool acquire + release on an in-memory fake driver: **${fmt(micro.medianMicros, 2)} µs** median per cycle (rounds: ${micro.rounds.map((r) => fmt(r, 2)).join(", ")}).`)
   lines.push("")
   lines.push(`${fmt(memory.queries)} point queries through effect-dal pg in ${fmt(memory.seconds, 1)} s: RSS growth **${fmt(memory.rssGrowthMb, 1)} MB**, heap growth ${fmt(memory.heapGrowthMb, 1)} MB, connections still borrowed afterwards: ${memory.leakedConnections}.`)
@@ -331,15 +358,8 @@ const main = async () => {
     const results: Array<Result> = []
     for (const engine of ENGINES) results.push(...await benchEngine(engine))
     // on their own, after the others closed: the routed system holds a second pool of 20
-    const routing = ENGINES.includes("pg")
-      ? await benchEngine(
-        "pg",
-        routingMakers,
-        workloads.filter((w) =>
-          ROUTED_WORKLOADS.includes(w.name) && (ONLY === undefined || w.name.includes(ONLY) || ONLY === "routed")
-        )
-      )
-      : []
+    const routing = ENGINES.includes("pg") ? await sideComparison(routingMakers, ROUTED_WORKLOADS, "routed") : []
+    const withoutEffect = ENGINES.includes("pg") ? await sideComparison(promiseMakers, PROMISE_WORKLOADS, "promise") : []
     console.log("pool micro-benchmark")
     const micro = await poolMicro()
     console.log(`memory run: ${MEMORY_QUERIES} queries`)
@@ -350,8 +370,8 @@ const main = async () => {
       seconds: SECONDS,
       rounds: ROUNDS
     }
-    const md = markdown(results, routing, micro, memory, meta)
-    writeFileSync(out + "latest.json", JSON.stringify({ meta, results, routing, micro, memory }, null, 2))
+    const md = markdown(results, routing, withoutEffect, micro, memory, meta)
+    writeFileSync(out + "latest.json", JSON.stringify({ meta, results, routing, withoutEffect, micro, memory }, null, 2))
     writeFileSync(out + "latest.md", md + "\n")
     console.log("\n" + md)
   } finally {

@@ -6,7 +6,8 @@
  */
 import { Db } from "@effect-dal/core"
 import { MysqlDatabase } from "@effect-dal/mysql"
-import { PgDatabase } from "@effect-dal/pg"
+import { createPgPool, PgDatabase } from "@effect-dal/pg"
+import { connect } from "@effect-dal/promise"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
@@ -65,41 +66,38 @@ const pgSql = {
   sleep: "SELECT pg_sleep(0.005)"
 }
 
+/** The workloads written against node-postgres' pool API: run on `pg.Pool`, and on `createPgPool` unchanged. */
+const pgPoolWorkloads = (pool: Pg.Pool): Workloads => ({
+  pointSelect: (id) => promise(() => pool.query(pgSql.point, [id])),
+  insert: (id) => promise(() => pool.query(pgSql.insert, [id, "x"])),
+  transfer: (from, to, amount) =>
+    promise(async () => {
+      const client = await pool.connect()
+      try {
+        await client.query("BEGIN")
+        await client.query(pgSql.debit, [amount, from])
+        await client.query(pgSql.credit, [amount, to])
+        await client.query("COMMIT")
+      } catch (e) {
+        await client.query("ROLLBACK")
+        throw e
+      } finally {
+        client.release()
+      }
+    }),
+  sleep5ms: () => promise(() => pool.query(pgSql.sleep)),
+  batchInsert: (rows) =>
+    promise(() =>
+      pool.query(
+        "INSERT INTO bench_events (account_id, payload) SELECT * FROM unnest($1::int[], $2::text[])",
+        [rows.map((r) => r[0]), rows.map((r) => r[1])]
+      )
+    )
+})
+
 const rawPg = async (): Promise<System> => {
   const pool = new Pg.Pool({ connectionString: PG_URL, max: POOL })
-  return {
-    name: "pg.Pool (raw)",
-    engine: "pg",
-    kind: "raw",
-    workloads: {
-      pointSelect: (id) => promise(() => pool.query(pgSql.point, [id])),
-      insert: (id) => promise(() => pool.query(pgSql.insert, [id, "x"])),
-      transfer: (from, to, amount) =>
-        promise(async () => {
-          const client = await pool.connect()
-          try {
-            await client.query("BEGIN")
-            await client.query(pgSql.debit, [amount, from])
-            await client.query(pgSql.credit, [amount, to])
-            await client.query("COMMIT")
-          } catch (e) {
-            await client.query("ROLLBACK")
-            throw e
-          } finally {
-            client.release()
-          }
-        }),
-      sleep5ms: () => promise(() => pool.query(pgSql.sleep)),
-      batchInsert: (rows) =>
-        promise(() =>
-          pool.query(
-            "INSERT INTO bench_events (account_id, payload) SELECT * FROM unnest($1::int[], $2::text[])",
-            [rows.map((r) => r[0]), rows.map((r) => r[1])]
-          )
-        )
-    },
-    close: () => pool.end()
-  }
+  return { name: "pg.Pool (raw)", engine: "pg", kind: "raw", workloads: pgPoolWorkloads(pool), close: () => pool.end() }
 }
 
 const postgresJs = async (): Promise<System> => {
@@ -224,6 +222,36 @@ const dalPgRouted = () =>
     pgSql.sleep
   )
 
+/** effect-dal pg through the Promise API (`@effect-dal/promise`), deployed as above. */
+const dalPromisePg = async (): Promise<System> => {
+  const db = await connect({ url: PG_URL, alias: "bench_pg_promise", ...deployed })
+  return {
+    name: "effect-dal pg, Promise API",
+    engine: "pg",
+    kind: "effect-dal",
+    workloads: {
+      pointSelect: (id) => promise(() => db.execute("SELECT id, name, balance FROM [bench_accounts] WHERE id = ?", [id])),
+      insert: (id) => promise(() => db.execute("INSERT INTO [bench_events] (account_id, payload) VALUES (?, ?)", [id, "x"])),
+      transfer: (from, to, amount) =>
+        promise(() =>
+          db.transaction(async (tx) => {
+            await tx.execute("UPDATE [bench_accounts] SET balance = balance - ? WHERE id = ?", [amount, from])
+            await tx.execute("UPDATE [bench_accounts] SET balance = balance + ? WHERE id = ?", [amount, to])
+          })
+        ),
+      sleep5ms: () => promise(() => db.execute(pgSql.sleep)),
+      batchInsert: (rows) => promise(() => db.insertMany("bench_events", rows.map((r) => ({ account_id: r[0], payload: r[1] }))))
+    },
+    close: () => db.close()
+  }
+}
+
+/** node-postgres code unchanged on `createPgPool`, deployed as above. */
+const dalPgPool = async (): Promise<System> => {
+  const pool = createPgPool({ connectionString: PG_URL, alias: "bench_pg_pool", ...deployed })
+  return { name: "effect-dal createPgPool", engine: "pg", kind: "effect-dal", workloads: pgPoolWorkloads(pool), close: () => pool.end() }
+}
+
 // --- MySQL ------------------------------------------------------------------------------------
 
 const mySql = {
@@ -285,6 +313,9 @@ export const makers: Record<Engine, ReadonlyArray<() => Promise<System>>> = {
   pg: [rawPg, postgresJs, stockPg, dalPg],
   mysql: [rawMysql, stockMysql, dalMysql]
 }
+
+/** The comparison without Effect: raw `pg.Pool`, effect-dal's Effect API, its Promise API and `createPgPool`. */
+export const promiseMakers: ReadonlyArray<() => Promise<System>> = [rawPg, dalPg, dalPromisePg, dalPgPool]
 
 /** The routing comparison: effect-dal pg direct, and behind the replica router. */
 export const routingMakers: ReadonlyArray<() => Promise<System>> = [dalPg, dalPgRouted]

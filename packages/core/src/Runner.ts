@@ -11,6 +11,7 @@ import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
 import type * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import type * as Option from "effect/Option"
@@ -71,7 +72,10 @@ const failureOf = <E>(cause: Cause.Cause<E>, signal: AbortSignal | undefined): u
   return new Error(`interrupted: ${Cause.pretty(cause)}`)
 }
 
-type Ready = { readonly runtime: Runtime.Runtime<Db>; readonly db: DbService }
+type Ready = {
+  readonly runFork: <A, E>(effect: Effect.Effect<A, E, Db>) => Fiber.RuntimeFiber<A, E>
+  readonly db: DbService
+}
 
 /**
  * Makes a runner over a database layer. Nothing connects until the first call.
@@ -89,23 +93,52 @@ export const make = <E>(layer: Layer.Layer<Db, E>): Runner => {
   const start = (): Promise<Ready> =>
     starting ??= managed.runPromiseExit(Db).then(async (exit) => {
       if (Exit.isFailure(exit)) throw failureOf(exit.cause, undefined)
-      ready = { runtime: await managed.runtime(), db: exit.value }
+      const runtime = await managed.runtime()
+      const fork = Runtime.runFork(runtime)
+      // started by Effect's scheduler rather than on the caller's tick: calls made while one batch of
+      // results is being handled go out together, as they do from fibers (measured: 10–20% more
+      // point selects per second than starting each at once)
+      ready = { runFork: (effect) => fork(effect, { immediate: false }), db: exit.value }
       return ready
     })
 
+  /** Reports a call's exit to its callback. */
+  const report = <A, E2>(exit: Exit.Exit<A, E2>, done: (error: unknown, value?: A) => void, signal: AbortSignal | undefined) =>
+    exit._tag === "Success" ? done(undefined, exit.value) : done(failureOf(exit.cause, signal))
+
+  // Calls without a signal run on long-lived worker fibers, one call at a time each: a fiber per call
+  // would copy the runtime's FiberRefs and allocate its scheduler state every time. A worker waits
+  // for its next call suspended; there are as many as calls ever ran at once.
+  type Job = { readonly effect: Effect.Effect<unknown, unknown>; readonly done: (exit: Exit.Exit<unknown, unknown>) => void }
+  const idle: Array<(job: Job) => void> = []
+  const next = Effect.async<Job>((resume) => {
+    idle.push((job) => resume(Effect.succeed(job)))
+  })
+  const worker = (first: Job): Effect.Effect<never> => {
+    const serve = (job: Job): Effect.Effect<Job> => Effect.zipRight(Effect.map(Effect.exit(job.effect), job.done), next)
+    return Effect.iterate(first, { while: () => true, body: serve }) as Effect.Effect<never>
+  }
+
+  /** Runs `effect` on a worker (or, with a signal to interrupt it, a fiber of its own); reports its exit to `done`. */
   const fork = <A, E2>(
-    runtime: Runtime.Runtime<Db>,
+    { runFork }: Ready,
     effect: Effect.Effect<A, E2>,
     done: (error: unknown, value?: A) => void,
     signal: AbortSignal | undefined
   ) => {
-    const fiber = Runtime.runFork(runtime)(effect)
+    if (signal === undefined) {
+      const job: Job = { effect, done: (exit) => report(exit as Exit.Exit<A, E2>, done, undefined) }
+      const free = idle.pop()
+      if (free !== undefined) free(job)
+      else runFork(worker(job))
+      return
+    }
+    const fiber = runFork(effect)
     const abort = () => fiber.unsafeInterruptAsFork(fiber.id())
-    signal?.addEventListener("abort", abort, { once: true })
+    signal.addEventListener("abort", abort, { once: true })
     fiber.addObserver((exit) => {
-      signal?.removeEventListener("abort", abort)
-      if (Exit.isSuccess(exit)) done(undefined, exit.value)
-      else done(failureOf(exit.cause, signal))
+      signal.removeEventListener("abort", abort)
+      report(exit, done, signal)
     })
   }
 
@@ -117,11 +150,11 @@ export const make = <E>(layer: Layer.Layer<Db, E>): Runner => {
     const signal = options?.signal
     if (closed) return done(new PoolClosed({ alias: ready?.db.alias ?? "database" }))
     if (signal?.aborted === true) return done(signal.reason)
-    if (ready !== undefined) return fork(ready.runtime, Effect.suspend(() => f(ready!.db)), done, signal)
+    if (ready !== undefined) return fork(ready, f(ready.db), done, signal)
     start().then(
-      ({ db, runtime }) => {
+      (started) => {
         if (signal?.aborted === true) return done(signal.reason)
-        fork(runtime, Effect.suspend(() => f(db)), done, signal)
+        fork(started, f(started.db), done, signal)
       },
       done
     )
