@@ -25,14 +25,6 @@ const threads = () =>
       .map((r) => r.id)
   )
 
-const until = async (check: () => boolean | Promise<boolean>, millis = 3_000) => {
-  const end = Date.now() + millis
-  while (Date.now() < end) {
-    if (await check()) return true
-    await new Promise((r) => setTimeout(r, 25))
-  }
-  return check()
-}
 
 const pools: Array<DalMysqlPool> = []
 const make = (options: Parameters<typeof createMysqlPool>[0] = {}) => {
@@ -118,7 +110,7 @@ describe("createMysqlPool: mysql2's pool interface", () => {
     const id = conn.threadId!
     expect(await threads()).toContain(id)
     conn.destroy()
-    expect(await until(async () => !(await threads()).includes(id))).toBe(true)
+    expect(await Traffic.until(async () => !(await threads()).includes(id))).toBe(true)
     const again = await pool.promise().getConnection()
     expect(again.threadId).not.toBe(id)
     again.release()

@@ -28,14 +28,6 @@ const sessions = (alias: string) =>
     )
   )
 
-const until = async (check: () => boolean | Promise<boolean>, millis = 3_000) => {
-  const end = Date.now() + millis
-  while (Date.now() < end) {
-    if (await check()) return true
-    await new Promise((r) => setTimeout(r, 25))
-  }
-  return check()
-}
 
 const pools: Array<DalPgPool> = []
 const make = (options: Parameters<typeof createPgPool>[0] = {}) => {
@@ -140,12 +132,12 @@ describe("createPgPool: node-postgres' pool interface", () => {
     const pid = client.processID!
     expect(await sessions(alias)).toContain(pid)
     client.release(new Error("broken"))
-    expect(await until(() => removed.includes(client))).toBe(true)
-    expect(await until(async () => !(await sessions(alias)).includes(pid))).toBe(true)
+    expect(await Traffic.until(() => removed.includes(client))).toBe(true)
+    expect(await Traffic.until(async () => !(await sessions(alias)).includes(pid))).toBe(true)
     const another = await pool.connect() as unknown as DalPgClient
     expect(another.processID).not.toBe(pid)
     another.release(true)
-    expect(await until(() => removed.includes(another))).toBe(true)
+    expect(await Traffic.until(() => removed.includes(another))).toBe(true)
   })
 
   it("emits connect, acquire and release, and error for an idle client whose backend dies", async () => {
@@ -167,7 +159,7 @@ describe("createPgPool: node-postgres' pool interface", () => {
     expect(events.filter((e) => e === "release")).toHaveLength(2)
     // an idle client's backend is terminated: the pool reports it, and serves the next query on another
     await admin((c) => c.query("SELECT pg_terminate_backend($1)", [client.processID]))
-    expect(await until(() => errors.length > 0)).toBe(true)
+    expect(await Traffic.until(() => errors.length > 0)).toBe(true)
     expect(errors[0]![1]).toBe(client)
     expect((await pool.query("SELECT 1 AS ok")).rows).toEqual([{ ok: 1 }])
   })
@@ -180,13 +172,13 @@ describe("createPgPool: node-postgres' pool interface", () => {
     expect(pool.totalCount).toBe(2)
     expect(pool.idleCount).toBe(0)
     const c = pool.connect()
-    expect(await until(() => pool.waitingCount === 1)).toBe(true)
+    expect(await Traffic.until(() => pool.waitingCount === 1)).toBe(true)
     a.release()
     const third = await c
     expect(pool.waitingCount).toBe(0)
     b.release()
     third.release()
-    expect(await until(() => pool.idleCount === 2)).toBe(true)
+    expect(await Traffic.until(() => pool.idleCount === 2)).toBe(true)
     expect(pool.totalCount).toBe(2)
   })
 
@@ -206,7 +198,7 @@ describe("createPgPool: node-postgres' pool interface", () => {
     expect(pool.ended).toBe(true)
     await expect(pool.query("SELECT 1")).rejects.toThrow("Cannot use a pool after calling end on the pool")
     await expect(pool.connect()).rejects.toThrow("Cannot use a pool after calling end on the pool")
-    expect(await until(async () => (await sessions(alias)).length === 0)).toBe(true)
+    expect(await Traffic.until(async () => (await sessions(alias)).length === 0)).toBe(true)
   })
 
   it("errors keep pg's fields (code, detail, constraint, table, position) and our classification; the pool stays usable", async () => {

@@ -4,6 +4,7 @@
  */
 import type { Database } from "@effect-dal/promise"
 import { connect, ConstraintViolation, InvalidOptions, InvalidQuery, PoolClosed, PoolTimeout, QueryError } from "@effect-dal/promise"
+import { Traffic } from "@effect-dal/testkit"
 import * as Effect from "effect/Effect"
 import * as Mysql from "mysql2/promise"
 import * as Pg from "pg"
@@ -110,14 +111,6 @@ const engines: ReadonlyArray<Engine> = [
   }
 ]
 
-const until = async (check: () => Promise<boolean>, millis: number) => {
-  const end = Date.now() + millis
-  while (Date.now() < end) {
-    if (await check()) return true
-    await new Promise((r) => setTimeout(r, 50))
-  }
-  return check()
-}
 
 /** `it` where the case applies to the engine; nothing registered (rather than a skipped test) where it does not. */
 const where = (applies: boolean): typeof it => (applies ? it : ((() => {}) as unknown as typeof it))
@@ -281,7 +274,7 @@ describe.each(engines)("Promise API conformance: $name", (engine) => {
       for await (const row of db.stream<{ id: number }>(`SELECT id FROM [${table}] ORDER BY id`)) {
         if (row.id === 5) break
       }
-      expect(await until(async () => db.poolStats().active === 0, 2_000)).toBe(true)
+      expect(await Traffic.until(async () => db.poolStats().active === 0, 2_000)).toBe(true)
       await expect(async () => {
         for await (const _ of db.stream("SELECT * FROM [no_such_table_here]")) {
           // never reached
@@ -315,11 +308,11 @@ describe.each(engines)("Promise API conformance: $name", (engine) => {
     const controller = new AbortController()
     const started = Date.now()
     const sleeping = db.execute(engine.sleep(5), [], { signal: controller.signal })
-    expect(await until(async () => (await engine.running!(alias)) === 1, 3_000)).toBe(true)
+    expect(await Traffic.until(async () => (await engine.running!(alias)) === 1, 3_000)).toBe(true)
     controller.abort(new Error("stop"))
     await expect(sleeping).rejects.toThrow("stop")
     expect(Date.now() - started).toBeLessThan(4_000)
-    expect(await until(async () => (await engine.running!(alias)) === 0, 3_000)).toBe(true)
+    expect(await Traffic.until(async () => (await engine.running!(alias)) === 0, 3_000)).toBe(true)
     // an aborted signal fails at once, and the pool is healthy afterwards
     await expect(db.execute("SELECT 1", [], { signal: controller.signal })).rejects.toThrow("stop")
     expect(await db.execute("SELECT 1 AS ok")).toEqual([{ ok: 1 }])
@@ -380,7 +373,7 @@ describe.each(engines)("Promise API conformance: $name", (engine) => {
     await closing.execute("SELECT 1")
     await closing.close()
     await expect(closing.execute("SELECT 1")).rejects.toBeInstanceOf(PoolClosed)
-    if (engine.sessions !== undefined) expect(await until(async () => (await engine.sessions!(other)) === 0, 3_000)).toBe(true)
+    if (engine.sessions !== undefined) expect(await Traffic.until(async () => (await engine.sessions!(other)) === 0, 3_000)).toBe(true)
     await engine.teardown?.(other)
   })
 })

@@ -1,6 +1,7 @@
 /**
- * What a database's metrics say it served, for tests that check that
- * traffic through an adapter or an API reached our pool.
+ * Helpers of the tests of code without Effect (the Promise API, the
+ * driver-compatible pools): what a database's metrics say it served, and
+ * waiting for a condition.
  *
  * @since 0.3.0
  */
@@ -20,4 +21,18 @@ export const statementsSeen = async (owner: { readonly runner: { readonly db: ()
   return samples
     .filter((s) => s.name === "db.client.operation.duration")
     .reduce((n, s) => n + (s.value as { readonly count: number }).count, 0)
+}
+
+/**
+ * Polls `check` every 25 ms until it holds or `millis` pass; whether it held.
+ *
+ * @since 0.3.0
+ */
+export const until = async (check: () => boolean | Promise<boolean>, millis = 3_000): Promise<boolean> => {
+  const end = Date.now() + millis
+  while (Date.now() < end) {
+    if (await check()) return true
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+  return check()
 }
