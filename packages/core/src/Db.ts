@@ -27,6 +27,7 @@ import { makeNative } from "./internal/native.js"
 import { makeSqlClient } from "./internal/sqlBridge.js"
 import { makeStatements } from "./internal/statements.js"
 import { makeTransactions } from "./internal/transactions.js"
+import type * as Invalidation from "./Invalidation.js"
 import type * as Native from "./Native.js"
 import type * as Pool from "./Pool.js"
 import * as Replication from "./Replication.js"
@@ -49,6 +50,12 @@ export interface ExecuteOptions {
   readonly retry?: RetryPolicy | undefined
   /** The statement may run twice (so a write lost with its connection can be retried). */
   readonly idempotent?: boolean | undefined
+  /**
+   * What this write makes stale (`["users"]`, `{ users: [id] }`): announced to
+   * caches and `Reactivity` once it is committed (at the transaction's COMMIT
+   * inside one), never after a rollback.
+   */
+  readonly invalidates?: Invalidation.Keys | undefined
 }
 
 /**
@@ -234,6 +241,10 @@ export interface DbService extends Executor {
   readonly commitToken: Effect.Effect<string | undefined>
   /** The driver's own SQL and options on this pool: what the driver-compatible pools are built on. */
   readonly native: Native.NativeLane
+  /** Committed invalidations: subscribe to them, and the `Reactivity` that `sql` templates use. */
+  readonly invalidations: Invalidation.Invalidations
+  /** Announces `keys` once the fiber's transaction commits (at once outside one). */
+  readonly invalidate: (keys: Invalidation.Keys) => Effect.Effect<void>
 }
 
 /**
@@ -314,6 +325,10 @@ export class Db extends Context.Tag("@effect-dal/core/Db")<Db, DbService>() {
   static slowQueries = (n?: number): Effect.Effect<ReadonlyArray<SlowQuery>, never, Db> =>
     Effect.map(Db, (db) => db.slowQueries(n))
 
+  /** Announces `keys` stale once the fiber's transaction commits (at once outside one). */
+  static invalidate = (keys: Invalidation.Keys): Effect.Effect<void, never, Db> =>
+    Effect.flatMap(Db, (db) => db.invalidate(keys))
+
   /** Runs `effect` with these tags merged over the current ones. */
   static withTags = withTagsImpl
 
@@ -380,6 +395,9 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
     })
     const sql = yield* makeSqlClient(core, transactions)
     const health = yield* makeHealth(core, statements)
+    const invalidator = core.invalidator
+    const execute = statements.executeOn(undefined)
+    const executeMany = batches.executeManyOn(undefined)
 
     const service: DbService = {
       alias: config.alias,
@@ -393,9 +411,9 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       health: health.health,
       slowQueries: health.slowQueries,
       refreshMetrics: health.refreshMetrics,
-      execute: statements.executeOn(undefined),
-      executeMany: batches.executeManyOn(undefined),
-      insertMany: batches.insertMany,
+      execute: (sql, params, options) => invalidator.around(execute(sql, params, options), options?.invalidates),
+      executeMany: (sql, rows, options) => invalidator.around(executeMany(sql, rows, options), options?.invalidates),
+      insertMany: (table, rows, options) => invalidator.around(batches.insertMany(table, rows, options), options?.invalidates),
       stream: batches.stream,
       statementCacheStats: () => ({ ...driver.statementCache }),
       replicationStats: () => [{
@@ -417,7 +435,9 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       transaction: transactions.scoped(handle),
       withTransaction: (effect, options) => transactions.run(effect, options ?? {}, identity),
       sql,
-      native: makeNative(core, statements)
+      native: makeNative(core, statements),
+      invalidations: invalidator,
+      invalidate: invalidator.after
     }
     return service
   })

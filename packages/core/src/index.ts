@@ -36,6 +36,8 @@ export * as Dialect from "./Dialect.js"
 export * as Driver from "./Driver.js"
 /** @since 0.2.0 */
 export * as Failover from "./Failover.js"
+/** @since 0.3.0 */
+export * as Invalidation from "./Invalidation.js"
 /** @since 0.1.0 */
 export * as Metrics from "./Metrics.js"
 /** @since 0.3.0 */

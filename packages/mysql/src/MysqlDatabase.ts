@@ -7,6 +7,7 @@
 import { DatabaseConfig, Db, DbModule } from "@effect-dal/core"
 import { Replicated } from "@effect-dal/routing"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
+import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
@@ -138,10 +139,13 @@ const stockClient = (
  */
 export const layer = (
   options: MysqlDatabaseOptions
-): Layer.Layer<Db | SqlClient.SqlClient | MysqlClient.MysqlClient, ConfigError.ConfigError> =>
+): Layer.Layer<Db | SqlClient.SqlClient | MysqlClient.MysqlClient | Reactivity.Reactivity, ConfigError.ConfigError> =>
   Layer.scopedContext(
     Effect.map(make(options), ({ db, mysql }) =>
-      Context.make(Db, db).pipe(Context.add(SqlClient.SqlClient, db.sql), Context.add(MysqlClient.MysqlClient, mysql)))
+      Context.make(Db, db).pipe(
+        Context.add(SqlClient.SqlClient, db.sql),
+        Context.add(Reactivity.Reactivity, db.invalidations.reactivity),
+        Context.add(MysqlClient.MysqlClient, mysql)))
   )
 
 /**
@@ -152,5 +156,5 @@ export const layer = (
  */
 export const layerConfig = (
   config: Config.Config.Wrap<MysqlDatabaseOptions> = DatabaseConfig.fromEnv
-): Layer.Layer<Db | SqlClient.SqlClient | MysqlClient.MysqlClient, ConfigError.ConfigError> =>
+): Layer.Layer<Db | SqlClient.SqlClient | MysqlClient.MysqlClient | Reactivity.Reactivity, ConfigError.ConfigError> =>
   Layer.unwrapEffect(Effect.map(Config.unwrap(config), layer))

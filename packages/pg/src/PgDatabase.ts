@@ -7,6 +7,7 @@
 import { DatabaseConfig, Db, DbModule } from "@effect-dal/core"
 import { Replicated } from "@effect-dal/routing"
 import * as PgClient from "@effect/sql-pg/PgClient"
+import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
@@ -109,10 +110,13 @@ const node = (options: PgDatabaseOptions) =>
  */
 export const layer = (
   options: PgDatabaseOptions
-): Layer.Layer<Db | SqlClient.SqlClient | PgClient.PgClient, ConfigError.ConfigError> =>
+): Layer.Layer<Db | SqlClient.SqlClient | PgClient.PgClient | Reactivity.Reactivity, ConfigError.ConfigError> =>
   Layer.scopedContext(
     Effect.map(make(options), ({ db, pg }) =>
-      Context.make(Db, db).pipe(Context.add(SqlClient.SqlClient, db.sql), Context.add(PgClient.PgClient, pg)))
+      Context.make(Db, db).pipe(
+        Context.add(SqlClient.SqlClient, db.sql),
+        Context.add(Reactivity.Reactivity, db.invalidations.reactivity),
+        Context.add(PgClient.PgClient, pg)))
   )
 
 /**
@@ -123,5 +127,5 @@ export const layer = (
  */
 export const layerConfig = (
   config: Config.Config.Wrap<PgDatabaseOptions> = DatabaseConfig.fromEnv
-): Layer.Layer<Db | SqlClient.SqlClient | PgClient.PgClient, ConfigError.ConfigError> =>
+): Layer.Layer<Db | SqlClient.SqlClient | PgClient.PgClient | Reactivity.Reactivity, ConfigError.ConfigError> =>
   Layer.unwrapEffect(Effect.map(Config.unwrap(config), layer))

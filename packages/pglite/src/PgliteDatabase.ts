@@ -14,6 +14,7 @@
  */
 import { DatabaseConfig, Db, DbModule } from "@effect-dal/core"
 import type { DbError } from "@effect-dal/core"
+import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
@@ -94,7 +95,11 @@ export const make = (
  */
 export const layer = (
   options: PgliteDatabaseOptions = {}
-): Layer.Layer<Db | SqlClient.SqlClient, ConfigError.ConfigError | DbError.DbError> =>
+): Layer.Layer<Db | SqlClient.SqlClient | Reactivity.Reactivity, ConfigError.ConfigError | DbError.DbError> =>
   Layer.scopedContext(
-    Effect.map(make(options), (db) => Context.make(Db, db).pipe(Context.add(SqlClient.SqlClient, db.sql)))
+    Effect.map(make(options), (db) =>
+      Context.make(Db, db).pipe(
+        Context.add(SqlClient.SqlClient, db.sql),
+        Context.add(Reactivity.Reactivity, db.invalidations.reactivity)
+      ))
   )

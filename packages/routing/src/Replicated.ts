@@ -359,7 +359,7 @@ export const make = (options: {
       compiler: driver.compiler,
       spanAttributes: [...driver.spanAttributes, ["db.system.name", driver.system], ["db.namespace", primary.config.database]],
       transformRows: driver.transformRows
-    }).pipe(Effect.provide(Reactivity.layer))
+    }).pipe(Effect.provideService(Reactivity.Reactivity, primary.invalidations.reactivity))
     const sql: SqlClient.SqlClient = Object.assign(sqlClient, {
       withTransaction: <A, E, R>(effect: Effect.Effect<A, E, R>) =>
         Effect.withFiberRuntime<A, E | SqlError, R>((fiber) => {

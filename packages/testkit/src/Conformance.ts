@@ -7,6 +7,7 @@
  */
 import { Db } from "@effect-dal/core"
 import type { DatabaseConfig, DbError } from "@effect-dal/core"
+import * as Reactivity from "@effect/experimental/Reactivity"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { describe, expect, layer } from "@effect/vitest"
 import type * as ConfigError from "effect/ConfigError"
@@ -38,7 +39,9 @@ export type LayerOptions =
 export interface EngineProfile {
   readonly name: string
   /** A layer with a distinct alias (its connections' name on the server) and pool options. */
-  readonly layer: (options: LayerOptions) => Layer.Layer<Db | SqlClient.SqlClient, ConfigError.ConfigError | DbError.DbError>
+  readonly layer: (
+    options: LayerOptions
+  ) => Layer.Layer<Db | SqlClient.SqlClient | Reactivity.Reactivity, ConfigError.ConfigError | DbError.DbError>
   /** Column types for the round trips. */
   readonly types: {
     readonly bool: string
@@ -270,6 +273,43 @@ export const conformance = (profile: EngineProfile): void => {
               const seen = yield* sql<{ id: number }>`SELECT id FROM ${sql(table)}`
               expect(seen).toEqual([{ id: 7 }])
             }))
+          })))
+
+      it.effect("invalidations are announced once the write commits, never after a rollback, from Db calls and sql templates", () =>
+        withTable("id int PRIMARY KEY", (table) =>
+          Effect.gen(function*() {
+            const db = yield* Db
+            const sql = yield* SqlClient.SqlClient
+            const heard: Array<unknown> = []
+            const unsubscribe = db.invalidations.subscribe((keys) => heard.push(keys))
+            yield* Effect.gen(function*() {
+              // autocommit: announced when the statement succeeds; a failed one announces nothing
+              yield* Db.execute(`INSERT INTO [${table}] VALUES (?)`, [1], { invalidates: { [table]: [1] } })
+              expect(heard).toEqual([{ [table]: [1] }])
+              yield* Effect.flip(Db.execute(`INSERT INTO [${table}] VALUES (?)`, [1], { invalidates: ["never"] }))
+              expect(heard).toHaveLength(1)
+              // in a transaction: nothing until COMMIT, then everything it collected
+              yield* Db.withTransaction(Effect.gen(function*() {
+                yield* Db.execute(`INSERT INTO [${table}] VALUES (?)`, [2], { invalidates: { [table]: [2] } })
+                yield* Reactivity.mutation(sql`INSERT INTO ${sql(table)} VALUES (${3})`, [table])
+                yield* Db.invalidate(["extra"])
+                expect(heard).toHaveLength(1)
+              }))
+              expect(heard.slice(1)).toEqual([{ [table]: [2] }, [table], ["extra"]])
+              // rolled back: nothing
+              yield* Effect.exit(Db.withTransaction(Effect.zipRight(
+                Db.execute(`INSERT INTO [${table}] VALUES (?)`, [4], { invalidates: ["rolled back"] }),
+                Effect.fail("nope")
+              )))
+              yield* Effect.exit(sql.withTransaction(Effect.zipRight(
+                Reactivity.mutation(sql`INSERT INTO ${sql(table)} VALUES (${5})`, ["rolled back too"]),
+                Effect.fail("nope")
+              )))
+              expect(heard).toHaveLength(4)
+              // the transaction after a rollback on the same connection starts clean
+              yield* Db.withTransaction(Db.invalidate(["after"]))
+              expect(heard.slice(4)).toEqual([["after"]])
+            }).pipe(Effect.ensuring(Effect.sync(unsubscribe)))
           })))
 
       it.effect("insertMany chunks multi-row inserts in one transaction and reports keys where it can", () =>

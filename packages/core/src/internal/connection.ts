@@ -5,6 +5,7 @@ import * as Effect from "effect/Effect"
 import type * as Cause from "effect/Cause"
 import * as Stream from "effect/Stream"
 import type { DbError } from "../DbError.js"
+import type { Keys } from "../Invalidation.js"
 import type { DriverConnection, QueryMode, QueryResult } from "../Driver.js"
 import { InvalidQuery } from "../DbError.js"
 import { changesSessionState, unbindableParameter } from "../PortableSql.js"
@@ -53,6 +54,8 @@ export class DalConnection implements SqlConnection.Connection {
    * statement on it (whichever API sent it) is cut at the transaction's deadline.
    */
   txDeadline: TransactionDeadline | undefined = undefined
+  /** Invalidation keys of the open transaction's writes, announced at its COMMIT. */
+  pendingInvalidations: Array<Keys> | undefined = undefined
 
   constructor(
     readonly driver: DriverConnection,

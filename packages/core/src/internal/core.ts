@@ -32,6 +32,8 @@ import { currentTags, withTags as withTagsOf } from "../QueryTags.js"
 import * as ScalingAdvisor from "../ScalingAdvisor.js"
 import type { StatementHooks } from "./connection.js"
 import { DalConnection } from "./connection.js"
+import type { Invalidator } from "./invalidations.js"
+import { makeInvalidator } from "./invalidations.js"
 import { acquireShared } from "./registry.js"
 
 /** @internal */
@@ -127,6 +129,8 @@ export interface DbCore {
   ) => Effect.Effect<A, E>
   /** `tagged` for paths that do not hold the fiber yet. */
   readonly taggedHere: <A, E>(effect: Effect.Effect<A, E>, options: ExecuteOptions | undefined, sql: string) => Effect.Effect<A, E>
+  /** Committed invalidations: announced at COMMIT, forgotten at ROLLBACK. */
+  readonly invalidator: Invalidator
   /** Counts one retry (statement or whole transaction). */
   readonly retried: () => void
   readonly retries: () => number
@@ -324,6 +328,8 @@ export const makeCore = (driver: Driver, config: DatabaseConfig): Effect.Effect<
     const taggedHere = <A, E>(effect: Effect.Effect<A, E>, options: ExecuteOptions | undefined, sql: string) =>
       Effect.withFiberRuntime<A, E>((fiber) => tagged(fiber, effect, options, sql))
 
+    const invalidator = yield* makeInvalidator(currentTx)
+
     if (breaker !== undefined) {
       metrics.circuit(breaker.state(), false)
       const unsubscribe = breaker.subscribe((_, to) => metrics.circuit(to, true))
@@ -347,6 +353,7 @@ export const makeCore = (driver: Driver, config: DatabaseConfig): Effect.Effect<
       statementTimeout,
       tagged,
       taggedHere,
+      invalidator,
       retried: () => {
         retries++
         metrics.retried()

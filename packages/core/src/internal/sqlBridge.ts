@@ -40,7 +40,7 @@ export const makeSqlClient = (core: DbCore, transactions: Transactions): Effect.
         ["server.port", config.port]
       ],
       transformRows: driver.transformRows
-    }).pipe(Effect.provide(Reactivity.layer))
+    }).pipe(Effect.provideService(Reactivity.Reactivity, core.invalidator.reactivity))
 
     // `sql.withTransaction` shares our transaction machinery, so it and `Db.withTransaction` nest and mix freely
     return Object.assign(sqlClient, {

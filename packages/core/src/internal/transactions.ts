@@ -5,11 +5,13 @@
  * @internal
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
+import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import type { Transaction, WithTransactionOptions } from "../Db.js"
 import type { DbError } from "../DbError.js"
@@ -47,7 +49,7 @@ export interface Transactions {
  * @internal
  */
 export const makeTransactions = (core: DbCore): Transactions => {
-  const { acquire, breaker, config, currentTx, dialect, metrics, pool, retried } = core
+  const { acquire, breaker, config, currentTx, dialect, invalidator, metrics, pool, retried } = core
   const rollbackSql = dialect.rollback
 
   const txContext = (context: Context.Context<never>, conn: DalConnection, depth: number) =>
@@ -64,17 +66,30 @@ export const makeTransactions = (core: DbCore): Transactions => {
    * the background before the connection is reused.
    */
   const rollbackTop = (conn: DalConnection) =>
-    Effect.suspend(() => (conn.driver.settle() === undefined ? rollbackQuietly(conn, rollbackSql) : Effect.void))
+    Effect.suspend(() => {
+      invalidator.discarded(conn)
+      return conn.driver.settle() === undefined ? rollbackQuietly(conn, rollbackSql) : Effect.void
+    })
 
-  /** A COMMIT whose connection was lost may or may not have been applied. */
+  /**
+   * A COMMIT whose connection was lost may or may not have been applied. The
+   * transaction's invalidations are announced once it committed, or may have.
+   */
   const commit = (conn: DalConnection): Effect.Effect<void, DbError> =>
     Effect.catchTag(
       conn.run(dialect.commit, noParams, "raw", false),
       "ConnectionError",
       (error) => Effect.fail(new OutcomeUnknown({ phase: "commit", sql: dialect.commit, cause: error }))
-    )
+    ).pipe(Effect.onExit((exit) =>
+      Effect.sync(() =>
+        exit._tag === "Success" || Cause.failureOption(exit.cause).pipe(Option.exists((e) => e._tag === "OutcomeUnknown"))
+          ? invalidator.committed(conn)
+          : invalidator.discarded(conn)
+      )
+    ))
 
   const begin = (conn: DalConnection, options: WithTransactionOptions): Effect.Effect<void, DbError> => {
+    invalidator.discarded(conn)
     const statements = dialect.begin(options)
     return statements.length === 1
       ? conn.run(statements[0]!, noParams, "raw", false)
