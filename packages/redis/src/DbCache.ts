@@ -157,6 +157,11 @@ interface Entry {
   readonly rows: ReadonlyArray<any>
 }
 
+interface Flight {
+  readonly deferred: Deferred.Deferred<ReadonlyArray<any>, DbError.DbError>
+  readonly deps: ReadonlyArray<string>
+}
+
 interface LocalEntry {
   readonly rows: ReadonlyArray<any>
   readonly until: number
@@ -268,13 +273,22 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
         set.add(key)
       }
     }
+    /** Invalidations seen per version key: a lookup that saw one happen meanwhile keeps nothing locally. */
+    const generations = new Map<string, number>()
+    let generation = 0
     const dropLocal = (versionKeys: ReadonlyArray<string>) => {
+      generation++
       for (const dep of versionKeys) {
+        generations.set(dep, generation)
         const keys = byDep.get(dep)
-        if (keys === undefined) continue
-        for (const key of [...keys]) forget(key)
+        if (keys !== undefined) for (const key of [...keys]) forget(key)
+      }
+      for (const [key, flight] of flights) {
+        if (flight.deps.some((d) => versionKeys.includes(d))) flights.delete(key)
       }
     }
+    const unchangedSince = (deps: ReadonlyArray<string>, since: number) =>
+      deps.every((d) => (generations.get(d) ?? 0) <= since)
     const clearLocal = () => {
       local.clear()
       byDep.clear()
@@ -297,21 +311,28 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
     /** Version keys whose bump is on its way to Redis: reads depending on them go to the database meanwhile. */
     const inFlight = new Map<string, number>()
     /** Invalidations that could not be sent: sent before the cache is used again. */
-    let pending: Array<ReadonlyArray<string>> = []
+    let pending: Array<{ readonly keys: ReadonlyArray<string>; readonly at: number }> = []
 
-    const send = (versionKeys: ReadonlyArray<string>) => {
+    /**
+     * Bumps the versions and publishes them, in one MULTI. Off the read path,
+     * so with a longer timeout and no breaker: a slow Redis must not hold an
+     * invalidation back. One that fails is kept and sent again.
+     */
+    const send = (versionKeys: ReadonlyArray<string>, at: number) => {
       for (const k of versionKeys) inFlight.set(k, (inFlight.get(k) ?? 0) + 1)
-      const message = JSON.stringify({ origin, at: Date.now(), keys: versionKeys })
       const tx = client.multi()
       for (const k of versionKeys) tx.incr(prefix + k)
-      tx.publish(channel, message)
-      return Effect.runPromiseExit(call(() => tx.exec())).then((exit) => {
+      tx.publish(channel, JSON.stringify({ origin, at, keys: versionKeys }))
+      const exec = Effect.tryPromise(() => tx.exec()).pipe(
+        Effect.timeoutFail({ duration: Math.max(1_000, timeout), onTimeout: () => new RedisTimeout() })
+      )
+      return Effect.runPromiseExit(exec).then((exit) => {
         for (const k of versionKeys) {
           const n = inFlight.get(k)! - 1
           if (n === 0) inFlight.delete(k)
           else inFlight.set(k, n)
         }
-        if (exit._tag === "Failure") pending.push(versionKeys)
+        if (exit._tag === "Failure" || exit.value === null) pending.push({ keys: versionKeys, at })
         else {
           stats.invalidationsSent++
           count(metrics.sent)
@@ -319,16 +340,20 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
       })
     }
     const flushPending = () => {
-      if (pending.length === 0) return
-      const all = [...new Set(pending.flat())]
+      if (pending.length === 0 || client.status !== "ready") return
+      const keys = [...new Set(pending.flatMap((p) => p.keys))]
+      const at = Math.min(...pending.map((p) => p.at))
       pending = []
-      void send(all)
+      void send(keys, at)
     }
+    // what could not be sent is sent again as soon as Redis answers
+    const retry = setInterval(flushPending, 50)
+    yield* Effect.addFinalizer(() => Effect.sync(() => clearInterval(retry)))
 
     const unsubscribe = db.invalidations.subscribe((keys) => {
       const versionKeys = bumps(keys)
       dropLocal(versionKeys)
-      void send(versionKeys)
+      void send(versionKeys, Date.now())
     })
     yield* Effect.addFinalizer(() => Effect.sync(unsubscribe))
 
@@ -379,17 +404,21 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
     const hash = (sql: string, params: ReadonlyArray<unknown>) =>
       createHash("sha1").update(sql.replace(/\s+/g, " ").trim()).update("\0").update(encode(params)).digest("base64url")
 
-    /** Single flight per process: concurrent computations of one key share one statement. */
-    const flights = new Map<string, Deferred.Deferred<ReadonlyArray<any>, DbError.DbError>>()
-    const singleFlight = <A>(key: string, work: Effect.Effect<ReadonlyArray<A>, DbError.DbError>) => {
+    /**
+     * Single flight per process: concurrent lookups of one key share one. A
+     * flight whose data an invalidation made stale takes no new readers
+     * (they start a lookup of their own), and its result is not kept locally.
+     */
+    const flights = new Map<string, Flight>()
+    const singleFlight = <A>(key: string, deps: ReadonlyArray<string>, work: Effect.Effect<ReadonlyArray<A>, DbError.DbError>) => {
       const flying = flights.get(key)
-      if (flying !== undefined) return Deferred.await(flying) as Effect.Effect<ReadonlyArray<A>, DbError.DbError>
-      const deferred = Deferred.unsafeMake<ReadonlyArray<any>, DbError.DbError>(undefined as never)
-      flights.set(key, deferred)
+      if (flying !== undefined) return Deferred.await(flying.deferred) as Effect.Effect<ReadonlyArray<A>, DbError.DbError>
+      const flight: Flight = { deferred: Deferred.unsafeMake<ReadonlyArray<any>, DbError.DbError>(undefined as never), deps }
+      flights.set(key, flight)
       return Effect.onExit(work, (exit) =>
         Effect.sync(() => {
-          flights.delete(key)
-          Deferred.unsafeDone(deferred, exit)
+          if (flights.get(key) === flight) flights.delete(key)
+          Deferred.unsafeDone(flight.deferred, exit)
         }))
     }
 
@@ -399,10 +428,10 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
         return db.execute<A>(sql, params)
       })
     /** Redis is not used for this read: the database answers (still once per key at a time in this process). */
-    const bypass = <A extends object>(key: string, sql: string, params: ReadonlyArray<unknown>) => {
+    const bypass = <A extends object>(key: string, deps: ReadonlyArray<string>, sql: string, params: ReadonlyArray<unknown>) => {
       stats.bypasses++
       count(metrics.bypasses)
-      return singleFlight<A>(key, query<A>(sql, params))
+      return singleFlight<A>(key, deps, query<A>(sql, params))
     }
 
     /** Runs the query and stores the result under the versions read before it ran. */
@@ -412,7 +441,8 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
       params: ReadonlyArray<unknown>,
       deps: ReadonlyArray<string>,
       versions: ReadonlyArray<string>,
-      entryTtl: number
+      entryTtl: number,
+      since: number
     ) =>
       Effect.gen(function*() {
         const start = Date.now()
@@ -421,7 +451,7 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
         const entry: Entry = { versions, expiresAt: now + entryTtl, delta: now - start, rows }
         yield* Effect.ignore(call(() => client.set(prefix + "e:" + key, encode(entry), "PX", entryTtl + staleFor)))
         yield* Effect.ignore(call(() => client.eval(UNLOCK, 1, prefix + "l:" + key, origin)))
-        remember(key, rows, deps, entry.expiresAt)
+        if (unchangedSince(deps, since)) remember(key, rows, deps, entry.expiresAt)
         return rows
       })
 
@@ -458,15 +488,16 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
         }
         // a computation of this key is under way here: its result is what this read would get
         const flying = flights.get(key)
-        if (flying !== undefined) return Deferred.await(flying) as Effect.Effect<ReadonlyArray<A>, DbError.DbError>
+        if (flying !== undefined) return Deferred.await(flying.deferred) as Effect.Effect<ReadonlyArray<A>, DbError.DbError>
         const deps = dependencies(cachedOptions.keys)
-        if (!available() || deps.some((d) => inFlight.has(d))) return bypass<A>(key, sql, params)
+        if (!available() || deps.some((d) => inFlight.has(d))) return bypass<A>(key, deps, sql, params)
         const entryTtl = cachedOptions.ttl === undefined ? ttl : Duration.toMillis(Duration.decode(cachedOptions.ttl))
+        const since = generation
 
         /** The entry is missing or stale: recompute it under the lock, or serve the stale value, or wait a little. */
         const recompute = (versions: ReadonlyArray<string>, stale: Entry | undefined) =>
           Effect.gen(function*() {
-            if (yield* lock(key)) return yield* fill<A>(key, sql, params, deps, versions, entryTtl)
+            if (yield* lock(key)) return yield* fill<A>(key, sql, params, deps, versions, entryTtl, since)
             if (stale !== undefined) {
               stats.staleServed++
               count(metrics.stale)
@@ -481,12 +512,13 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
               if (Option.isNone(again)) break
               if (again.value.entry !== undefined) return again.value.entry.rows as ReadonlyArray<A>
             }
-            return yield* fill<A>(key, sql, params, deps, versions, entryTtl)
+            return yield* fill<A>(key, sql, params, deps, versions, entryTtl, since)
           })
 
         // one lookup per key at a time in this process: readers arriving meanwhile share its result
         return singleFlight<A>(
           key,
+          deps,
           Effect.flatMap(Effect.either(read(key, deps)), (result): Effect.Effect<ReadonlyArray<A>, DbError.DbError> => {
             if (result._tag === "Left") {
               stats.bypasses++
@@ -503,13 +535,13 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
             if (at >= entry.expiresAt) return recompute(versions, entry)
             stats.hits++
             count(metrics.hits)
-            remember(key, entry.rows, deps, entry.expiresAt)
+            if (unchangedSince(deps, since)) remember(key, entry.rows, deps, entry.expiresAt)
             // XFetch: the closer to expiry, and the slower to recompute, the likelier an early refresh
             if (beta > 0 && at - entry.delta * beta * Math.log(Math.random()) >= entry.expiresAt) {
               stats.earlyRefreshes++
               count(metrics.earlyRefreshes)
               return Effect.as(
-                Effect.forkDaemon(Effect.ignore(singleFlight(`refresh:${key}`, recompute(versions, entry)))),
+                Effect.forkDaemon(Effect.ignore(singleFlight(`refresh:${key}`, deps, recompute(versions, entry)))),
                 entry.rows as ReadonlyArray<A>
               )
             }

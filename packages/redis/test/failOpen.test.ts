@@ -1,0 +1,84 @@
+/**
+ * Fail-open: a throwaway `redis-server` killed under a read load costs no
+ * failed read (the cache is bypassed), the cache is used again after a
+ * restart, and an entry invalidated while Redis was down is not served after
+ * it (Redis here keeps its data across the restart: AOF, fsync always).
+ */
+import { Db } from "@effect-dal/core"
+import { DbCache } from "@effect-dal/redis"
+import * as Effect from "effect/Effect"
+import { Redis } from "ioredis"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { Traffic } from "@effect-dal/testkit"
+import { instance, on, throwawayRedis, unique } from "./helpers.js"
+
+const table = unique("failopen")
+let redis: Awaited<ReturnType<typeof throwawayRedis>>
+let app: ReturnType<typeof instance>
+
+const read = (id: number) =>
+  DbCache.cached<{ id: number; v: number }>(`SELECT id, v FROM [${table}] WHERE id = ?`, [id], { keys: { [table]: [id] } })
+const stats = () => on(app, Effect.map(DbCache, (c) => c.stats()))
+const available = () => on(app, Effect.map(DbCache, (c) => c.available()))
+
+beforeAll(async () => {
+  redis = await throwawayRedis()
+  app = instance(unique("failopen"), {
+    redis: redis.url,
+    prefix: "failopen:",
+    localTtl: 0,
+    timeout: "50 millis"
+  })
+  await on(app, Db.execute(`CREATE TABLE [${table}] (id int PRIMARY KEY, v int NOT NULL)`))
+  await on(app, Db.execute(`INSERT INTO [${table}] SELECT g, 0 FROM generate_series(1, 20) g`))
+}, 30_000)
+
+afterAll(async () => {
+  await on(app, Db.execute(`DROP TABLE IF EXISTS [${table}]`))
+  await app.dispose()
+  await redis.remove()
+})
+
+describe("DbCache fails open", () => {
+  it("Redis killed under a read load: no read fails, reads bypass it, and it is used again after a restart", async () => {
+    for (let id = 1; id <= 20; id++) await on(app, read(id))
+    expect(await available()).toBe(true)
+    let failures = 0
+    let reads = 0
+    let stop = false
+    const load = Promise.all(Array.from({ length: 8 }, async () => {
+      while (!stop) {
+        const id = 1 + Math.floor(Math.random() * 20)
+        await on(app, read(id)).then((rows) => {
+          reads++
+          if (rows[0]?.id !== id) failures++
+        }, () => failures++)
+      }
+    }))
+    await new Promise((r) => setTimeout(r, 300))
+    await redis.kill()
+    const bypassedBefore = (await stats()).bypasses
+    await new Promise((r) => setTimeout(r, 1_000))
+    expect(await available()).toBe(false)
+    expect((await stats()).bypasses).toBeGreaterThan(bypassedBefore)
+
+    // an entry invalidated while Redis is down: the write succeeds, its invalidation waits
+    await on(app, Db.execute(`UPDATE [${table}] SET v = 42 WHERE id = 7`, [], { invalidates: { [table]: [7] } }))
+
+    await redis.start()
+    // the entries written before the crash are back
+    const probe = new Redis(redis.url)
+    expect((await probe.keys("failopen:e:*")).length).toBeGreaterThanOrEqual(20)
+    probe.disconnect()
+    expect(await Traffic.until(available, 10_000)).toBe(true)
+    stop = true
+    await load
+    expect(failures).toBe(0)
+    expect(reads).toBeGreaterThan(100)
+    // the invalidation went out before the cache was used again: the entry kept by the AOF is not served
+    expect((await on(app, read(7)))[0]!.v).toBe(42)
+    const hitsBefore = (await stats()).hits
+    await on(app, read(8))
+    expect((await stats()).hits).toBe(hitsBefore + 1)
+  }, 60_000)
+})
