@@ -113,6 +113,13 @@ export interface InsertManyOptions extends ExecuteOptions {
   readonly chunkSize?: number | undefined
   /** A column whose generated values to return (PostgreSQL `RETURNING`); MySQL reports auto-increment keys. */
   readonly returning?: string | undefined
+  /**
+   * Rows whose `keys` (a primary key or unique columns) already exist are
+   * skipped (`"ignore"`), or their other columns updated (`"update"`): an
+   * idempotent insert, or an upsert. `inserted` then counts what the engine
+   * reports as affected.
+   */
+  readonly onConflict?: { readonly keys: ReadonlyArray<string>; readonly action: "ignore" | "update" } | undefined
 }
 
 /**

@@ -55,6 +55,13 @@ export interface Dialect {
   readonly savepoint: (name: string) => string
   readonly rollbackSavepoint: (name: string) => string
   readonly releaseSavepoint: (name: string) => string
+  /**
+   * The clause after an INSERT's VALUES that makes a row whose `keys`
+   * (already quoted) exist do nothing, or update `update` (quoted columns) to
+   * the new values. MySQL's "do nothing" is a no-op update, not `INSERT
+   * IGNORE`, which would also swallow data errors.
+   */
+  readonly onConflict: (keys: ReadonlyArray<string>, update: ReadonlyArray<string> | undefined) => string
 }
 
 /**
@@ -95,7 +102,11 @@ export const postgres: Dialect = {
   rollback: "ROLLBACK",
   savepoint: (name) => `SAVEPOINT ${name}`,
   rollbackSavepoint: (name) => `ROLLBACK TO SAVEPOINT ${name}`,
-  releaseSavepoint: (name) => `RELEASE SAVEPOINT ${name}`
+  releaseSavepoint: (name) => `RELEASE SAVEPOINT ${name}`,
+  onConflict: (keys, update) =>
+    update === undefined || update.length === 0
+      ? ` ON CONFLICT (${keys.join(", ")}) DO NOTHING`
+      : ` ON CONFLICT (${keys.join(", ")}) DO UPDATE SET ${update.map((c) => `${c} = EXCLUDED.${c}`).join(", ")}`
 }
 
 /**
@@ -125,5 +136,9 @@ export const mysql: Dialect = {
   rollback: "ROLLBACK",
   savepoint: (name) => `SAVEPOINT ${name}`,
   rollbackSavepoint: (name) => `ROLLBACK TO SAVEPOINT ${name}`,
-  releaseSavepoint: (name) => `RELEASE SAVEPOINT ${name}`
+  releaseSavepoint: (name) => `RELEASE SAVEPOINT ${name}`,
+  onConflict: (keys, update) =>
+    ` ON DUPLICATE KEY UPDATE ${
+      (update === undefined || update.length === 0 ? [keys[0]!] : update).map((c) => `${c} = VALUES(${c})`).join(", ")
+    }`
 }

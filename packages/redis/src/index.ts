@@ -8,3 +8,5 @@
 export { DbCache } from "./DbCache.js"
 /** @since 0.3.0 */
 export type { CachedOptions, CacheStats, DbCacheOptions, DbCacheService } from "./DbCache.js"
+/** @since 0.3.0 */
+export * as WriteQueue from "./WriteQueue.js"

@@ -36,3 +36,19 @@ export const until = async (check: () => boolean | Promise<boolean>, millis = 3_
   }
   return check()
 }
+
+/**
+ * `until` for an effect: polls `check` every 25 ms until it holds or
+ * `millis` pass; whether it held.
+ *
+ * @since 0.3.0
+ */
+export const holds = <E, R>(check: Effect.Effect<boolean, E, R>, millis = 10_000): Effect.Effect<boolean, E, R> =>
+  Effect.gen(function*() {
+    const end = Date.now() + millis
+    while (Date.now() < end) {
+      if (yield* check) return true
+      yield* Effect.sleep(25)
+    }
+    return yield* check
+  })

@@ -173,9 +173,15 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
       const head = `INSERT INTO ${quoteIdentifier(dialect, table)} (${
         columns.map((c) => quoteIdentifier(dialect, c)).join(", ")
       }) VALUES `
-      const returning = options?.returning !== undefined && dialect.name === "pg"
+      const conflict = options?.onConflict
+      const returning = (conflict === undefined ? "" : dialect.onConflict(
+        conflict.keys.map((k) => quoteIdentifier(dialect, k)),
+        conflict.action === "update"
+          ? columns.filter((c) => !conflict.keys.includes(c)).map((c) => quoteIdentifier(dialect, c))
+          : undefined
+      )) + (options?.returning !== undefined && dialect.name === "pg"
         ? ` RETURNING ${quoteIdentifier(dialect, options.returning)}`
-        : ""
+        : "")
       const chunks = chunkRows(rows, columns, perChunk)
       const keys: Array<unknown> = []
       let inserted = 0
@@ -188,7 +194,7 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
       }
       const collect = (r: QueryResult): void => {
         inserted += r.affected
-        if (returning !== "") for (const row of r.rows) keys.push(row[options!.returning!])
+        if (options?.returning !== undefined && dialect.name === "pg") for (const row of r.rows) keys.push(row[options.returning])
         else if (r.insertId !== undefined && r.insertId > 0) {
           for (let k = 0; k < r.affected; k++) keys.push(r.insertId + k)
         }
