@@ -342,7 +342,13 @@ export const make = (options: WriteQueueOptions): Effect.Effect<WriteQueue, neve
     })
 
     const flusher = Effect.gen(function*() {
+      let gauged = 0
       while (true) {
+        // the depth and lag gauges follow once a second
+        if (Date.now() - gauged > 1_000) {
+          gauged = Date.now()
+          yield* Effect.ignore(depth)
+        }
         const ok = yield* Effect.either(Effect.zipRight(ensureGroup, round))
         if (ok._tag === "Left") {
           // Redis is away: the rows wait there; try again shortly

@@ -13,8 +13,8 @@ import { dropKeys, instance, on, unique } from "./helpers.js"
 
 const table = unique("cache_rows")
 const prefix = `${unique("dalcache")}:`
-const a = instance(unique("cache_a"), { prefix, localTtl: "1 second" })
-const b = instance(unique("cache_b"), { prefix, localTtl: "1 second" })
+const a = instance(unique("cache_a"), { prefix, localTtl: "1 second", staleFor: "30 seconds" })
+const b = instance(unique("cache_b"), { prefix, localTtl: "1 second", staleFor: "30 seconds" })
 
 const select = `SELECT id, v, note FROM [${table}] WHERE id = ?`
 const read = (id: number) => DbCache.cached<{ id: number; v: number; note: string }>(select, [id], { keys: { [table]: [id] } })
@@ -35,6 +35,36 @@ afterAll(async () => {
 })
 
 describe("DbCache", () => {
+  it("a hot key is refreshed early (XFetch) and its readers never wait for a recompute", async () => {
+    const hot = instance(unique("cache_hot"), { prefix, localTtl: 0, beta: 2 })
+    try {
+      const seq = unique("cache_hot_seq")
+      await on(hot, Db.execute(`CREATE SEQUENCE [${seq}]`))
+      const readHot = DbCache.cached<{ n: string }>(`SELECT nextval('${seq}') AS n, pg_sleep(0.05) IS NULL AS slept`, [], {
+        keys: [seq],
+        ttl: "400 millis"
+      })
+      await on(hot, readHot)
+      let slowest = 0
+      const end = Date.now() + 2_000
+      await Promise.all(Array.from({ length: 5 }, async () => {
+        while (Date.now() < end) {
+          const start = performance.now()
+          await on(hot, readHot)
+          slowest = Math.max(slowest, performance.now() - start)
+        }
+      }))
+      const stats = await on(hot, Effect.map(DbCache, (c) => c.stats()))
+      expect(stats.earlyRefreshes).toBeGreaterThanOrEqual(2)
+      // 2 s of a 400 ms entry: it was recomputed several times, and never made a reader wait 50 ms for it
+      expect(stats.misses).toBe(1) // the first fill only
+      expect(slowest).toBeLessThan(45)
+      await on(hot, Db.execute(`DROP SEQUENCE [${seq}]`))
+    } finally {
+      await hot.dispose()
+    }
+  })
+
   it("reads through: a miss fills the entry, the next read is a hit in this and the other instance", async () => {
     const first = await on(a, read(1))
     expect(first).toEqual([{ id: 1, v: 0, note: "row 1" }])
@@ -102,6 +132,24 @@ describe("DbCache", () => {
       expect(computed).toBeGreaterThanOrEqual(1)
       expect(computed).toBeLessThanOrEqual(2)
       expect(results.flat()).toHaveLength(500)
+
+      // at expiry: one process recomputes under the lock, the rest serve the stale value meanwhile
+      const shortLived = DbCache.cached<{ n: string }>(`${slow}, 'short' AS kind`, [], { keys: [seq], ttl: "300 millis" })
+      await on(a, shortLived)
+      const filled = Number((await on(a, Db.execute<{ n: string }>(`SELECT last_value AS n FROM [${seq}]`)))[0]!.n)
+      await new Promise((r) => setTimeout(r, 1_200))
+      const expired = (runtime: typeof a) => Promise.all(Array.from({ length: 250 }, () => on(runtime, shortLived)))
+      const started = performance.now()
+      await Promise.all([expired(a), expired(b)])
+      const elapsed = performance.now() - started
+      const recomputed = Number((await on(a, Db.execute<{ n: string }>(`SELECT last_value AS n FROM [${seq}]`)))[0]!.n) - filled
+      expect(recomputed).toBeGreaterThanOrEqual(1)
+      expect(recomputed).toBeLessThanOrEqual(2)
+      const stale = (await on(a, Effect.map(DbCache, (c) => c.stats()))).staleServed +
+        (await on(b, Effect.map(DbCache, (c) => c.stats()))).staleServed
+      expect(stale).toBeGreaterThanOrEqual(1)
+      // nobody waited for the recompute: the stale value answered at once
+      expect(elapsed).toBeLessThan(5_000)
     } finally {
       await on(a, Db.execute(`DROP SEQUENCE IF EXISTS [${seq}]`))
     }
