@@ -13,7 +13,7 @@ import { mkdirSync, writeFileSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
 import { fileURLToPath } from "node:url"
 import type { Engine, Op, System } from "./systems.js"
-import { ACCOUNTS, cleanup, makers, POOL, prepare, promiseMakers, routingMakers } from "./systems.js"
+import { ACCOUNTS, cacheMakers, cleanup, makers, POOL, prepare, promiseMakers, queueMakers, routingMakers } from "./systems.js"
 
 const SECONDS = Number(process.env["BENCH_SECONDS"] ?? 2)
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 5)
@@ -92,6 +92,8 @@ interface Workload {
   /** Rows per op, for the batch workloads. */
   readonly rowsPerOp?: number
   readonly systems?: (system: System) => boolean
+  /** Run only by a side comparison that names it. */
+  readonly side?: boolean
 }
 
 const batchRows = Array.from({ length: 10_000 }, (_, i) => [1 + (i % ACCOUNTS), `batch ${i}`] as const)
@@ -122,7 +124,15 @@ const workloads: ReadonlyArray<Workload> = [
     next: (s) => s.workloads.loopInsert!(batchRows),
     systems: (s) => s.workloads.loopInsert !== undefined
   },
-  { name: "overload: 200 callers, pool 20, 5 ms queries", concurrency: 200, next: (s) => s.workloads.sleep5ms() }
+  { name: "overload: 200 callers, pool 20, 5 ms queries", concurrency: 200, next: (s) => s.workloads.sleep5ms() },
+  {
+    name: "aggregate over 2,000 rows (100 distinct)",
+    concurrency: 20,
+    // 100 distinct ranges: a cache holds them all after the warm-up
+    next: (s) => s.workloads.aggregate!(1 + 50 * Math.floor(Math.random() * 100)),
+    systems: (s) => s.workloads.aggregate !== undefined,
+    side: true
+  }
 ]
 
 interface Result {
@@ -141,7 +151,7 @@ interface Result {
 const benchEngine = async (
   engine: Engine,
   systemMakers: ReadonlyArray<() => Promise<System>> = makers[engine],
-  selected: ReadonlyArray<Workload> = workloads.filter((w) => ONLY === undefined || w.name.includes(ONLY))
+  selected: ReadonlyArray<Workload> = workloads.filter((w) => !w.side && (ONLY === undefined || w.name.includes(ONLY)))
 ): Promise<Array<Result>> => {
   const results: Array<Result> = []
   if (selected.length === 0) return results
@@ -279,6 +289,7 @@ const markdown = (
   results: ReadonlyArray<Result>,
   routing: ReadonlyArray<Result>,
   withoutEffect: ReadonlyArray<Result>,
+  caching: ReadonlyArray<Result>,
   micro: Awaited<ReturnType<typeof poolMicro>>,
   memory: Awaited<ReturnType<typeof memoryRun>>,
   meta: Record<string, unknown>
@@ -343,6 +354,22 @@ const markdown = (
     }
     lines.push("")
   }
+  if (caching.length > 0) {
+    lines.push("**Caching and async writes** (PostgreSQL and Redis on this machine; against effect-dal pg's direct calls)")
+    lines.push("")
+    lines.push("| workload | system | ops/s | p50 ms | p99 ms | vs direct |")
+    lines.push("|---|---|---:|---:|---:|---:|")
+    for (const name of ["point select by primary key", "aggregate over 2,000 rows (100 distinct)", "single-row insert"]) {
+      const rows = caching.filter((r) => r.workload === name)
+      const direct = rows.find((r) => r.system === "effect-dal pg")
+      for (const r of rows) {
+        lines.push(`| ${name} | ${r.system} | ${fmt(r.opsMedian)} | ${fmt(r.p50Median, 2)} | ${fmt(r.p99Median, 2)} | ${
+          direct && direct !== r ? fmt(r.opsMedian / direct.opsMedian, 2) + "×" : ""
+        } |`)
+      }
+    }
+    lines.push("")
+  }
   lines.push(`Pool acquire + release on an in-memory fake driver: **${fmt(micro.medianMicros, 2)} µs** median per cycle (rounds: ${micro.rounds.map((r) => fmt(r, 2)).join(", ")}).`)
   lines.push("")
   lines.push(`${fmt(memory.queries)} point queries through effect-dal pg in ${fmt(memory.seconds, 1)} s: RSS growth **${fmt(memory.rssGrowthMb, 1)} MB**, heap growth ${fmt(memory.heapGrowthMb, 1)} MB, connections still borrowed afterwards: ${memory.leakedConnections}.`)
@@ -360,6 +387,12 @@ const main = async () => {
     // on their own, after the others closed: the routed system holds a second pool of 20
     const routing = ENGINES.includes("pg") ? await sideComparison(routingMakers, ROUTED_WORKLOADS, "routed") : []
     const withoutEffect = ENGINES.includes("pg") ? await sideComparison(promiseMakers, PROMISE_WORKLOADS, "promise") : []
+    const caching = ENGINES.includes("pg")
+      ? [
+        ...await sideComparison(cacheMakers, ["point select by primary key", "aggregate over 2,000 rows (100 distinct)"], "cache"),
+        ...await sideComparison(queueMakers, ["single-row insert"], "cache")
+      ]
+      : []
     console.log("pool micro-benchmark")
     const micro = await poolMicro()
     console.log(`memory run: ${MEMORY_QUERIES} queries`)
@@ -370,8 +403,8 @@ const main = async () => {
       seconds: SECONDS,
       rounds: ROUNDS
     }
-    const md = markdown(results, routing, withoutEffect, micro, memory, meta)
-    writeFileSync(out + "latest.json", JSON.stringify({ meta, results, routing, withoutEffect, micro, memory }, null, 2))
+    const md = markdown(results, routing, withoutEffect, caching, micro, memory, meta)
+    writeFileSync(out + "latest.json", JSON.stringify({ meta, results, routing, withoutEffect, caching, micro, memory }, null, 2))
     writeFileSync(out + "latest.md", md + "\n")
     console.log("\n" + md)
   } finally {

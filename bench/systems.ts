@@ -8,11 +8,14 @@ import { Db } from "@effect-dal/core"
 import { MysqlDatabase } from "@effect-dal/mysql"
 import { createPgPool, PgDatabase } from "@effect-dal/pg"
 import { connect } from "@effect-dal/promise"
+import { DbCache, WriteQueue } from "@effect-dal/redis"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
+import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import type * as Layer from "effect/Layer"
+import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Redacted from "effect/Redacted"
 import * as Mysql from "mysql2/promise"
@@ -41,6 +44,8 @@ export interface Workloads {
   readonly batchInsert: (rows: ReadonlyArray<readonly [number, string]>) => Op
   /** Inserts `rows` one statement at a time. */
   readonly loopInsert?: (rows: ReadonlyArray<readonly [number, string]>) => Op
+  /** A heavier read: an aggregate over 2,000 rows from `from`. */
+  readonly aggregate?: (from: number) => Op
 }
 
 export interface System {
@@ -163,7 +168,11 @@ const stockPg = () =>
   )
 
 /** effect-dal as a user would deploy it: breaker, retries, timeouts, metrics and statement cache on. */
+/** The aggregate read of the cache comparison. */
+const AGGREGATE = "SELECT count(*) AS n, sum(balance) AS total, max(name) AS last FROM [bench_accounts] WHERE id BETWEEN ? AND ?"
+
 const dalWorkloads = (sleep5ms: string): Workloads => ({
+  aggregate: (from) => effect(Db.execute(AGGREGATE, [from, from + 1_999])),
   pointSelect: (id) => effect(Db.execute("SELECT id, name, balance FROM [bench_accounts] WHERE id = ?", [id])),
   insert: (id) => effect(Db.execute("INSERT INTO [bench_events] (account_id, payload) VALUES (?, ?)", [id, "x"])),
   transfer: (from, to, amount) =>
@@ -313,6 +322,66 @@ export const makers: Record<Engine, ReadonlyArray<() => Promise<System>>> = {
   pg: [rawPg, postgresJs, stockPg, dalPg],
   mysql: [rawMysql, stockMysql, dalMysql]
 }
+
+// --- Caching and async writes (PostgreSQL, Redis) -------------------------------------------------
+
+const REDIS_URL = process.env["BENCH_REDIS_URL"] ?? "redis://127.0.0.1:6379"
+
+/** effect-dal pg with its reads through `DbCache` (`localTtl` 0: every read asks Redis). */
+const dalPgCached = (name: string, localTtl: Duration.DurationInput) => async (): Promise<System> => {
+  const layer = DbCache.layer({ redis: REDIS_URL, prefix: `bench:${name}:`, localTtl }).pipe(
+    Layer.provideMerge(PgDatabase.layer({ url: Redacted.make(PG_URL), alias: "bench_pg_cached", ...deployed }))
+  )
+  const runtime = ManagedRuntime.make(layer as Layer.Layer<Db | DbCache, unknown>)
+  await runtime.runPromise(DbCache)
+  return {
+    name,
+    engine: "pg",
+    kind: "effect-dal",
+    runtime,
+    workloads: {
+      ...dalWorkloads(pgSql.sleep),
+      pointSelect: (id) =>
+        effect(DbCache.cached("SELECT id, name, balance FROM [bench_accounts] WHERE id = ?", [id], { keys: { bench_accounts: [id] } })),
+      aggregate: (from) => effect(DbCache.cached(AGGREGATE, [from, from + 1_999], { keys: ["bench_accounts"] }))
+    },
+    close: () => runtime.dispose()
+  }
+}
+
+class BenchQueue extends Context.Tag("bench/BenchQueue")<BenchQueue, WriteQueue.WriteQueue>() {}
+let queuedIds = 1_000_000_000
+
+/** effect-dal pg with its inserts through a `WriteQueue` (offers acknowledged by Redis, flushed in batches). */
+const dalPgQueued = async (): Promise<System> => {
+  const layer = Layer.scoped(
+    BenchQueue,
+    WriteQueue.make({ table: "bench_events", redis: REDIS_URL, stream: `bench:queue:${process.pid}`, flushInterval: "50 millis" })
+  ).pipe(Layer.provideMerge(PgDatabase.layer({ url: Redacted.make(PG_URL), alias: "bench_pg_queued", ...deployed })))
+  const runtime = ManagedRuntime.make(layer as Layer.Layer<Db | BenchQueue, unknown>)
+  await runtime.runPromise(BenchQueue)
+  return {
+    name: "effect-dal pg, write-behind (WriteQueue.offer)",
+    engine: "pg",
+    kind: "effect-dal",
+    runtime,
+    workloads: {
+      ...dalWorkloads(pgSql.sleep),
+      insert: (id) => effect(Effect.flatMap(BenchQueue, (q) => q.offer({ id: queuedIds++, account_id: id, payload: "x" })))
+    },
+    close: () => runtime.dispose()
+  }
+}
+
+/** The cache comparison: uncached reads, through Redis, and through the local tier too. */
+export const cacheMakers: ReadonlyArray<() => Promise<System>> = [
+  dalPg,
+  dalPgCached("effect-dal pg, DbCache (Redis only)", "0 millis"),
+  dalPgCached("effect-dal pg, DbCache (+ local tier)", "1 second")
+]
+
+/** The write-behind comparison: direct single-row inserts against offers to a `WriteQueue`. */
+export const queueMakers: ReadonlyArray<() => Promise<System>> = [dalPg, dalPgQueued]
 
 /** The comparison without Effect: raw `pg.Pool`, effect-dal's Effect API, its Promise API and `createPgPool`. */
 export const promiseMakers: ReadonlyArray<() => Promise<System>> = [rawPg, dalPg, dalPromisePg, dalPgPool]
