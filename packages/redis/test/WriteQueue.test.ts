@@ -138,6 +138,42 @@ describe("WriteQueue back-pressure", () => {
   }, 60_000)
 })
 
+describe("WriteQueue with a target that stops answering", () => {
+  it("batches that time out are retried until the table is free again; meanwhile the budget fills and offers fail typed", async () => {
+    const table = unique("wqs")
+    const stream = `${prefix}:${unique("slow")}`
+    // the queue's database cuts statements at 200 ms: a locked table makes every batch fail transiently
+    const layer = PgDatabase.layer({ url: PG_URL, alias: unique("queue_slow"), statementTimeout: "200 millis" })
+    await Effect.runPromise(Effect.provide(Effect.gen(function*() {
+      yield* Db.execute(`CREATE TABLE [${table}] ([id] int PRIMARY KEY, [payload] varchar(50) NOT NULL)`)
+      const locker = yield* Effect.fork(Db.withTransaction(Effect.zipRight(
+        Db.execute(`LOCK TABLE [${table}] IN ACCESS EXCLUSIVE MODE`),
+        Effect.sleep("1500 millis")
+      )))
+      yield* Effect.sleep(100)
+      const stats = yield* Effect.scoped(Effect.gen(function*() {
+        const queue = yield* WriteQueue.make({ table, stream, maxPending: 30, flushInterval: "20 millis", maxBatch: 10 })
+        let full = 0
+        for (let id = 0; id < 60; id++) {
+          const offered = yield* Effect.either(queue.offer({ id, payload: "x" }, { timeout: "20 millis" }))
+          if (offered._tag === "Left") {
+            expect(offered.left._tag).toBe("QueueFull")
+            full++
+          }
+        }
+        expect(full).toBeGreaterThan(0)
+        yield* Fiber.join(locker)
+        expect(yield* Traffic.holds(Effect.map(queue.depth, (d) => d.rows === 0))).toBe(true)
+        expect(Number((yield* count(table)).n)).toBe(60 - full)
+        return queue.stats()
+      }))
+      expect(stats.retries).toBeGreaterThan(0)
+      expect(stats.deadLetters).toBe(0)
+      yield* Db.execute(`DROP TABLE [${table}]`)
+    }), layer) as Effect.Effect<void, unknown>)
+  }, 60_000)
+})
+
 describe("WriteQueue durability", () => {
   it("flushers SIGKILLed mid-batch many times, and Redis restarted, over 10,000 offers: every acknowledged id exactly once", async () => {
     const redis = await throwawayRedis()
