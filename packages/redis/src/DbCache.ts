@@ -35,9 +35,9 @@ import type * as MetricLabel from "effect/MetricLabel"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import { createHash, randomUUID } from "node:crypto"
-import { Redis } from "ioredis"
 import type { RedisOptions } from "ioredis"
 import { decode, encode } from "./internal/codec.js"
+import { openRedis } from "./internal/connection.js"
 
 /**
  * Options of `DbCache.layer`.
@@ -237,21 +237,16 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
     }
     const delays: Array<number> = []
 
-    const redisOptions: RedisOptions = {
-      // commands fail at once while disconnected (the cache is bypassed) instead of queueing
-      enableOfflineQueue: false,
-      // commands issued in one tick go out in one write: one syscall for many concurrent reads
-      enableAutoPipelining: true,
-      maxRetriesPerRequest: 0,
-      lazyConnect: false,
-      retryStrategy: (times) => Math.min(50 * 2 ** times, 1_000),
-      ...(typeof options.redis === "object" ? options.redis : {})
-    }
-    const url = typeof options.redis === "string" ? options.redis : process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
-    const open = () => (typeof options.redis === "object" ? new Redis(redisOptions) : new Redis(url, redisOptions))
+    const open = () =>
+      openRedis(options.redis, {
+        // commands fail at once while disconnected (the cache is bypassed) instead of queueing
+        enableOfflineQueue: false,
+        // commands issued in one tick go out in one write: one syscall for many concurrent reads
+        enableAutoPipelining: true,
+        maxRetriesPerRequest: 0
+      })
     const client = open()
     const subscriber = open()
-    for (const c of [client, subscriber]) c.on("error", () => {})
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
         client.disconnect()

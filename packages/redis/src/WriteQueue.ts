@@ -35,10 +35,10 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Metric from "effect/Metric"
 import type * as Scope from "effect/Scope"
-import { Redis } from "ioredis"
 import type { RedisOptions } from "ioredis"
 import { hostname } from "node:os"
 import { decode, encode } from "./internal/codec.js"
+import { openRedis } from "./internal/connection.js"
 
 /**
  * Options of a write-behind queue.
@@ -193,17 +193,9 @@ export const make = (options: WriteQueueOptions): Effect.Effect<WriteQueue, neve
     const labels = [...db.metricLabels]
     const stats = { offered: 0, batches: 0, rows: 0, retries: 0, deadLetters: 0 }
 
-    const redisOptions: RedisOptions = {
-      maxRetriesPerRequest: 1,
-      retryStrategy: (times) => Math.min(50 * 2 ** times, 1_000),
-      ...(typeof options.redis === "object" ? options.redis : {})
-    }
-    const url = typeof options.redis === "string" ? options.redis : process.env["REDIS_URL"] ?? "redis://127.0.0.1:6379"
-    const open = () => (typeof options.redis === "object" ? new Redis(redisOptions) : new Redis(url, redisOptions))
+    const client = openRedis(options.redis, { maxRetriesPerRequest: 1 })
     // the flusher's blocking reads get a connection of their own
-    const client = open()
-    const reader = open()
-    for (const c of [client, reader]) c.on("error", () => {})
+    const reader = openRedis(options.redis, { maxRetriesPerRequest: 1 })
 
     const redis = <A>(run: () => Promise<A>): Effect.Effect<A, QueueUnavailable> =>
       Effect.tryPromise({ try: run, catch: (cause) => new QueueUnavailable({ stream, cause }) })
