@@ -29,10 +29,12 @@
  */
 import type { DbError } from "@effect-dal/core"
 import { Db, DbError as DbErrors } from "@effect-dal/core"
+import type * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import type * as Scope from "effect/Scope"
 import type { RedisOptions } from "ioredis"
@@ -389,3 +391,13 @@ export const make = (options: WriteQueueOptions): Effect.Effect<WriteQueue, neve
       stats: () => ({ ...stats })
     } satisfies WriteQueue
   })
+
+/**
+ * The queue as a layer under your own tag, one per target table:
+ * `class Events extends Context.Tag("Events")<Events, WriteQueue.WriteQueue>() {}`,
+ * then `WriteQueue.layer(Events, { table: "events" })`.
+ *
+ * @since 0.3.0
+ */
+export const layer = <I>(tag: Context.Tag<I, WriteQueue>, options: WriteQueueOptions): Layer.Layer<I, never, Db> =>
+  Layer.scoped(tag, make(options))
