@@ -7,3 +7,5 @@
 
 /** @since 0.2.0 */
 export * as Replicated from "./Replicated.js"
+/** @since 0.3.0 */
+export * as Sharding from "./Sharding.js"
