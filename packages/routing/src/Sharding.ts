@@ -7,7 +7,12 @@
  *
  * @since 0.3.0
  */
+import type { DbError, DbService, ExecuteOptions } from "@effect-dal/core"
+import { Db } from "@effect-dal/core"
+import * as SqlClient from "@effect/sql/SqlClient"
 import * as Data from "effect/Data"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import { hashInt8, hashText, hashUuid } from "./internal/pgHash.js"
 
@@ -95,4 +100,250 @@ export const shardOf = (
 ): Either.Either<number, ShardKeyError> => {
   const shards = options.virtualShards ?? DEFAULT_VIRTUAL_SHARDS
   return Either.map(partitionHash(key, options.keyType), (hash) => Number(hash % BigInt(shards)))
+}
+
+/**
+ * The versioned map from virtual shard to node: `assignment[vshard]` is a
+ * node name.
+ *
+ * @since 0.3.0
+ */
+export interface ShardMap {
+  readonly version: number
+  readonly assignment: ReadonlyArray<string>
+}
+
+/**
+ * An even map: virtual shards dealt to `nodes` in turn.
+ *
+ * @since 0.3.0
+ */
+export const evenMap = (nodes: ReadonlyArray<string>, virtualShards = DEFAULT_VIRTUAL_SHARDS, version = 1): ShardMap => ({
+  version,
+  assignment: Array.from({ length: virtualShards }, (_, i) => nodes[i % nodes.length]!)
+})
+
+/**
+ * The aggregates a fan-out can combine across nodes; `avg` is combined from
+ * each node's sum and count.
+ *
+ * @since 0.3.0
+ */
+export type Aggregate =
+  | { readonly count: string }
+  | { readonly sum: string }
+  | { readonly min: string }
+  | { readonly max: string }
+  | { readonly avg: string }
+
+/**
+ * Options of a fan-out.
+ *
+ * @since 0.3.0
+ */
+export interface FanOutOptions {
+  /** Each node's own deadline. */
+  readonly timeout?: Duration.DurationInput | undefined
+  /** Merge the nodes' rows in this order (columns of the statement's result). */
+  readonly orderBy?: ReadonlyArray<readonly [column: string, direction: "asc" | "desc"]> | undefined
+  /** With `orderBy`: the first `limit` rows overall; each node returns at most `limit`. */
+  readonly limit?: number | undefined
+  /** Aggregates over the statement's rows, by result name: `{ n: { count: "*" }, total: { sum: "balance" } }`. */
+  readonly aggregate?: Readonly<Record<string, Aggregate>> | undefined
+  /** Return what came back, and which nodes failed, instead of failing the call. */
+  readonly allowPartial?: boolean | undefined
+}
+
+/**
+ * What a fan-out returns: the merged rows, and the nodes that failed (only
+ * with `allowPartial`).
+ *
+ * @since 0.3.0
+ */
+export interface FanOutResult<A> {
+  readonly rows: ReadonlyArray<A>
+  readonly failed: ReadonlyArray<{ readonly node: string; readonly error: DbError.DbError }>
+}
+
+/**
+ * A sharded database: nodes (each an ordinary `Db` with its own pool,
+ * breaker and metrics), the key's type and the map.
+ *
+ * @since 0.3.0
+ */
+export interface Sharded {
+  readonly keyType: KeyType
+  readonly virtualShards: number
+  readonly nodes: Readonly<Record<string, DbService>>
+  readonly map: () => ShardMap
+  /** The node that owns `key`. */
+  readonly nodeOf: (key: unknown) => Either.Either<string, ShardKeyError>
+  /** Runs `effect` with `Db` (and `SqlClient`) being the node that owns `key`: a transaction inside stays there. */
+  readonly forKey: (key: unknown) => <A, E, R>(
+    effect: Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | ShardKeyError, Exclude<R, Db | SqlClient.SqlClient>>
+  /** One statement on the node that owns `key`. */
+  readonly execute: <A extends object = Record<string, unknown>>(
+    key: unknown,
+    sql: string,
+    params?: ReadonlyArray<unknown>,
+    options?: ExecuteOptions
+  ) => Effect.Effect<ReadonlyArray<A>, DbError.DbError | ShardKeyError>
+  /** One statement on every node, in parallel, merged. */
+  readonly fanOut: <A extends object = Record<string, unknown>>(
+    sql: string,
+    params?: ReadonlyArray<unknown>,
+    options?: FanOutOptions
+  ) => Effect.Effect<FanOutResult<A>, DbError.DbError>
+}
+
+const compareValues = (x: unknown, y: unknown): number => {
+  if (x === y) return 0
+  // NULLs sort last ascending, as PostgreSQL sorts them
+  if (x === null || x === undefined) return 1
+  if (y === null || y === undefined) return -1
+  if (typeof x === "number" && typeof y === "number") return x - y
+  if (x instanceof Date && y instanceof Date) return x.getTime() - y.getTime()
+  const nx = typeof x === "bigint" ? x : typeof x === "string" && /^-?\d+(\.\d+)?$/.test(x) ? Number(x) : undefined
+  const ny = typeof y === "bigint" ? y : typeof y === "string" && /^-?\d+(\.\d+)?$/.test(y) ? Number(y) : undefined
+  if (nx !== undefined && ny !== undefined) return nx < ny ? -1 : nx > ny ? 1 : 0
+  return String(x) < String(y) ? -1 : String(x) > String(y) ? 1 : 0
+}
+
+/**
+ * Makes a sharded database over `nodes`, with the key's type and the map
+ * (default: an even map of `virtualShards`, 64).
+ *
+ * @since 0.3.0
+ */
+export const make = (options: {
+  readonly nodes: Readonly<Record<string, DbService>>
+  readonly keyType: KeyType
+  readonly virtualShards?: number | undefined
+  readonly map?: ShardMap | undefined
+}): Sharded => {
+  const virtualShards = options.virtualShards ?? DEFAULT_VIRTUAL_SHARDS
+  const names = Object.keys(options.nodes)
+  const map = options.map ?? evenMap(names, virtualShards)
+  if (map.assignment.length !== virtualShards) {
+    throw new Error(`the shard map assigns ${map.assignment.length} virtual shards, not ${virtualShards}`)
+  }
+  const nodeOf = (key: unknown) =>
+    Either.map(shardOf(key, { keyType: options.keyType, virtualShards }), (vshard) => map.assignment[vshard]!)
+
+  const forKey = (key: unknown) =>
+  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | ShardKeyError, Exclude<R, Db | SqlClient.SqlClient>> =>
+    Either.match(nodeOf(key), {
+      onLeft: (error) => Effect.fail(error),
+      onRight: (name) => {
+        const node = options.nodes[name]!
+        return effect.pipe(Effect.provideService(Db, node), Effect.provideService(SqlClient.SqlClient, node.sql)) as Effect.Effect<
+          A,
+          E,
+          Exclude<R, Db | SqlClient.SqlClient>
+        >
+      }
+    })
+
+  const fanOut = <A extends object>(
+    sql: string,
+    params: ReadonlyArray<unknown> = [],
+    fanOptions: FanOutOptions = {}
+  ): Effect.Effect<FanOutResult<A>, DbError.DbError> =>
+    Effect.gen(function*() {
+      const call = fanOptions.timeout === undefined ? undefined : { timeout: fanOptions.timeout }
+      const aggregates = fanOptions.aggregate === undefined ? undefined : Object.entries(fanOptions.aggregate)
+      const inner = `(${sql}) AS dal_fan_out`
+      const q = (name: string) => `[${name.replace(/]/g, "]]")}]`
+      let statement = sql
+      if (aggregates !== undefined) {
+        const parts = aggregates.flatMap(([name, agg]) => {
+          const [fn, column] = Object.entries(agg)[0] as [string, string]
+          const target = column === "*" ? "*" : q(column)
+          return fn === "avg"
+            ? [`sum(${target}) AS ${q(`${name}__sum`)}`, `count(${target}) AS ${q(`${name}__count`)}`]
+            : [`${fn}(${target}) AS ${q(name)}`]
+        })
+        statement = `SELECT ${parts.join(", ")} FROM ${inner}`
+      } else if (fanOptions.orderBy !== undefined && fanOptions.orderBy.length > 0) {
+        const order = fanOptions.orderBy.map(([c, d]) => `${q(c)} ${d === "desc" ? "DESC NULLS LAST" : "ASC NULLS LAST"}`)
+        statement = `SELECT * FROM ${inner} ORDER BY ${order.join(", ")}${fanOptions.limit === undefined ? "" : ` LIMIT ${Math.max(0, Math.floor(fanOptions.limit))}`}`
+      }
+      const results = yield* Effect.forEach(
+        names,
+        (name) => Effect.either(options.nodes[name]!.execute<any>(statement, params, call)),
+        { concurrency: "unbounded" }
+      )
+      const failed: Array<{ node: string; error: DbError.DbError }> = []
+      const perNode: Array<ReadonlyArray<any>> = []
+      results.forEach((r, i) => {
+        if (Either.isLeft(r)) failed.push({ node: names[i]!, error: r.left })
+        else perNode.push(r.right)
+      })
+      if (failed.length > 0 && fanOptions.allowPartial !== true) return yield* Effect.fail(failed[0]!.error)
+      if (aggregates !== undefined) {
+        const row: Record<string, unknown> = {}
+        for (const [name, agg] of aggregates) {
+          const fn = Object.keys(agg)[0]!
+          const values = perNode.map((rows) => rows[0] ?? {})
+          const num = (v: unknown) => (v === null || v === undefined ? undefined : Number(v))
+          if (fn === "count") row[name] = values.reduce((n, v) => n + (num(v[name]) ?? 0), 0)
+          else if (fn === "sum") {
+            const xs = values.map((v) => num(v[name])).filter((x): x is number => x !== undefined)
+            row[name] = xs.length === 0 ? null : xs.reduce((a, b) => a + b, 0)
+          } else if (fn === "avg") {
+            const sum = values.reduce((n, v) => n + (num(v[`${name}__sum`]) ?? 0), 0)
+            const count = values.reduce((n, v) => n + (num(v[`${name}__count`]) ?? 0), 0)
+            row[name] = count === 0 ? null : sum / count
+          } else {
+            const xs = values.map((v) => v[name]).filter((x) => x !== null && x !== undefined)
+            row[name] = xs.length === 0 ? null : xs.reduce((a, b) => (compareValues(a, b) * (fn === "min" ? 1 : -1) <= 0 ? a : b))
+          }
+        }
+        return { rows: [row as A], failed }
+      }
+      if (fanOptions.orderBy === undefined || fanOptions.orderBy.length === 0) {
+        return { rows: perNode.flat() as Array<A>, failed }
+      }
+      // k-way merge of the nodes' sorted rows, taking the first `limit`
+      const order = fanOptions.orderBy
+      const compare = (x: any, y: any) => {
+        for (const [column, direction] of order) {
+          const c = compareValues(x[column], y[column])
+          if (c !== 0) {
+            if (x[column] === null || x[column] === undefined || y[column] === null || y[column] === undefined) return c
+            return direction === "desc" ? -c : c
+          }
+        }
+        return 0
+      }
+      const heads = perNode.map(() => 0)
+      const out: Array<A> = []
+      const limit = fanOptions.limit ?? Infinity
+      while (out.length < limit) {
+        let best = -1
+        for (let n = 0; n < perNode.length; n++) {
+          if (heads[n]! >= perNode[n]!.length) continue
+          if (best === -1 || compare(perNode[n]![heads[n]!], perNode[best]![heads[best]!]) < 0) best = n
+        }
+        if (best === -1) break
+        out.push(perNode[best]![heads[best]!++])
+      }
+      return { rows: out, failed }
+    })
+
+  return {
+    keyType: options.keyType,
+    virtualShards,
+    nodes: options.nodes,
+    map: () => map,
+    nodeOf,
+    forKey,
+    execute: (key, sql, params, executeOptions) =>
+      Either.match(nodeOf(key), {
+        onLeft: (error) => Effect.fail(error),
+        onRight: (name) => options.nodes[name]!.execute(sql, params, executeOptions)
+      }),
+    fanOut
+  }
 }
