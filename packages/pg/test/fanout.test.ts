@@ -114,6 +114,39 @@ describe("Sharding over 3 PostgreSQL shards", () => {
     }
   }, 120_000)
 
+  it("a transaction on one node that reaches for another is refused before the second node is written", async () => {
+    const ids = Array.from({ length: 50 }, (_, i) => BigInt(i * 7919 + 13))
+    const a = ids[0]!
+    const b = ids.find((id) => Either.getOrThrow(sharded.nodeOf(id)) !== Either.getOrThrow(sharded.nodeOf(a)))!
+    const balance = (id: bigint) =>
+      run(Effect.map(sharded.execute<{ balance: number | null }>(id, "SELECT balance FROM accounts WHERE id = ?", [id]), (r) => r[0]!.balance))
+    const [beforeA, beforeB] = [await balance(a), await balance(b)]
+    const error = await run(Effect.flip(sharded.forKey(a)(Db.withTransaction(Effect.gen(function*() {
+      yield* Db.execute("UPDATE accounts SET balance = 1 WHERE id = ?", [a])
+      yield* sharded.execute(b, "UPDATE accounts SET balance = 1 WHERE id = ?", [b])
+    })))))
+    expect(error._tag).toBe("CrossShardTransaction")
+    expect(error.message).toContain("two-phase commit")
+    expect([await balance(a), await balance(b)]).toEqual([beforeA, beforeB])
+    // outside a transaction, work on several nodes is fine
+    await run(sharded.forKey(a)(Effect.zipRight(Db.execute("SELECT 1"), sharded.execute(b, "SELECT 1"))))
+  })
+
+  it("Sharding.layer builds the nodes from engine layers and routes as make does", async () => {
+    const layer = Sharding.layer({
+      nodes: Object.fromEntries(names.map((n) => [n, PgDatabase.layer({ url: urlOf(databases[n]!), alias: `${databases[n]}_layer` })])),
+      keyType: "bigint"
+    })
+    const id = 13n + 7919n * 9n
+    const [viaLayer, direct] = await run(Effect.all([
+      Effect.provide(Sharding.Sharding.execute(id, "SELECT id, owner FROM accounts WHERE id = ?", [id]), layer),
+      sharded.execute(id, "SELECT id, owner FROM accounts WHERE id = ?", [id])
+    ]))
+    expect(viaLayer).toEqual(direct)
+    const total = await run(Effect.provide(Sharding.Sharding.fanOut("SELECT id FROM accounts", [], { aggregate: { n: { count: "*" } } }), layer))
+    expect(total.rows[0]).toEqual({ n: 3_000 })
+  })
+
   it("a failing node fails the fan-out, or, with allowPartial, is reported while the others answer", async () => {
     await run(nodes["s2"]!.execute("ALTER TABLE accounts RENAME TO accounts_away"))
     try {

@@ -12,8 +12,11 @@ import { Db } from "@effect-dal/core"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Data from "effect/Data"
 import type * as Duration from "effect/Duration"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as FiberRef from "effect/FiberRef"
+import * as Layer from "effect/Layer"
 import { hashInt8, hashText, hashUuid } from "./internal/pgHash.js"
 
 /**
@@ -51,6 +54,30 @@ export class ShardKeyError extends Data.TaggedError("ShardKeyError")<{
     return `shard key (${this.keyType}): ${this.detail}`
   }
 }
+
+/**
+ * A transaction open on one node reached for another. Refused before
+ * anything is sent to the second node: one node's transaction cannot make
+ * another node's writes atomic with its own.
+ *
+ * @since 0.3.0
+ */
+export class CrossShardTransaction extends Data.TaggedError("CrossShardTransaction")<{
+  readonly from: string
+  readonly to: string
+}> {
+  /** @since 0.3.0 */
+  readonly category = "invalidInput" as const
+  /** @since 0.3.0 */
+  readonly transient = false
+  override get message(): string {
+    return `a transaction on shard node "${this.from}" reached for node "${this.to}": cross-shard transactions are refused ` +
+      `(keep a transaction's keys on one node, or run it with two-phase commit when it becomes available)`
+  }
+}
+
+/** The node the fiber's routed work runs on, for the cross-shard check. */
+const currentNode = FiberRef.unsafeMake<string | undefined>(undefined)
 
 /** The default number of virtual shards. @since 0.3.0 */
 export const DEFAULT_VIRTUAL_SHARDS = 64
@@ -181,14 +208,14 @@ export interface Sharded {
   /** Runs `effect` with `Db` (and `SqlClient`) being the node that owns `key`: a transaction inside stays there. */
   readonly forKey: (key: unknown) => <A, E, R>(
     effect: Effect.Effect<A, E, R>
-  ) => Effect.Effect<A, E | ShardKeyError, Exclude<R, Db | SqlClient.SqlClient>>
+  ) => Effect.Effect<A, E | ShardKeyError | CrossShardTransaction, Exclude<R, Db | SqlClient.SqlClient>>
   /** One statement on the node that owns `key`. */
   readonly execute: <A extends object = Record<string, unknown>>(
     key: unknown,
     sql: string,
     params?: ReadonlyArray<unknown>,
     options?: ExecuteOptions
-  ) => Effect.Effect<ReadonlyArray<A>, DbError.DbError | ShardKeyError>
+  ) => Effect.Effect<ReadonlyArray<A>, DbError.DbError | ShardKeyError | CrossShardTransaction>
   /** One statement on every node, in parallel, merged. */
   readonly fanOut: <A extends object = Record<string, unknown>>(
     sql: string,
@@ -231,19 +258,28 @@ export const make = (options: {
   const nodeOf = (key: unknown) =>
     Either.map(shardOf(key, { keyType: options.keyType, virtualShards }), (vshard) => map.assignment[vshard]!)
 
-  const forKey = (key: unknown) =>
-  <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | ShardKeyError, Exclude<R, Db | SqlClient.SqlClient>> =>
-    Either.match(nodeOf(key), {
-      onLeft: (error) => Effect.fail(error),
-      onRight: (name) => {
-        const node = options.nodes[name]!
-        return effect.pipe(Effect.provideService(Db, node), Effect.provideService(SqlClient.SqlClient, node.sql)) as Effect.Effect<
-          A,
-          E,
-          Exclude<R, Db | SqlClient.SqlClient>
-        >
-      }
+  /** Runs `effect` on node `name`; inside another node's transaction, refuses. */
+  const onNode = <A, E, R>(
+    name: string,
+    effect: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | CrossShardTransaction, Exclude<R, Db | SqlClient.SqlClient>> =>
+    Effect.withFiberRuntime((fiber) => {
+      const from = fiber.getFiberRef(currentNode)
+      const inTransaction = Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)._tag === "Some"
+      if (from !== undefined && from !== name && inTransaction) return Effect.fail(new CrossShardTransaction({ from, to: name }))
+      const node = options.nodes[name]!
+      return effect.pipe(
+        Effect.provideService(Db, node),
+        Effect.provideService(SqlClient.SqlClient, node.sql),
+        Effect.locally(currentNode, name)
+      ) as Effect.Effect<A, E, Exclude<R, Db | SqlClient.SqlClient>>
     })
+
+  const forKey = (key: unknown) =>
+  <A, E, R>(
+    effect: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | ShardKeyError | CrossShardTransaction, Exclude<R, Db | SqlClient.SqlClient>> =>
+    Either.match(nodeOf(key), { onLeft: (error) => Effect.fail(error), onRight: (name) => onNode(name, effect) })
 
   const fanOut = <A extends object>(
     sql: string,
@@ -342,8 +378,64 @@ export const make = (options: {
     execute: (key, sql, params, executeOptions) =>
       Either.match(nodeOf(key), {
         onLeft: (error) => Effect.fail(error),
-        onRight: (name) => options.nodes[name]!.execute(sql, params, executeOptions)
+        onRight: (name) => onNode(name, options.nodes[name]!.execute(sql, params, executeOptions))
       }),
     fanOut
   }
 }
+
+/**
+ * The sharded database as a service, with accessors.
+ *
+ * @since 0.3.0
+ */
+export class Sharding extends Context.Tag("@effect-dal/routing/Sharding")<Sharding, Sharded>() {
+  /** Runs `effect` on the node that owns `key`. */
+  static forKey = (key: unknown) =>
+  <A, E, R>(
+    effect: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | ShardKeyError | CrossShardTransaction, Exclude<R, Db | SqlClient.SqlClient> | Sharding> =>
+    Effect.flatMap(Sharding, (sharded) => sharded.forKey(key)(effect))
+
+  /** One statement on the node that owns `key`. */
+  static execute = <A extends object = Record<string, unknown>>(
+    key: unknown,
+    sql: string,
+    params?: ReadonlyArray<unknown>,
+    options?: ExecuteOptions
+  ): Effect.Effect<ReadonlyArray<A>, DbError.DbError | ShardKeyError | CrossShardTransaction, Sharding> =>
+    Effect.flatMap(Sharding, (sharded) => sharded.execute<A>(key, sql, params, options))
+
+  /** One statement on every node, merged. */
+  static fanOut = <A extends object = Record<string, unknown>>(
+    sql: string,
+    params?: ReadonlyArray<unknown>,
+    options?: FanOutOptions
+  ): Effect.Effect<FanOutResult<A>, DbError.DbError, Sharding> =>
+    Effect.flatMap(Sharding, (sharded) => sharded.fanOut<A>(sql, params, options))
+}
+
+/**
+ * The sharding layer: `nodes` are ordinary engine layers (each its own pool,
+ * breaker and metrics, named by their key here), the key's type, and the map
+ * (default: an even map of `virtualShards`, 64).
+ *
+ * @since 0.3.0
+ */
+export const layer = <E>(options: {
+  readonly nodes: Readonly<Record<string, Layer.Layer<Db, E>>>
+  readonly keyType: KeyType
+  readonly virtualShards?: number | undefined
+  readonly map?: ShardMap | undefined
+}): Layer.Layer<Sharding, E> =>
+  Layer.scoped(
+    Sharding,
+    Effect.gen(function*() {
+      const nodes: Record<string, DbService> = {}
+      for (const [name, nodeLayer] of Object.entries(options.nodes)) {
+        const context = yield* Layer.build(nodeLayer)
+        nodes[name] = Context.get(context, Db)
+      }
+      return make({ nodes, keyType: options.keyType, virtualShards: options.virtualShards, map: options.map })
+    })
+  )
