@@ -251,6 +251,11 @@ export const make = (options: {
 }): Sharded => {
   const virtualShards = options.virtualShards ?? DEFAULT_VIRTUAL_SHARDS
   const names = Object.keys(options.nodes)
+  // one engine per sharded database
+  const dialect = options.nodes[names[0]!]?.dialect.name ?? "pg"
+  if (names.some((n) => options.nodes[n]!.dialect.name !== dialect)) {
+    throw new Error("every node of a sharded database must run on the same engine")
+  }
   const map = options.map ?? evenMap(names, virtualShards)
   if (map.assignment.length !== virtualShards) {
     throw new Error(`the shard map assigns ${map.assignment.length} virtual shards, not ${virtualShards}`)
@@ -302,8 +307,15 @@ export const make = (options: {
         })
         statement = `SELECT ${parts.join(", ")} FROM ${inner}`
       } else if (fanOptions.orderBy !== undefined && fanOptions.orderBy.length > 0) {
-        const order = fanOptions.orderBy.map(([c, d]) => `${q(c)} ${d === "desc" ? "DESC NULLS LAST" : "ASC NULLS LAST"}`)
-        statement = `SELECT * FROM ${inner} ORDER BY ${order.join(", ")}${fanOptions.limit === undefined ? "" : ` LIMIT ${Math.max(0, Math.floor(fanOptions.limit))}`}`
+        // NULLs last either way, as the merge orders them; MySQL has no NULLS LAST, so it sorts on IS NULL first
+        const order = fanOptions.orderBy.map(([c, d]) =>
+          dialect === "pg"
+            ? `${q(c)} ${d === "desc" ? "DESC" : "ASC"} NULLS LAST`
+            : `${q(c)} IS NULL, ${q(c)} ${d === "desc" ? "DESC" : "ASC"}`
+        )
+        statement = `SELECT * FROM ${inner} ORDER BY ${order.join(", ")}${
+          fanOptions.limit === undefined ? "" : ` LIMIT ${Math.max(0, Math.floor(fanOptions.limit))}`
+        }`
       }
       const results = yield* Effect.forEach(
         names,

@@ -21,3 +21,5 @@ export * as PgCluster from "./PgCluster.js"
 export * as ReplicaChecks from "./ReplicaChecks.js"
 /** @since 0.3.0 */
 export * as Traffic from "./Traffic.js"
+/** @since 0.3.0 */
+export * as ShardingSuite from "./ShardingSuite.js"

@@ -1,0 +1,199 @@
+/**
+ * The sharding suite, written once and run per engine: routed work by key,
+ * the cross-shard refusal, the layer, failing nodes, and fan-out against an
+ * oracle (one database holding the union of the shards' data) over 200
+ * random trials.
+ *
+ * @since 0.3.0
+ */
+import { Db } from "@effect-dal/core"
+import type { DbService } from "@effect-dal/core"
+import { Sharding } from "@effect-dal/routing"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Scope from "effect/Scope"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+
+/**
+ * What the suite needs of an engine.
+ *
+ * @since 0.3.0
+ */
+export interface ShardingProfile {
+  readonly name: string
+  /** How many shard nodes to run. */
+  readonly shards: number
+  /** Creates / drops a database on the shared server. */
+  readonly createDatabase: (name: string) => Promise<void>
+  readonly dropDatabase: (name: string) => Promise<void>
+  /** The engine's layer for one database. */
+  readonly layer: (database: string, alias: string) => Layer.Layer<Db, unknown>
+  /** SQL whose one row's `db` column is the connection's database. */
+  readonly currentDatabase: string
+}
+
+let counter = 0
+const unique = (prefix: string) => `${prefix}_${process.pid}_${Date.now().toString(36)}_${(counter++).toString(36)}`
+
+/**
+ * Registers the sharding suite for one engine.
+ *
+ * @since 0.3.0
+ */
+export const suite = (profile: ShardingProfile): void => {
+  const names = Array.from({ length: profile.shards }, (_, i) => `s${i + 1}`)
+  const databases = Object.fromEntries([...names, "oracle"].map((n) => [n, unique(`fan_${n}`)])) as Record<string, string>
+  const scope = Effect.runSync(Scope.make())
+  const nodes: Record<string, DbService> = {}
+  let oracle: DbService
+  let sharded: Sharding.Sharded
+  const run = <A, E>(effect: Effect.Effect<A, E>) => Effect.runPromise(effect)
+  const dbOf = (database: string) =>
+    run(Scope.extend(Effect.map(Layer.build(profile.layer(database, database)), (ctx) => Context.get(ctx, Db)), scope))
+  const columns = ["id", "owner", "balance", "opened"] as const
+  const idAt = (i: number) => BigInt(i * 7919 + 13)
+
+  describe(`sharding: ${profile.name}, ${profile.shards} shards`, () => {
+    beforeAll(async () => {
+      for (const database of Object.values(databases)) await profile.createDatabase(database)
+      for (const n of names) nodes[n] = await dbOf(databases[n]!)
+      oracle = await dbOf(databases["oracle"]!)
+      sharded = Sharding.make({ nodes, keyType: "bigint" })
+      const create = "CREATE TABLE [accounts] ([id] bigint PRIMARY KEY, [owner] varchar(40), [balance] int, [opened] date)"
+      for (const db of [...Object.values(nodes), oracle]) await run(db.execute(create))
+      // random data: each row on its shard, and all of them on the oracle
+      const rows = Array.from({ length: 3_000 }, (_, i) => ({
+        id: idAt(i),
+        owner: `owner ${Math.floor(Math.random() * 50)}`,
+        balance: Math.random() < 0.05 ? null : Math.floor(Math.random() * 10_000) - 2_000,
+        opened: new Date(Date.UTC(2020, 0, 1 + Math.floor(Math.random() * 1_500)))
+      }))
+      for (const name of names) {
+        const mine = rows.filter((r) => Either.getOrThrow(sharded.nodeOf(r.id)) === name)
+        expect(mine.length).toBeGreaterThan(3_000 / profile.shards / 2)
+        await run(nodes[name]!.insertMany("accounts", mine))
+      }
+      await run(oracle.insertMany("accounts", rows))
+    }, 60_000)
+
+    afterAll(async () => {
+      await run(Scope.close(scope, Exit.void))
+      for (const database of Object.values(databases)) await profile.dropDatabase(database)
+    }, 60_000)
+
+    it("routes by key: forKey and execute run on the owning node, a transaction inside stays there", async () => {
+      const id = idAt(5)
+      const owner = Either.getOrThrow(sharded.nodeOf(id))
+      expect(await run(sharded.execute(id, "SELECT [owner] FROM [accounts] WHERE [id] = ?", [id]))).toHaveLength(1)
+      const inside = await run(sharded.forKey(id)(Db.withTransaction(Effect.gen(function*() {
+        yield* Db.execute("UPDATE [accounts] SET [owner] = ? WHERE [id] = ?", ["moved", id])
+        return yield* Db.execute<{ db: string }>(profile.currentDatabase)
+      }))))
+      expect(inside[0]!.db).toBe(databases[owner])
+      expect((await run(Effect.flip(sharded.execute(undefined, "SELECT 1"))))._tag).toBe("ShardKeyError")
+      await run(oracle.execute("UPDATE [accounts] SET [owner] = ? WHERE [id] = ?", ["moved", id]))
+    })
+
+    it("a transaction on one node that reaches for another is refused before the second node is written", async () => {
+      const a = idAt(0)
+      const b = Array.from({ length: 50 }, (_, i) => idAt(i)).find((id) =>
+        Either.getOrThrow(sharded.nodeOf(id)) !== Either.getOrThrow(sharded.nodeOf(a))
+      )!
+      const balance = (id: bigint) =>
+        run(Effect.map(
+          sharded.execute<{ balance: number | null }>(id, "SELECT [balance] FROM [accounts] WHERE [id] = ?", [id]),
+          (r) => r[0]!.balance
+        ))
+      const before = [await balance(a), await balance(b)]
+      const error = await run(Effect.flip(sharded.forKey(a)(Db.withTransaction(Effect.gen(function*() {
+        yield* Db.execute("UPDATE [accounts] SET [balance] = 1 WHERE [id] = ?", [a])
+        yield* sharded.execute(b, "UPDATE [accounts] SET [balance] = 1 WHERE [id] = ?", [b])
+      })))))
+      expect(error._tag).toBe("CrossShardTransaction")
+      expect(error.message).toContain("two-phase commit")
+      expect([await balance(a), await balance(b)]).toEqual(before)
+      // outside a transaction, work on several nodes is fine
+      await run(sharded.forKey(a)(Effect.zipRight(Db.execute("SELECT 1"), sharded.execute(b, "SELECT 1"))))
+    })
+
+    it("fan-out results equal the oracle's over 200 random trials: concatenation, ordered and limited, and aggregates", async () => {
+      const where = "WHERE [balance] >= ? OR [balance] IS NULL"
+      for (let trial = 0; trial < 200; trial++) {
+        const low = Math.floor(Math.random() * 8_000) - 2_000
+        const kind = trial % 3
+        if (kind === 0) {
+          const sql = "SELECT [id], [owner] FROM [accounts] WHERE [balance] BETWEEN ? AND ?"
+          const result = await run(sharded.fanOut<{ id: unknown }>(sql, [low, low + 500]))
+          const expected = await run(oracle.execute<{ id: unknown }>(sql, [low, low + 500]))
+          expect(result.rows.map((r) => String(r.id)).sort()).toEqual(expected.map((r) => String(r.id)).sort())
+        } else if (kind === 1) {
+          const first = columns[1 + Math.floor(Math.random() * 3)]!
+          const direction = Math.random() < 0.5 ? "asc" : "desc"
+          const limit = 1 + Math.floor(Math.random() * 200)
+          const sql = `SELECT [id], [owner], [balance], [opened] FROM [accounts] ${where}`
+          const result = await run(
+            sharded.fanOut<Record<string, unknown>>(sql, [low], { orderBy: [[first, direction], ["id", "asc"]], limit })
+          )
+          // the oracle orders NULLs last, as the merge does, on either engine
+          const expected = await run(oracle.execute<Record<string, unknown>>(
+            `${sql} ORDER BY [${first}] IS NULL, [${first}] ${direction.toUpperCase()}, [id] ASC LIMIT ${limit}`,
+            [low]
+          ))
+          expect(result.rows).toEqual(expected)
+        } else {
+          const aggregate = {
+            n: { count: "*" },
+            total: { sum: "balance" },
+            lowest: { min: "balance" },
+            highest: { max: "opened" },
+            mean: { avg: "balance" }
+          } as const
+          const sql = `SELECT * FROM [accounts] ${where}`
+          const result = await run(sharded.fanOut<Record<string, unknown>>(sql, [low], { aggregate }))
+          const [expected] = await run(oracle.execute<Record<string, any>>(
+            `SELECT count(*) AS [n], sum([balance]) AS [total], min([balance]) AS [lowest], max([opened]) AS [highest], avg([balance]) AS [mean] FROM [accounts] ${where}`,
+            [low]
+          ))
+          const row = result.rows[0]!
+          expect(row["n"]).toBe(Number(expected!["n"]))
+          expect(row["total"]).toBe(Number(expected!["total"]))
+          expect(row["lowest"]).toBe(expected!["lowest"])
+          expect(row["highest"]).toEqual(expected!["highest"])
+          expect(row["mean"] as number).toBeCloseTo(Number(expected!["mean"]), 4)
+        }
+      }
+    }, 120_000)
+
+    it("Sharding.layer builds the nodes from engine layers and routes as make does", async () => {
+      const layer = Sharding.layer({
+        nodes: Object.fromEntries(names.map((n) => [n, profile.layer(databases[n]!, `${databases[n]}_layer`)])),
+        keyType: "bigint"
+      })
+      const id = idAt(9)
+      const sql = "SELECT [id], [owner] FROM [accounts] WHERE [id] = ?"
+      const viaLayer = await run(Effect.provide(Sharding.Sharding.execute(id, sql, [id]), layer))
+      expect(viaLayer).toEqual(await run(sharded.execute(id, sql, [id])))
+      const total = await run(
+        Effect.provide(Sharding.Sharding.fanOut("SELECT [id] FROM [accounts]", [], { aggregate: { n: { count: "*" } } }), layer)
+      )
+      expect(total.rows[0]).toEqual({ n: 3_000 })
+    })
+
+    it("a failing node fails the fan-out, or, with allowPartial, is reported while the others answer", async () => {
+      const failing = names[1]!
+      await run(nodes[failing]!.execute("ALTER TABLE [accounts] RENAME TO [accounts_away]"))
+      try {
+        expect((await run(Effect.flip(sharded.fanOut("SELECT [id] FROM [accounts]"))))._tag).toBe("QueryError")
+        const partial = await run(sharded.fanOut("SELECT [id] FROM [accounts]", [], { allowPartial: true }))
+        expect(partial.failed.map((f) => f.node)).toEqual([failing])
+        expect(partial.rows.length).toBeGreaterThan(0)
+        expect(partial.rows.length).toBeLessThan(3_000)
+      } finally {
+        await run(nodes[failing]!.execute("ALTER TABLE [accounts_away] RENAME TO [accounts]"))
+      }
+    })
+  })
+}
