@@ -17,6 +17,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
+import * as Schedule from "effect/Schedule"
 import { hashInt8, hashText, hashUuid } from "./internal/pgHash.js"
 
 /**
@@ -203,6 +204,8 @@ export interface Sharded {
   readonly virtualShards: number
   readonly nodes: Readonly<Record<string, DbService>>
   readonly map: () => ShardMap
+  /** Routes by `map` from now on, if its version is newer and it fits the nodes (what the map's poller calls). */
+  readonly useMap: (map: ShardMap) => boolean
   /** The node that owns `key`. */
   readonly nodeOf: (key: unknown) => Either.Either<string, ShardKeyError>
   /** Runs `effect` with `Db` (and `SqlClient`) being the node that owns `key`: a transaction inside stays there. */
@@ -256,10 +259,17 @@ export const make = (options: {
   if (names.some((n) => options.nodes[n]!.dialect.name !== dialect)) {
     throw new Error("every node of a sharded database must run on the same engine")
   }
-  const map = options.map ?? evenMap(names, virtualShards)
-  if (map.assignment.length !== virtualShards) {
-    throw new Error(`the shard map assigns ${map.assignment.length} virtual shards, not ${virtualShards}`)
+  /** What is wrong with a map, if anything. */
+  const invalid = (candidate: ShardMap): string | undefined => {
+    if (candidate.assignment.length !== virtualShards) {
+      return `the shard map assigns ${candidate.assignment.length} virtual shards, not ${virtualShards}`
+    }
+    const unknown = candidate.assignment.find((n) => options.nodes[n] === undefined)
+    return unknown === undefined ? undefined : `the shard map names a node that is not configured: "${unknown}"`
   }
+  let map = options.map ?? evenMap(names, virtualShards)
+  const problem = invalid(map)
+  if (problem !== undefined) throw new Error(problem)
   const nodeOf = (key: unknown) =>
     Either.map(shardOf(key, { keyType: options.keyType, virtualShards }), (vshard) => map.assignment[vshard]!)
 
@@ -385,6 +395,12 @@ export const make = (options: {
     virtualShards,
     nodes: options.nodes,
     map: () => map,
+    useMap: (next) => {
+      // an older version, or one that does not fit this router's nodes, is not taken
+      if (next.version <= map.version || invalid(next) !== undefined) return false
+      map = next
+      return true
+    },
     nodeOf,
     forKey,
     execute: (key, sql, params, executeOptions) =>
@@ -428,6 +444,50 @@ export class Sharding extends Context.Tag("@effect-dal/routing/Sharding")<Shardi
 }
 
 /**
+ * Where a map kept in the database lives: a table on one of the nodes.
+ *
+ * @since 0.3.0
+ */
+export interface MapTable {
+  /** The node holding the table. */
+  readonly node: string
+  /** Default `dal_shard_map`. */
+  readonly table?: string | undefined
+  /** How often routers look for a new version; default 1 second. */
+  readonly pollInterval?: Duration.DurationInput | undefined
+}
+
+/**
+ * Reads the newest map from `table` (`vshard`, `node`, `version` per row);
+ * `undefined` when it holds none.
+ *
+ * @since 0.3.0
+ */
+export const readMap = (db: DbService, table = "dal_shard_map"): Effect.Effect<ShardMap | undefined, DbError.DbError> =>
+  Effect.map(
+    db.execute<{ vshard: number; node: string; version: unknown }>(
+      `SELECT [vshard], [node], [version] FROM [${table}] WHERE [version] = (SELECT max([version]) FROM [${table}]) ORDER BY [vshard]`
+    ),
+    (rows) =>
+      rows.length === 0 ? undefined : { version: Number(rows[0]!.version), assignment: rows.map((r) => r.node) }
+  )
+
+/**
+ * Publishes `map` to `table` as its newest version (creating the table if
+ * needed), in one transaction; routers polling it switch to it.
+ *
+ * @since 0.3.0
+ */
+export const writeMap = (db: DbService, map: ShardMap, table = "dal_shard_map"): Effect.Effect<void, DbError.DbError> =>
+  Effect.zipRight(
+    db.execute(`CREATE TABLE IF NOT EXISTS [${table}] ([version] bigint NOT NULL, [vshard] int NOT NULL, [node] varchar(200) NOT NULL, PRIMARY KEY ([version], [vshard]))`),
+    db.withTransaction(Effect.zipRight(
+      db.execute(`DELETE FROM [${table}] WHERE [version] < ?`, [map.version - 1]),
+      db.insertMany(table, map.assignment.map((node, vshard) => ({ version: map.version, vshard, node })))
+    ))
+  )
+
+/**
  * The sharding layer: `nodes` are ordinary engine layers (each its own pool,
  * breaker and metrics, named by their key here), the key's type, and the map
  * (default: an even map of `virtualShards`, 64).
@@ -438,8 +498,9 @@ export const layer = <E>(options: {
   readonly nodes: Readonly<Record<string, Layer.Layer<Db, E>>>
   readonly keyType: KeyType
   readonly virtualShards?: number | undefined
-  readonly map?: ShardMap | undefined
-}): Layer.Layer<Sharding, E> =>
+  /** A fixed map, or a table that holds it (seeded with an even map when empty) and is polled for new versions. */
+  readonly map?: ShardMap | MapTable | undefined
+}): Layer.Layer<Sharding, E | DbError.DbError> =>
   Layer.scoped(
     Sharding,
     Effect.gen(function*() {
@@ -448,6 +509,25 @@ export const layer = <E>(options: {
         const context = yield* Layer.build(nodeLayer)
         nodes[name] = Context.get(context, Db)
       }
-      return make({ nodes, keyType: options.keyType, virtualShards: options.virtualShards, map: options.map })
+      const virtualShards = options.virtualShards ?? DEFAULT_VIRTUAL_SHARDS
+      const source = options.map
+      if (source === undefined || "assignment" in source) {
+        return make({ nodes, keyType: options.keyType, virtualShards, map: source })
+      }
+      const holder = nodes[source.node]
+      if (holder === undefined) return yield* Effect.die(new Error(`the shard map's node "${source.node}" is not configured`))
+      let initial = yield* Effect.catchAll(readMap(holder, source.table), () => Effect.succeed(undefined))
+      if (initial === undefined) {
+        initial = evenMap(Object.keys(nodes), virtualShards)
+        yield* writeMap(holder, initial, source.table)
+      }
+      const sharded = make({ nodes, keyType: options.keyType, virtualShards, map: initial })
+      // routers follow new versions; a failed poll keeps the map they have
+      const poll = Effect.flatMap(Effect.either(readMap(holder, source.table)), (read) =>
+        Effect.sync(() => {
+          if (Either.isRight(read) && read.right !== undefined) sharded.useMap(read.right)
+        }))
+      yield* Effect.forkScoped(Effect.repeat(poll, Schedule.spaced(source.pollInterval ?? "1 second")))
+      return sharded
     })
   )

@@ -182,6 +182,36 @@ export const suite = (profile: ShardingProfile): void => {
       expect(total.rows[0]).toEqual({ n: 3_000 })
     })
 
+    it("a map kept in a table is seeded, read by the layer, and followed when a new version is published", async () => {
+      const table = unique("shard_map")
+      const layer = Sharding.layer({
+        nodes: Object.fromEntries(names.map((n) => [n, profile.layer(databases[n]!, `${databases[n]}_maps`)])),
+        keyType: "bigint",
+        map: { node: names[0]!, table, pollInterval: "50 millis" }
+      })
+      const seen = await run(Effect.scoped(Effect.gen(function*() {
+        const router = Context.get(yield* Layer.build(layer), Sharding.Sharding)
+        const first = router.map()
+        const key = idAt(3)
+        const vshard = Either.getOrThrow(Sharding.shardOf(key, { keyType: "bigint" }))
+        const before = Either.getOrThrow(router.nodeOf(key))
+        const elsewhere = names.find((n) => n !== before)!
+        const next: Sharding.ShardMap = {
+          version: first.version + 1,
+          assignment: first.assignment.map((n, i) => (i === vshard ? elsewhere : n))
+        }
+        yield* Sharding.writeMap(nodes[names[0]!]!, next, table)
+        const deadline = Date.now() + 5_000
+        while (router.map().version !== next.version && Date.now() < deadline) yield* Effect.sleep(20)
+        return { first, after: router.map(), before, now: Either.getOrThrow(router.nodeOf(key)), elsewhere }
+      })))
+      expect(seen.first.version).toBe(1)
+      expect(seen.after.version).toBe(2)
+      expect(seen.now).toBe(seen.elsewhere)
+      expect(seen.now).not.toBe(seen.before)
+      await run(nodes[names[0]!]!.execute(`DROP TABLE [${table}]`))
+    })
+
     it("a failing node fails the fan-out, or, with allowPartial, is reported while the others answer", async () => {
       const failing = names[1]!
       await run(nodes[failing]!.execute("ALTER TABLE [accounts] RENAME TO [accounts_away]"))
