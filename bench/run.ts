@@ -13,7 +13,7 @@ import { mkdirSync, writeFileSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
 import { fileURLToPath } from "node:url"
 import type { Engine, Op, System } from "./systems.js"
-import { ACCOUNTS, cacheMakers, cleanup, makers, POOL, prepare, promiseMakers, queueMakers, routingMakers } from "./systems.js"
+import { ACCOUNTS, cacheMakers, cleanup, makers, POOL, prepare, promiseMakers, queueMakers, routingMakers, shardMakers } from "./systems.js"
 
 const SECONDS = Number(process.env["BENCH_SECONDS"] ?? 2)
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 5)
@@ -125,6 +125,13 @@ const workloads: ReadonlyArray<Workload> = [
     systems: (s) => s.workloads.loopInsert !== undefined
   },
   { name: "overload: 200 callers, pool 20, 5 ms queries", concurrency: 200, next: (s) => s.workloads.sleep5ms() },
+  {
+    name: "top 100 by balance (fan-out over the shards)",
+    concurrency: 20,
+    next: (s) => s.workloads.top100!(),
+    systems: (s) => s.workloads.top100 !== undefined,
+    side: true
+  },
   {
     name: "aggregate over 2,000 rows (100 distinct)",
     concurrency: 20,
@@ -285,10 +292,30 @@ const sideComparison = (systems: ReadonlyArray<() => Promise<System>>, names: Re
     workloads.filter((w) => names.includes(w.name) && (ONLY === undefined || w.name.includes(ONLY) || ONLY === only))
   )
 
+/** A side comparison's table: every system against effect-dal pg's direct calls, workload by workload. */
+const sideTable = (lines: Array<string>, title: string, results: ReadonlyArray<Result>) => {
+  if (results.length === 0) return
+  lines.push(`**${title}**`)
+  lines.push("")
+  lines.push("| workload | system | ops/s | p50 ms | p99 ms | vs direct |")
+  lines.push("|---|---|---:|---:|---:|---:|")
+  for (const name of [...new Set(results.map((r) => r.workload))]) {
+    const rows = results.filter((r) => r.workload === name)
+    const direct = rows.find((r) => r.system === "effect-dal pg")
+    for (const r of rows) {
+      lines.push(`| ${name} | ${r.system} | ${fmt(r.opsMedian)} | ${fmt(r.p50Median, 2)} | ${fmt(r.p99Median, 2)} | ${
+        direct && direct !== r ? fmt(r.opsMedian / direct.opsMedian, 2) + "×" : ""
+      } |`)
+    }
+  }
+  lines.push("")
+}
+
 const markdown = (
   results: ReadonlyArray<Result>,
   routing: ReadonlyArray<Result>,
   withoutEffect: ReadonlyArray<Result>,
+  sharding: ReadonlyArray<Result>,
   caching: ReadonlyArray<Result>,
   micro: Awaited<ReturnType<typeof poolMicro>>,
   memory: Awaited<ReturnType<typeof memoryRun>>,
@@ -354,22 +381,8 @@ const markdown = (
     }
     lines.push("")
   }
-  if (caching.length > 0) {
-    lines.push("**Caching and async writes** (PostgreSQL and Redis on this machine; against effect-dal pg's direct calls)")
-    lines.push("")
-    lines.push("| workload | system | ops/s | p50 ms | p99 ms | vs direct |")
-    lines.push("|---|---|---:|---:|---:|---:|")
-    for (const name of ["point select by primary key", "aggregate over 2,000 rows (100 distinct)", "single-row insert"]) {
-      const rows = caching.filter((r) => r.workload === name)
-      const direct = rows.find((r) => r.system === "effect-dal pg")
-      for (const r of rows) {
-        lines.push(`| ${name} | ${r.system} | ${fmt(r.opsMedian)} | ${fmt(r.p50Median, 2)} | ${fmt(r.p99Median, 2)} | ${
-          direct && direct !== r ? fmt(r.opsMedian / direct.opsMedian, 2) + "×" : ""
-        } |`)
-      }
-    }
-    lines.push("")
-  }
+  sideTable(lines, "Sharding (PostgreSQL: 3 databases on this server, against one database holding every account)", sharding)
+  sideTable(lines, "Caching and async writes (PostgreSQL and Redis on this machine)", caching)
   lines.push(`Pool acquire + release on an in-memory fake driver: **${fmt(micro.medianMicros, 2)} µs** median per cycle (rounds: ${micro.rounds.map((r) => fmt(r, 2)).join(", ")}).`)
   lines.push("")
   lines.push(`${fmt(memory.queries)} point queries through effect-dal pg in ${fmt(memory.seconds, 1)} s: RSS growth **${fmt(memory.rssGrowthMb, 1)} MB**, heap growth ${fmt(memory.heapGrowthMb, 1)} MB, connections still borrowed afterwards: ${memory.leakedConnections}.`)
@@ -387,6 +400,9 @@ const main = async () => {
     // on their own, after the others closed: the routed system holds a second pool of 20
     const routing = ENGINES.includes("pg") ? await sideComparison(routingMakers, ROUTED_WORKLOADS, "routed") : []
     const withoutEffect = ENGINES.includes("pg") ? await sideComparison(promiseMakers, PROMISE_WORKLOADS, "promise") : []
+    const sharding = ENGINES.includes("pg")
+      ? await sideComparison(shardMakers, ["point select by primary key", "top 100 by balance (fan-out over the shards)"], "shard")
+      : []
     const caching = ENGINES.includes("pg")
       ? [
         ...await sideComparison(cacheMakers, ["point select by primary key", "aggregate over 2,000 rows (100 distinct)"], "cache"),
@@ -403,8 +419,8 @@ const main = async () => {
       seconds: SECONDS,
       rounds: ROUNDS
     }
-    const md = markdown(results, routing, withoutEffect, caching, micro, memory, meta)
-    writeFileSync(out + "latest.json", JSON.stringify({ meta, results, routing, withoutEffect, caching, micro, memory }, null, 2))
+    const md = markdown(results, routing, withoutEffect, sharding, caching, micro, memory, meta)
+    writeFileSync(out + "latest.json", JSON.stringify({ meta, results, routing, withoutEffect, sharding, caching, micro, memory }, null, 2))
     writeFileSync(out + "latest.md", md + "\n")
     console.log("\n" + md)
   } finally {

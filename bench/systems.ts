@@ -9,12 +9,14 @@ import { MysqlDatabase } from "@effect-dal/mysql"
 import { createPgPool, PgDatabase } from "@effect-dal/pg"
 import { connect } from "@effect-dal/promise"
 import { DbCache, WriteQueue } from "@effect-dal/redis"
+import { Sharding } from "@effect-dal/routing"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Redacted from "effect/Redacted"
@@ -46,6 +48,8 @@ export interface Workloads {
   readonly loopInsert?: (rows: ReadonlyArray<readonly [number, string]>) => Op
   /** A heavier read: an aggregate over 2,000 rows from `from`. */
   readonly aggregate?: (from: number) => Op
+  /** The 100 accounts with the highest balance. */
+  readonly top100?: () => Op
 }
 
 export interface System {
@@ -171,8 +175,11 @@ const stockPg = () =>
 /** The aggregate read of the cache comparison. */
 const AGGREGATE = "SELECT count(*) AS n, sum(balance) AS total, max(name) AS last FROM [bench_accounts] WHERE id BETWEEN ? AND ?"
 
+const TOP_100 = "SELECT id, name, balance FROM [bench_accounts]"
+
 const dalWorkloads = (sleep5ms: string): Workloads => ({
   aggregate: (from) => effect(Db.execute(AGGREGATE, [from, from + 1_999])),
+  top100: () => effect(Db.execute(`${TOP_100} ORDER BY balance DESC, id ASC LIMIT 100`)),
   pointSelect: (id) => effect(Db.execute("SELECT id, name, balance FROM [bench_accounts] WHERE id = ?", [id])),
   insert: (id) => effect(Db.execute("INSERT INTO [bench_events] (account_id, payload) VALUES (?, ?)", [id, "x"])),
   transfer: (from, to, amount) =>
@@ -383,6 +390,40 @@ export const cacheMakers: ReadonlyArray<() => Promise<System>> = [
 /** The write-behind comparison: direct single-row inserts against offers to a `WriteQueue`. */
 export const queueMakers: ReadonlyArray<() => Promise<System>> = [dalPg, dalPgQueued]
 
+// --- Sharding (PostgreSQL: 3 databases on the same server) -------------------------------------
+
+const SHARDS = 3
+const shardDatabase = (i: number) => `bench_shard_${i + 1}`
+const shardUrl = (i: number) => PG_URL.replace(/\/[^/]*$/, `/${shardDatabase(i)}`)
+
+/** effect-dal pg sharded by account id over 3 databases: routed point selects, and a fan-out top 100. */
+const dalPgSharded = async (): Promise<System> => {
+  const layer = Sharding.layer({
+    nodes: Object.fromEntries(Array.from({ length: SHARDS }, (_, i) => [
+      `s${i + 1}`,
+      PgDatabase.layer({ url: Redacted.make(shardUrl(i)), alias: `bench_${shardDatabase(i)}`, ...deployed, pool: { min: 7, max: 7, acquireTimeout: "10 seconds" } })
+    ])),
+    keyType: "bigint"
+  })
+  const runtime = ManagedRuntime.make(layer as Layer.Layer<Sharding.Sharding, unknown>)
+  await runtime.runPromise(Sharding.Sharding)
+  return {
+    name: "effect-dal pg, sharded over 3 nodes",
+    engine: "pg",
+    kind: "effect-dal",
+    runtime,
+    workloads: {
+      ...dalWorkloads(pgSql.sleep),
+      pointSelect: (id) => effect(Sharding.Sharding.execute(id, "SELECT id, name, balance FROM [bench_accounts] WHERE id = ?", [id])),
+      top100: () => effect(Sharding.Sharding.fanOut(TOP_100, [], { orderBy: [["balance", "desc"], ["id", "asc"]], limit: 100 }))
+    },
+    close: () => runtime.dispose()
+  }
+}
+
+/** The sharding comparison: direct on one database holding every account, and sharded over 3. */
+export const shardMakers: ReadonlyArray<() => Promise<System>> = [dalPg, dalPgSharded]
+
 /** The comparison without Effect: raw `pg.Pool`, effect-dal's Effect API, its Promise API and `createPgPool`. */
 export const promiseMakers: ReadonlyArray<() => Promise<System>> = [rawPg, dalPg, dalPromisePg, dalPgPool]
 
@@ -400,6 +441,24 @@ export const prepare = async (): Promise<void> => {
     `INSERT INTO bench_accounts SELECT g, 'account ' || g, 1000000 FROM generate_series(1, ${ACCOUNTS}) g`
   )
   await pg.query("ANALYZE bench_accounts")
+  // the shards: each account in the database its id hashes to
+  const accounts = (await pg.query<{ id: number; name: string; balance: string }>("SELECT id, name, balance FROM bench_accounts")).rows
+  for (let i = 0; i < SHARDS; i++) {
+    await pg.query(`DROP DATABASE IF EXISTS ${shardDatabase(i)} WITH (FORCE)`)
+    await pg.query(`CREATE DATABASE ${shardDatabase(i)}`)
+    const shard = new Pg.Client({ connectionString: shardUrl(i) })
+    await shard.connect()
+    await shard.query("CREATE TABLE bench_accounts (id int PRIMARY KEY, name text NOT NULL, balance bigint NOT NULL)")
+    await shard.query("CREATE TABLE bench_events (id bigserial PRIMARY KEY, account_id int NOT NULL, payload text NOT NULL)")
+    const mine = accounts.filter((a) => Either.getOrThrow(Sharding.shardOf(a.id, { keyType: "bigint" })) % SHARDS === i)
+    await shard.query("INSERT INTO bench_accounts SELECT * FROM unnest($1::int[], $2::text[], $3::bigint[])", [
+      mine.map((a) => a.id),
+      mine.map((a) => a.name),
+      mine.map((a) => a.balance)
+    ])
+    await shard.query("ANALYZE bench_accounts")
+    await shard.end()
+  }
   await pg.end()
   const my = await Mysql.createConnection({ uri: MYSQL_URL, multipleStatements: true })
   await my.query("DROP TABLE IF EXISTS bench_events, bench_accounts")
@@ -417,6 +476,7 @@ export const cleanup = async (): Promise<void> => {
   const pg = new Pg.Client({ connectionString: PG_URL })
   await pg.connect()
   await pg.query("DROP TABLE IF EXISTS bench_events, bench_accounts")
+  for (let i = 0; i < SHARDS; i++) await pg.query(`DROP DATABASE IF EXISTS ${shardDatabase(i)} WITH (FORCE)`)
   await pg.end()
   const my = await Mysql.createConnection({ uri: MYSQL_URL })
   await my.query("DROP TABLE IF EXISTS bench_events, bench_accounts")

@@ -15,6 +15,7 @@ import type * as Duration from "effect/Duration"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Schedule from "effect/Schedule"
@@ -273,15 +274,23 @@ export const make = (options: {
   const nodeOf = (key: unknown) =>
     Either.map(shardOf(key, { keyType: options.keyType, virtualShards }), (vshard) => map.assignment[vshard]!)
 
-  /** Runs `effect` on node `name`; inside another node's transaction, refuses. */
+  /** The refusal, when the fiber is inside a transaction on another node than `name`. */
+  const crossing = (fiber: Fiber.RuntimeFiber<unknown, unknown>, name: string): CrossShardTransaction | undefined => {
+    const from = fiber.getFiberRef(currentNode)
+    if (from === undefined || from === name) return undefined
+    return Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)._tag === "Some"
+      ? new CrossShardTransaction({ from, to: name })
+      : undefined
+  }
+
+  /** Runs `effect` with node `name` as its `Db` and `SqlClient`; inside another node's transaction, refuses. */
   const onNode = <A, E, R>(
     name: string,
     effect: Effect.Effect<A, E, R>
   ): Effect.Effect<A, E | CrossShardTransaction, Exclude<R, Db | SqlClient.SqlClient>> =>
     Effect.withFiberRuntime((fiber) => {
-      const from = fiber.getFiberRef(currentNode)
-      const inTransaction = Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)._tag === "Some"
-      if (from !== undefined && from !== name && inTransaction) return Effect.fail(new CrossShardTransaction({ from, to: name }))
+      const refused = crossing(fiber, name)
+      if (refused !== undefined) return Effect.fail(refused)
       const node = options.nodes[name]!
       return effect.pipe(
         Effect.provideService(Db, node),
@@ -403,10 +412,15 @@ export const make = (options: {
     },
     nodeOf,
     forKey,
+    // the short form needs no context of its own: the node runs the statement directly
     execute: (key, sql, params, executeOptions) =>
       Either.match(nodeOf(key), {
         onLeft: (error) => Effect.fail(error),
-        onRight: (name) => onNode(name, options.nodes[name]!.execute(sql, params, executeOptions))
+        onRight: (name) =>
+          Effect.withFiberRuntime((fiber) => {
+            const refused = crossing(fiber, name)
+            return refused === undefined ? options.nodes[name]!.execute(sql, params, executeOptions) : Effect.fail(refused)
+          })
       }),
     fanOut
   }
