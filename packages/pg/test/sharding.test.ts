@@ -3,7 +3,10 @@
  * each supported type land, in a table `PARTITION BY HASH` into 64
  * partitions, in the partition whose remainder `shardOf` computes.
  */
+import { PgDatabase } from "@effect-dal/pg"
 import { Sharding } from "@effect-dal/routing"
+import { PgCluster } from "@effect-dal/testkit"
+import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import { randomBytes, randomUUID } from "node:crypto"
 import * as Pg from "pg"
@@ -80,4 +83,71 @@ describe("Sharding.shardOf agrees with PostgreSQL's hash partitioning", () => {
     expect(Sharding.shardOf(7, { keyType: "bigint" })).toEqual(Sharding.shardOf(7n, { keyType: "bigint" }))
     expect(Sharding.shardOf("-7", { keyType: "bigint" })).toEqual(Sharding.shardOf(-7, { keyType: "bigint" }))
   })
+})
+
+describe("a shard that goes down", () => {
+  it("fails its routed calls typed and, once its breaker opens, fast; the other shards are unaffected; fan-out reports it", async () => {
+    const databases = [unique("down_s1"), unique("down_s2")]
+    const urlOf = (database: string) => PG_URL.replace(/\/[^/]*$/, `/${database}`)
+    const admin = new Pg.Client({ connectionString: PG_URL })
+    await admin.connect()
+    for (const database of databases) await admin.query(`CREATE DATABASE "${database}"`)
+    try {
+      await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+        // the third shard is a throwaway server, stopped mid-run
+        const cluster = yield* PgCluster.make(21_600 + (process.pid % 300))
+        const node = (url: string, alias: string) =>
+          Effect.map(
+            PgDatabase.make({
+              url,
+              alias,
+              pool: { min: 1, max: 4, acquireTimeout: "300 millis" },
+              connectTimeout: "300 millis",
+              circuitBreaker: { minimumCalls: 5, window: { type: "count", size: 10 } }
+            }),
+            (r) => r.db
+          )
+        const nodes = {
+          s1: yield* node(urlOf(databases[0]!), databases[0]!),
+          s2: yield* node(urlOf(databases[1]!), databases[1]!),
+          s3: yield* node(cluster.url, unique("down_s3"))
+        }
+        const sharded = Sharding.make({ nodes, keyType: "bigint" })
+        for (const db of Object.values(nodes)) yield* db.execute("CREATE TABLE [t] ([id] bigint PRIMARY KEY)")
+        const keyOn = (name: string) =>
+          Array.from({ length: 100 }, (_, i) => BigInt(i)).find((k) => Either.getOrThrow(sharded.nodeOf(k)) === name)!
+        for (const name of ["s1", "s2", "s3"]) {
+          const k = keyOn(name)
+          yield* sharded.execute(k, "INSERT INTO [t] VALUES (?)", [k])
+        }
+        yield* cluster.stop
+
+        const down = keyOn("s3")
+        const errors: Array<string> = []
+        for (let i = 0; i < 10; i++) {
+          const error = yield* Effect.flip(sharded.execute(down, "SELECT * FROM [t] WHERE [id] = ?", [down]))
+          errors.push(error._tag)
+        }
+        expect(errors.every((t) => ["ConnectionError", "PoolTimeout", "CircuitOpen"].includes(t))).toBe(true)
+        expect(errors).toContain("CircuitOpen")
+        // open: refused at once
+        const started = performance.now()
+        const fast = yield* Effect.flip(sharded.execute(down, "SELECT 1"))
+        expect(fast._tag).toBe("CircuitOpen")
+        expect(performance.now() - started).toBeLessThan(100)
+        // the others carry on
+        for (const name of ["s1", "s2"]) {
+          const k = keyOn(name)
+          expect(yield* sharded.execute(k, "SELECT [id] FROM [t] WHERE [id] = ?", [k])).toHaveLength(1)
+        }
+        const partial = yield* sharded.fanOut("SELECT [id] FROM [t]", [], { allowPartial: true, timeout: "1 second" })
+        expect(partial.failed.map((f) => f.node)).toEqual(["s3"])
+        expect(partial.rows).toHaveLength(2)
+        expect((yield* Effect.flip(sharded.fanOut("SELECT [id] FROM [t]")))._tag).toBe("CircuitOpen")
+      })))
+    } finally {
+      for (const database of databases) await admin.query(`DROP DATABASE IF EXISTS "${database}" WITH (FORCE)`)
+      await admin.end()
+    }
+  }, 60_000)
 })
