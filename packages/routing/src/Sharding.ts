@@ -18,6 +18,8 @@ import * as Either from "effect/Either"
 import type * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as MetricLabel from "effect/MetricLabel"
 import * as Schedule from "effect/Schedule"
 import { hashInt8, hashText, hashUuid } from "./internal/pgHash.js"
 
@@ -77,6 +79,25 @@ export class CrossShardTransaction extends Data.TaggedError("CrossShardTransacti
       `(keep a transaction's keys on one node, or run it with two-phase commit when it becomes available)`
   }
 }
+
+/**
+ * The sharding metrics, labelled `sharding.name`. Each node's pool, breaker
+ * and statements have their own metrics, labelled by the node's alias.
+ *
+ * @since 0.3.0
+ */
+export const metrics = {
+  /** Fan-out calls. */
+  fanOuts: Metric.counter("dal.sharding.fan_outs", { incremental: true }),
+  /** Fan-outs that returned without some nodes (`allowPartial`). */
+  partialResults: Metric.counter("dal.sharding.partial_results", { incremental: true }),
+  /** Keys refused as `ShardKeyError`. */
+  keyErrors: Metric.counter("dal.sharding.key_errors", { incremental: true }),
+  /** Cross-shard transactions refused. */
+  crossShardRefusals: Metric.counter("dal.sharding.cross_shard_refusals", { incremental: true }),
+  /** The version of the map the router uses. */
+  mapVersion: Metric.gauge("dal.sharding.map_version")
+} as const
 
 /** The node the fiber's routed work runs on, for the cross-shard check. */
 const currentNode = FiberRef.unsafeMake<string | undefined>(undefined)
@@ -248,6 +269,8 @@ const compareValues = (x: unknown, y: unknown): number => {
  * @since 0.3.0
  */
 export const make = (options: {
+  /** The sharded database's name in metrics (`sharding.name`); default `sharded`. */
+  readonly name?: string | undefined
   readonly nodes: Readonly<Record<string, DbService>>
   readonly keyType: KeyType
   readonly virtualShards?: number | undefined
@@ -255,6 +278,8 @@ export const make = (options: {
 }): Sharded => {
   const virtualShards = options.virtualShards ?? DEFAULT_VIRTUAL_SHARDS
   const names = Object.keys(options.nodes)
+  const labels = [MetricLabel.make("sharding.name", options.name ?? "sharded")]
+  const count = (metric: Metric.Metric.Counter<number>) => metric.unsafeUpdate(1, labels)
   // one engine per sharded database
   const dialect = options.nodes[names[0]!]?.dialect.name ?? "pg"
   if (names.some((n) => options.nodes[n]!.dialect.name !== dialect)) {
@@ -271,16 +296,20 @@ export const make = (options: {
   let map = options.map ?? evenMap(names, virtualShards)
   const problem = invalid(map)
   if (problem !== undefined) throw new Error(problem)
-  const nodeOf = (key: unknown) =>
-    Either.map(shardOf(key, { keyType: options.keyType, virtualShards }), (vshard) => map.assignment[vshard]!)
+  metrics.mapVersion.unsafeUpdate(map.version, labels)
+  const nodeOf = (key: unknown): Either.Either<string, ShardKeyError> => {
+    const shard = shardOf(key, { keyType: options.keyType, virtualShards })
+    if (Either.isLeft(shard)) count(metrics.keyErrors)
+    return Either.map(shard, (vshard) => map.assignment[vshard]!)
+  }
 
   /** The refusal, when the fiber is inside a transaction on another node than `name`. */
   const crossing = (fiber: Fiber.RuntimeFiber<unknown, unknown>, name: string): CrossShardTransaction | undefined => {
     const from = fiber.getFiberRef(currentNode)
     if (from === undefined || from === name) return undefined
-    return Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)._tag === "Some"
-      ? new CrossShardTransaction({ from, to: name })
-      : undefined
+    if (Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)._tag === "None") return undefined
+    count(metrics.crossShardRefusals)
+    return new CrossShardTransaction({ from, to: name })
   }
 
   /** Runs `effect` with node `name` as its `Db` and `SqlClient`; inside another node's transaction, refuses. */
@@ -311,6 +340,7 @@ export const make = (options: {
     fanOptions: FanOutOptions = {}
   ): Effect.Effect<FanOutResult<A>, DbError.DbError> =>
     Effect.gen(function*() {
+      count(metrics.fanOuts)
       const call = fanOptions.timeout === undefined ? undefined : { timeout: fanOptions.timeout }
       const aggregates = fanOptions.aggregate === undefined ? undefined : Object.entries(fanOptions.aggregate)
       const inner = `(${sql}) AS dal_fan_out`
@@ -348,6 +378,7 @@ export const make = (options: {
         else perNode.push(r.right)
       })
       if (failed.length > 0 && fanOptions.allowPartial !== true) return yield* Effect.fail(failed[0]!.error)
+      if (failed.length > 0) count(metrics.partialResults)
       if (aggregates !== undefined) {
         const row: Record<string, unknown> = {}
         for (const [name, agg] of aggregates) {
@@ -408,6 +439,7 @@ export const make = (options: {
       // an older version, or one that does not fit this router's nodes, is not taken
       if (next.version <= map.version || invalid(next) !== undefined) return false
       map = next
+      metrics.mapVersion.unsafeUpdate(map.version, labels)
       return true
     },
     nodeOf,
@@ -509,6 +541,8 @@ export const writeMap = (db: DbService, map: ShardMap, table = "dal_shard_map"):
  * @since 0.3.0
  */
 export const layer = <E>(options: {
+  /** The sharded database's name in metrics; default `sharded`. */
+  readonly name?: string | undefined
   readonly nodes: Readonly<Record<string, Layer.Layer<Db, E>>>
   readonly keyType: KeyType
   readonly virtualShards?: number | undefined
@@ -526,7 +560,7 @@ export const layer = <E>(options: {
       const virtualShards = options.virtualShards ?? DEFAULT_VIRTUAL_SHARDS
       const source = options.map
       if (source === undefined || "assignment" in source) {
-        return make({ nodes, keyType: options.keyType, virtualShards, map: source })
+        return make({ name: options.name, nodes, keyType: options.keyType, virtualShards, map: source })
       }
       const holder = nodes[source.node]
       if (holder === undefined) return yield* Effect.die(new Error(`the shard map's node "${source.node}" is not configured`))
@@ -535,7 +569,7 @@ export const layer = <E>(options: {
         initial = evenMap(Object.keys(nodes), virtualShards)
         yield* writeMap(holder, initial, source.table)
       }
-      const sharded = make({ nodes, keyType: options.keyType, virtualShards, map: initial })
+      const sharded = make({ name: options.name, nodes, keyType: options.keyType, virtualShards, map: initial })
       // routers follow new versions; a failed poll keeps the map they have
       const poll = Effect.flatMap(Effect.either(readMap(holder, source.table)), (read) =>
         Effect.sync(() => {

@@ -14,6 +14,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as Scope from "effect/Scope"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 
@@ -61,7 +62,7 @@ export const suite = (profile: ShardingProfile): void => {
       for (const database of Object.values(databases)) await profile.createDatabase(database)
       for (const n of names) nodes[n] = await dbOf(databases[n]!)
       oracle = await dbOf(databases["oracle"]!)
-      sharded = Sharding.make({ nodes, keyType: "bigint" })
+      sharded = Sharding.make({ name: databases["oracle"]!, nodes, keyType: "bigint" })
       const create = "CREATE TABLE [accounts] ([id] bigint PRIMARY KEY, [owner] varchar(40), [balance] int, [opened] date)"
       for (const db of [...Object.values(nodes), oracle]) await run(db.execute(create))
       // random data: each row on its shard, and all of them on the oracle
@@ -166,6 +167,18 @@ export const suite = (profile: ShardingProfile): void => {
         }
       }
     }, 120_000)
+
+    it("metrics count fan-outs, partial results, refused keys and the map version", async () => {
+      const labelled = <T>(metric: Metric.Metric<T, any, any>) =>
+        run(Metric.value(Metric.tagged(metric as any, "sharding.name", databases["oracle"]!))) as Promise<any>
+      const before = (await labelled(Sharding.metrics.fanOuts)).count
+      await run(sharded.fanOut("SELECT [id] FROM [accounts]", [], { aggregate: { n: { count: "*" } } }))
+      expect((await labelled(Sharding.metrics.fanOuts)).count).toBe(before + 1)
+      const errors = (await labelled(Sharding.metrics.keyErrors)).count
+      await run(Effect.either(sharded.execute("not a number", "SELECT 1")))
+      expect((await labelled(Sharding.metrics.keyErrors)).count).toBe(errors + 1)
+      expect((await labelled(Sharding.metrics.mapVersion)).value).toBe(sharded.map().version)
+    })
 
     it("Sharding.layer builds the nodes from engine layers and routes as make does", async () => {
       const layer = Sharding.layer({
