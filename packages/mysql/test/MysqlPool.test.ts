@@ -6,25 +6,15 @@
 import { createMysqlPool } from "@effect-dal/mysql"
 import type { DalMysqlPool } from "@effect-dal/mysql/MysqlPool"
 import { Traffic } from "@effect-dal/testkit"
-import * as Mysql from "mysql2/promise"
+import type * as Mysql from "mysql2/promise"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { MYSQL_URL, unique } from "./helpers.js"
+import * as Effect from "effect/Effect"
+import { admin as adminEffect, MYSQL_URL, threads as threadsOf, unique } from "./helpers.js"
 
 const database = unique("mypool")
-const admin = async <A>(f: (c: Mysql.Connection) => Promise<A>): Promise<A> => {
-  const conn = await Mysql.createConnection(MYSQL_URL)
-  try {
-    return await f(conn)
-  } finally {
-    await conn.end()
-  }
-}
-const threads = () =>
-  admin(async (c) =>
-    ((await c.query("SELECT ID AS id FROM information_schema.PROCESSLIST WHERE DB = ?", [database]))[0] as Array<{ id: number }>)
-      .map((r) => r.id)
-  )
-
+// the suite is Promise code: the package's Effect helpers, run as promises
+const admin = <A>(f: (c: Mysql.Connection) => Promise<A>) => Effect.runPromise(adminEffect(f))
+const threads = () => Effect.runPromise(Effect.map(threadsOf(database), (rows) => rows.map((r) => r.id)))
 
 const pools: Array<DalMysqlPool> = []
 const make = (options: Parameters<typeof createMysqlPool>[0] = {}) => {

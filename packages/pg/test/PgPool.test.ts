@@ -9,25 +9,12 @@ import type { DalPgClient, DalPgPool } from "@effect-dal/pg/PgPool"
 import * as Pg from "pg"
 import { afterAll, describe, expect, it } from "vitest"
 import { Traffic } from "@effect-dal/testkit"
-import { PG_URL, unique } from "./helpers.js"
+import * as Effect from "effect/Effect"
+import { admin as adminEffect, backends, PG_URL, unique } from "./helpers.js"
 
-const admin = async <A>(f: (c: Pg.Client) => Promise<A>): Promise<A> => {
-  const client = new Pg.Client({ connectionString: PG_URL, application_name: "effect-dal-test-admin" })
-  await client.connect()
-  try {
-    return await f(client)
-  } finally {
-    await client.end()
-  }
-}
-
-const sessions = (alias: string) =>
-  admin(async (c) =>
-    (await c.query<{ pid: number }>("SELECT pid FROM pg_stat_activity WHERE application_name = $1", [alias])).rows.map((r) =>
-      r.pid
-    )
-  )
-
+// the suite is Promise code: the package's Effect helpers, run as promises
+const admin = <A>(f: (c: Pg.Client) => Promise<A>) => Effect.runPromise(adminEffect(f))
+const sessions = (alias: string) => Effect.runPromise(Effect.map(backends(alias), (rows) => rows.map((r) => r.pid)))
 
 const pools: Array<DalPgPool> = []
 const make = (options: Parameters<typeof createPgPool>[0] = {}) => {

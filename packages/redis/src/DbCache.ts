@@ -27,7 +27,7 @@ import type { DbError } from "@effect-dal/core"
 import { CircuitBreaker, Db, Invalidation } from "@effect-dal/core"
 import * as Context from "effect/Context"
 import * as Deferred from "effect/Deferred"
-import * as Duration from "effect/Duration"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
@@ -37,6 +37,7 @@ import type * as Scope from "effect/Scope"
 import { createHash, randomUUID } from "node:crypto"
 import type { RedisOptions } from "ioredis"
 import { decode, encode } from "./internal/codec.js"
+import { millis } from "./internal/options.js"
 import { openRedis } from "./internal/connection.js"
 
 /**
@@ -197,9 +198,6 @@ const FILL = `redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
 return 1`
 const FILL_SHA = createHash("sha1").update(FILL).digest("hex")
-
-const millis = (d: Duration.DurationInput | undefined, fallback: number) =>
-  d === undefined ? fallback : Duration.toMillis(Duration.decode(d))
 
 /**
  * Builds the cache over the current `Db`.
@@ -500,7 +498,7 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
         if (flying !== undefined) return Deferred.await(flying.deferred) as Effect.Effect<ReadonlyArray<A>, DbError.DbError>
         const deps = dependencies(cachedOptions.keys)
         if (!available() || deps.some((d) => inFlight.has(d))) return bypass<A>(key, deps, sql, params)
-        const entryTtl = cachedOptions.ttl === undefined ? ttl : Duration.toMillis(Duration.decode(cachedOptions.ttl))
+        const entryTtl = millis(cachedOptions.ttl, ttl)
         const since = generation
 
         /** The entry is missing or stale: recompute it under the lock, or serve the stale value, or wait a little. */

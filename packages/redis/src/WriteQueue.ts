@@ -31,7 +31,7 @@ import type { DbError } from "@effect-dal/core"
 import { Db, DbError as DbErrors } from "@effect-dal/core"
 import type * as Context from "effect/Context"
 import * as Data from "effect/Data"
-import * as Duration from "effect/Duration"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
@@ -40,6 +40,7 @@ import type * as Scope from "effect/Scope"
 import type { RedisOptions } from "ioredis"
 import { hostname } from "node:os"
 import { decode, encode } from "./internal/codec.js"
+import { millis } from "./internal/options.js"
 import { openRedis } from "./internal/connection.js"
 
 /**
@@ -157,9 +158,6 @@ const OFFER = `if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return f
 return redis.call('XADD', KEYS[1], '*', 'id', ARGV[2], 'row', ARGV[3], 'at', ARGV[4])`
 
 type Entry = readonly [id: string, fields: ReadonlyArray<string>]
-
-const millis = (d: Duration.DurationInput | undefined, fallback: number) =>
-  d === undefined ? fallback : Duration.toMillis(Duration.decode(d))
 
 const fieldsOf = (fields: ReadonlyArray<string>): Record<string, string> => {
   const out: Record<string, string> = {}
