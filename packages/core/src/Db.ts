@@ -403,8 +403,6 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
     const sql = yield* makeSqlClient(core, transactions)
     const health = yield* makeHealth(core, statements)
     const invalidator = core.invalidator
-    const execute = statements.executeOn(undefined)
-    const executeMany = batches.executeManyOn(undefined)
 
     const service: DbService = {
       alias: config.alias,
@@ -418,9 +416,9 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       health: health.health,
       slowQueries: health.slowQueries,
       refreshMetrics: health.refreshMetrics,
-      execute: (sql, params, options) => invalidator.around(execute(sql, params, options), options?.invalidates),
-      executeMany: (sql, rows, options) => invalidator.around(executeMany(sql, rows, options), options?.invalidates),
-      insertMany: (table, rows, options) => invalidator.around(batches.insertMany(table, rows, options), options?.invalidates),
+      execute: statements.executeOn(undefined),
+      executeMany: batches.executeManyOn(undefined),
+      insertMany: batches.insertMany,
       stream: batches.stream,
       statementCacheStats: () => ({ ...driver.statementCache }),
       replicationStats: () => [{

@@ -309,6 +309,14 @@ export const conformance = (profile: EngineProfile): void => {
               // the transaction after a rollback on the same connection starts clean
               yield* Db.withTransaction(Db.invalidate(["after"]))
               expect(heard.slice(4)).toEqual([["after"]])
+              // through a scoped transaction's handle: at the scope's COMMIT
+              yield* Effect.scoped(Effect.gen(function*() {
+                const tx = yield* Db.transaction
+                yield* tx.execute(`INSERT INTO [${table}] VALUES (?)`, [6], { invalidates: ["handle"] })
+                yield* tx.executeMany(`INSERT INTO [${table}] VALUES (?)`, [[7]], { invalidates: ["many"] })
+                expect(heard).toHaveLength(5)
+              }))
+              expect(heard.slice(5)).toEqual([["handle"], ["many"]])
             }).pipe(Effect.ensuring(Effect.sync(unsubscribe)))
           })))
 

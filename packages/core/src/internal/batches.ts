@@ -92,7 +92,7 @@ export interface Batches extends Pick<DbService, "insertMany" | "stream"> {
  * @internal
  */
 export const makeBatches = (core: DbCore, statements: Statements, transactions: Transactions): Batches => {
-  const { acquire, breaker, currentTx, dialect, pool, prepare, statementTimeout, tagged, taggedHere } = core
+  const { acquire, breaker, currentTx, dialect, invalidator, pool, prepare, statementTimeout, tagged, taggedHere } = core
   const { autocommit } = statements
   const runTransaction = transactions.run
 
@@ -128,10 +128,9 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
       const body = Effect.withFiberRuntime<number, DbError>((fiber) =>
         (conn ?? currentTx(fiber.currentContext)![0]).batch(nativeSql, rows)
       )
-      return taggedHere(
-        withTimeout(runTransaction(body, {}, identity), statementTimeout(options), sql),
-        options,
-        nativeSql
+      return invalidator.around(
+        taggedHere(withTimeout(runTransaction(body, {}, identity), statementTimeout(options), sql), options, nativeSql),
+        options?.invalidates
       )
     })
 
@@ -140,7 +139,7 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
     rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
     options?: InsertManyOptions
   ): Effect.Effect<InsertManyResult, DbError> =>
-    Effect.suspend(() => {
+    invalidator.around(Effect.suspend(() => {
       if (rows.length === 0) return Effect.succeed({ inserted: 0, keys: [] })
       const columns = Object.keys(rows[0]!)
       if (columns.length === 0) {
@@ -230,7 +229,7 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
         options,
         head
       )
-    })
+    }), options?.invalidates)
 
   const stream = <A extends object = Row>(
     sql: string,

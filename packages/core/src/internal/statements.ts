@@ -50,7 +50,7 @@ export interface Statements {
  * @internal
  */
 export const makeStatements = (core: DbCore): Statements => {
-  const { breaker, config, currentTx, hooks, pool, prepare, retried, statementTimeout, tagged, taggedHere } = core
+  const { breaker, config, currentTx, hooks, invalidator, pool, prepare, retried, statementTimeout, tagged, taggedHere } = core
   const defaultSchedule = toSchedule(config.retry)
 
   /**
@@ -173,8 +173,11 @@ export const makeStatements = (core: DbCore): Statements => {
     const t = prepare(sql, params)
     if (t instanceof InvalidQuery) return Effect.fail(t)
     const timeout = statementTimeout(options)
-    if (conn !== undefined) return taggedHere(conn.run(t.sql, params, "rows", true, timeout), options, t.sql)
-    return Effect.withFiberRuntime<ReadonlyArray<A>, DbError>((fiber) => {
+    // what the write makes stale is announced once it is committed, whichever way it ran
+    if (conn !== undefined) {
+      return invalidator.around(taggedHere(conn.run(t.sql, params, "rows", true, timeout), options, t.sql), options?.invalidates)
+    }
+    return invalidator.around(Effect.withFiberRuntime<ReadonlyArray<A>, DbError>((fiber) => {
       const tx = currentTx(fiber.currentContext)
       return tagged(
         fiber,
@@ -182,7 +185,7 @@ export const makeStatements = (core: DbCore): Statements => {
         options,
         t.sql
       )
-    })
+    }), options?.invalidates)
   }
 
   return { autocommit, executeOn }
