@@ -24,11 +24,13 @@ import { identity, makeCore } from "./internal/core.js"
 import { makeBatches } from "./internal/batches.js"
 import { makeHealth } from "./internal/health.js"
 import { makeNative } from "./internal/native.js"
+import { makeTwoPhase } from "./internal/twoPhase.js"
 import { makeSqlClient } from "./internal/sqlBridge.js"
 import { makeStatements } from "./internal/statements.js"
 import { makeTransactions } from "./internal/transactions.js"
 import type * as Invalidation from "./Invalidation.js"
 import type * as Native from "./Native.js"
+import type * as TwoPhase from "./TwoPhase.js"
 import type * as Pool from "./Pool.js"
 import * as Replication from "./Replication.js"
 import type { QueryTags } from "./QueryTags.js"
@@ -252,6 +254,8 @@ export interface DbService extends Executor {
   readonly invalidations: Invalidation.Invalidations
   /** Announces `keys` once the fiber's transaction commits (at once outside one). */
   readonly invalidate: (keys: Invalidation.Keys) => Effect.Effect<void>
+  /** Two-phase commit branches, for transactions that span several databases (`Sharding.withAtomicTransaction`). */
+  readonly twoPhase: TwoPhase.TwoPhase
 }
 
 /**
@@ -441,6 +445,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       withTransaction: (effect, options) => transactions.run(effect, options ?? {}, identity),
       sql,
       native: makeNative(core, statements),
+      twoPhase: makeTwoPhase(core, statements.executeOn(undefined)),
       invalidations: invalidator,
       invalidate: invalidator.after
     }

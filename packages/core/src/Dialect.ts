@@ -62,6 +62,30 @@ export interface Dialect {
    * IGNORE`, which would also swallow data errors.
    */
   readonly onConflict: (keys: ReadonlyArray<string>, update: ReadonlyArray<string> | undefined) => string
+  /** The statements of a two-phase commit branch named by a global id (a plain `[A-Za-z0-9_]` string). */
+  readonly twoPhase: TwoPhaseSql
+}
+
+/**
+ * An engine's two-phase commit statements: PostgreSQL's `PREPARE
+ * TRANSACTION`, MySQL's and MariaDB's XA.
+ *
+ * @since 0.3.0
+ */
+export interface TwoPhaseSql {
+  readonly begin: (gid: string) => ReadonlyArray<string>
+  /** Ends the branch's work and prepares it: from then on it survives a crash, waiting for COMMIT or ROLLBACK. */
+  readonly prepare: (gid: string) => ReadonlyArray<string>
+  /** Commits a branch that was never prepared (the only one of its transaction). */
+  readonly commitOnePhase: (gid: string) => ReadonlyArray<string>
+  /** Rolls back a branch that was never prepared; each statement may fail harmlessly. */
+  readonly rollbackActive: (gid: string) => ReadonlyArray<string>
+  readonly commitPrepared: (gid: string) => string
+  readonly rollbackPrepared: (gid: string) => string
+  /** A query listing the branches prepared on this database and not yet decided, in a `gid` (or XA RECOVER's `data`) column. */
+  readonly listPrepared: string
+  /** A prepared branch keeps its session busy until it is decided (XA): such a session is closed, never reused. */
+  readonly preparedHoldsSession: boolean
 }
 
 /**
@@ -106,7 +130,17 @@ export const postgres: Dialect = {
   onConflict: (keys, update) =>
     update === undefined || update.length === 0
       ? ` ON CONFLICT (${keys.join(", ")}) DO NOTHING`
-      : ` ON CONFLICT (${keys.join(", ")}) DO UPDATE SET ${update.map((c) => `${c} = EXCLUDED.${c}`).join(", ")}`
+      : ` ON CONFLICT (${keys.join(", ")}) DO UPDATE SET ${update.map((c) => `${c} = EXCLUDED.${c}`).join(", ")}`,
+  twoPhase: {
+    begin: () => ["BEGIN"],
+    prepare: (gid) => [`PREPARE TRANSACTION '${gid}'`],
+    commitOnePhase: () => ["COMMIT"],
+    rollbackActive: () => ["ROLLBACK"],
+    commitPrepared: (gid) => `COMMIT PREPARED '${gid}'`,
+    rollbackPrepared: (gid) => `ROLLBACK PREPARED '${gid}'`,
+    listPrepared: "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()",
+    preparedHoldsSession: false
+  }
 }
 
 /**
@@ -140,5 +174,16 @@ export const mysql: Dialect = {
   onConflict: (keys, update) =>
     ` ON DUPLICATE KEY UPDATE ${
       (update === undefined || update.length === 0 ? [keys[0]!] : update).map((c) => `${c} = VALUES(${c})`).join(", ")
-    }`
+    }`,
+  twoPhase: {
+    begin: (gid) => [`XA START '${gid}'`],
+    prepare: (gid) => [`XA END '${gid}'`, `XA PREPARE '${gid}'`],
+    commitOnePhase: (gid) => [`XA END '${gid}'`, `XA COMMIT '${gid}' ONE PHASE`],
+    rollbackActive: (gid) => [`XA END '${gid}'`, `XA ROLLBACK '${gid}'`],
+    commitPrepared: (gid) => `XA COMMIT '${gid}'`,
+    rollbackPrepared: (gid) => `XA ROLLBACK '${gid}'`,
+    // XA RECOVER lists the whole server's branches, whichever database they wrote: callers filter by their gids
+    listPrepared: "XA RECOVER",
+    preparedHoldsSession: true
+  }
 }

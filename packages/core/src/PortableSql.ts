@@ -318,7 +318,7 @@ const upper = (c: number): number => (c >= 97 && c <= 122 ? c - 32 : c)
  * Whether a statement changes session state that would outlive it and leak
  * to the next borrower of the connection: `SET` (but not `SET LOCAL`,
  * `SET TRANSACTION` or `SET CONSTRAINTS`, which end with the transaction),
- * `RESET`, `CREATE TEMP[ORARY]`, `LISTEN`, `PREPARE`, `DECLARE … WITH HOLD`,
+ * `RESET`, `CREATE TEMP[ORARY]`, `LISTEN`, `PREPARE` (not `PREPARE TRANSACTION`), `DECLARE … WITH HOLD`,
  * `LOAD` and MySQL's `USE`. It looks at the first words only, so a change made
  * inside a function (`set_config(…, false)`) is not seen.
  *
@@ -360,9 +360,11 @@ export const changesSessionState = (sql: string): boolean => {
     case "SET":
       return second !== "LOCAL" && second !== "TRANSACTION" && second !== "CONSTRAINTS" &&
         !(second === "SESSION" && third === "CHARACTERISTICS")
+    case "PREPARE":
+      // PREPARE TRANSACTION hands the transaction to the server and leaves the session as it was
+      return second !== "TRANSACTION"
     case "RESET":
     case "LISTEN":
-    case "PREPARE":
     case "LOAD":
     case "USE":
       return true

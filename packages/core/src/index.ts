@@ -56,5 +56,7 @@ export * as Retry from "./Retry.js"
 export * as Runner from "./Runner.js"
 /** @since 0.1.0 */
 export * as ScalingAdvisor from "./ScalingAdvisor.js"
+/** @since 0.3.0 */
+export * as TwoPhase from "./TwoPhase.js"
 /** @since 0.1.0 */
 export * as StatementCache from "./StatementCache.js"

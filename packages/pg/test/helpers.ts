@@ -1,3 +1,5 @@
+import { PgDatabase } from "@effect-dal/pg"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Pg from "pg"
 
@@ -40,3 +42,15 @@ export const schemaFor = (name: string) => ({
 export const on = (url: string, sql: string, params: Array<unknown> = []) =>
   admin(async (c) => (await c.query(sql, params)).rows, url)
 
+/** A shard node of the 2PC suite: one database on a server, its own small pool. */
+export const shardNodeLayer = (
+  endpoint: { readonly host: string; readonly port: number; readonly database: string },
+  alias: string,
+  statementTimeout?: Duration.DurationInput
+) =>
+  PgDatabase.layer({
+    url: `postgres://postgres@${endpoint.host}:${endpoint.port}/${endpoint.database}`,
+    alias,
+    pool: { min: 1, max: 10 },
+    statementTimeout
+  })

@@ -11,7 +11,7 @@ import type { DbError, DbService, ExecuteOptions } from "@effect-dal/core"
 import { Db } from "@effect-dal/core"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Data from "effect/Data"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -21,7 +21,18 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as MetricLabel from "effect/MetricLabel"
 import * as Schedule from "effect/Schedule"
+import type { RecoveryReport } from "./internal/atomicCommit.js"
+import { AtomicCommitAborted, currentAtomic, makeCoordinator, twoPhaseMetrics } from "./internal/atomicCommit.js"
 import { hashInt8, hashText, hashUuid } from "./internal/pgHash.js"
+
+export {
+  /** @since 0.3.0 */
+  AtomicCommitAborted
+}
+export type {
+  /** @since 0.3.0 */
+  RecoveryReport
+}
 
 /**
  * The PostgreSQL type of the shard key column: `bigint` (also `int`,
@@ -76,7 +87,7 @@ export class CrossShardTransaction extends Data.TaggedError("CrossShardTransacti
   readonly transient = false
   override get message(): string {
     return `a transaction on shard node "${this.from}" reached for node "${this.to}": cross-shard transactions are refused ` +
-      `(keep a transaction's keys on one node, or run it with two-phase commit when it becomes available)`
+      `(keep a transaction's keys on one node, or make it atomic across nodes with Sharding.withAtomicTransaction)`
   }
 }
 
@@ -96,7 +107,8 @@ export const metrics = {
   /** Cross-shard transactions refused. */
   crossShardRefusals: Metric.counter("dal.sharding.cross_shard_refusals", { incremental: true }),
   /** The version of the map the router uses. */
-  mapVersion: Metric.gauge("dal.sharding.map_version")
+  mapVersion: Metric.gauge("dal.sharding.map_version"),
+  ...twoPhaseMetrics
 } as const
 
 /** The node the fiber's routed work runs on, for the cross-shard check. */
@@ -233,7 +245,7 @@ export interface Sharded {
   /** Runs `effect` with `Db` (and `SqlClient`) being the node that owns `key`: a transaction inside stays there. */
   readonly forKey: (key: unknown) => <A, E, R>(
     effect: Effect.Effect<A, E, R>
-  ) => Effect.Effect<A, E | ShardKeyError | CrossShardTransaction, Exclude<R, Db | SqlClient.SqlClient>>
+  ) => Effect.Effect<A, E | ShardKeyError | CrossShardTransaction | DbError.DbError, Exclude<R, Db | SqlClient.SqlClient>>
   /** One statement on the node that owns `key`. */
   readonly execute: <A extends object = Record<string, unknown>>(
     key: unknown,
@@ -247,6 +259,32 @@ export interface Sharded {
     params?: ReadonlyArray<unknown>,
     options?: FanOutOptions
   ) => Effect.Effect<FanOutResult<A>, DbError.DbError>
+  /**
+   * Runs `effect` as one transaction over every node it touches, with
+   * two-phase commit: all of its writes commit, or none. Routed work inside
+   * (`forKey`, `execute`) runs in each node's branch; a fan-out reads outside.
+   */
+  readonly withAtomicTransaction: <A, E, R>(
+    effect: Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E | DbError.DbError | AtomicCommitAborted, R>
+  /**
+   * Decides the prepared branches left by coordinators that stopped: from the
+   * decision log, "abort" where there is none. Branches younger than
+   * `olderThan` (default 0) with no decision are left to their coordinator.
+   */
+  readonly recover: (options?: { readonly olderThan?: Duration.DurationInput | undefined }) => Effect.Effect<RecoveryReport, DbError.DbError>
+}
+
+/**
+ * Where the 2PC decision log lives: a table on one node.
+ *
+ * @since 0.3.0
+ */
+export interface DecisionLog {
+  /** The node holding it; default the map's node, else the first node. */
+  readonly node?: string | undefined
+  /** Default `dal_2pc_log`. */
+  readonly table?: string | undefined
 }
 
 const compareValues = (x: unknown, y: unknown): number => {
@@ -275,10 +313,17 @@ export const make = (options: {
   readonly keyType: KeyType
   readonly virtualShards?: number | undefined
   readonly map?: ShardMap | undefined
+  readonly decisionLog?: DecisionLog | undefined
 }): Sharded => {
   const virtualShards = options.virtualShards ?? DEFAULT_VIRTUAL_SHARDS
   const names = Object.keys(options.nodes)
   const labels = [MetricLabel.make("sharding.name", options.name ?? "sharded")]
+  const coordinator = makeCoordinator({
+    name: options.name ?? "sharded",
+    nodes: options.nodes,
+    log: { node: options.decisionLog?.node ?? names[0]!, table: options.decisionLog?.table ?? "dal_2pc_log" },
+    labels
+  })
   const count = (metric: Metric.Metric.Counter<number>) => metric.unsafeUpdate(1, labels)
   // one engine per sharded database
   const dialect = options.nodes[names[0]!]?.dialect.name ?? "pg"
@@ -316,22 +361,25 @@ export const make = (options: {
   const onNode = <A, E, R>(
     name: string,
     effect: Effect.Effect<A, E, R>
-  ): Effect.Effect<A, E | CrossShardTransaction, Exclude<R, Db | SqlClient.SqlClient>> =>
+  ): Effect.Effect<A, E | CrossShardTransaction | DbError.DbError, Exclude<R, Db | SqlClient.SqlClient>> =>
     Effect.withFiberRuntime((fiber) => {
-      const refused = crossing(fiber, name)
-      if (refused !== undefined) return Effect.fail(refused)
       const node = options.nodes[name]!
-      return effect.pipe(
+      const routed = effect.pipe(
         Effect.provideService(Db, node),
         Effect.provideService(SqlClient.SqlClient, node.sql),
         Effect.locally(currentNode, name)
       ) as Effect.Effect<A, E, Exclude<R, Db | SqlClient.SqlClient>>
+      const atomic = fiber.getFiberRef(currentAtomic)
+      // inside an atomic transaction, each node's work runs in that node's branch
+      if (atomic !== undefined) return Effect.flatMap(coordinator.branch(atomic, name), (branch) => branch.run(routed))
+      const refused = crossing(fiber, name)
+      return refused === undefined ? routed : Effect.fail(refused)
     })
 
   const forKey = (key: unknown) =>
   <A, E, R>(
     effect: Effect.Effect<A, E, R>
-  ): Effect.Effect<A, E | ShardKeyError | CrossShardTransaction, Exclude<R, Db | SqlClient.SqlClient>> =>
+  ): Effect.Effect<A, E | ShardKeyError | CrossShardTransaction | DbError.DbError, Exclude<R, Db | SqlClient.SqlClient>> =>
     Either.match(nodeOf(key), { onLeft: (error) => Effect.fail(error), onRight: (name) => onNode(name, effect) })
 
   const fanOut = <A extends object>(
@@ -450,11 +498,17 @@ export const make = (options: {
         onLeft: (error) => Effect.fail(error),
         onRight: (name) =>
           Effect.withFiberRuntime((fiber) => {
+            if (fiber.getFiberRef(currentAtomic) !== undefined) {
+              return onNode(name, options.nodes[name]!.execute(sql, params, executeOptions))
+            }
             const refused = crossing(fiber, name)
             return refused === undefined ? options.nodes[name]!.execute(sql, params, executeOptions) : Effect.fail(refused)
           })
       }),
-    fanOut
+    fanOut,
+    withAtomicTransaction: coordinator.withAtomicTransaction,
+    recover: (recoverOptions) =>
+      coordinator.recover(recoverOptions?.olderThan === undefined ? 0 : Duration.toMillis(recoverOptions.olderThan))
   }
 }
 
@@ -468,7 +522,7 @@ export class Sharding extends Context.Tag("@effect-dal/routing/Sharding")<Shardi
   static forKey = (key: unknown) =>
   <A, E, R>(
     effect: Effect.Effect<A, E, R>
-  ): Effect.Effect<A, E | ShardKeyError | CrossShardTransaction, Exclude<R, Db | SqlClient.SqlClient> | Sharding> =>
+  ): Effect.Effect<A, E | ShardKeyError | CrossShardTransaction | DbError.DbError, Exclude<R, Db | SqlClient.SqlClient> | Sharding> =>
     Effect.flatMap(Sharding, (sharded) => sharded.forKey(key)(effect))
 
   /** One statement on the node that owns `key`. */
@@ -487,6 +541,17 @@ export class Sharding extends Context.Tag("@effect-dal/routing/Sharding")<Shardi
     options?: FanOutOptions
   ): Effect.Effect<FanOutResult<A>, DbError.DbError, Sharding> =>
     Effect.flatMap(Sharding, (sharded) => sharded.fanOut<A>(sql, params, options))
+
+  /** Runs `effect` atomically over every node it touches (two-phase commit). */
+  static withAtomicTransaction = <A, E, R>(
+    effect: Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | DbError.DbError | AtomicCommitAborted, R | Sharding> =>
+    Effect.flatMap(Sharding, (sharded) => sharded.withAtomicTransaction(effect))
+
+  /** Decides the prepared branches that stopped coordinators left. */
+  static recover = (
+    options?: { readonly olderThan?: Duration.DurationInput | undefined }
+  ): Effect.Effect<RecoveryReport, DbError.DbError, Sharding> => Effect.flatMap(Sharding, (sharded) => sharded.recover(options))
 }
 
 /**
@@ -548,6 +613,17 @@ export const layer = <E>(options: {
   readonly virtualShards?: number | undefined
   /** A fixed map, or a table that holds it (seeded with an even map when empty) and is polled for new versions. */
   readonly map?: ShardMap | MapTable | undefined
+  /** The 2PC decision log; default on the map's node, else the first node. */
+  readonly decisionLog?: DecisionLog | undefined
+  /**
+   * Recovery of prepared branches left by stopped coordinators: at startup,
+   * then `every` (default 10 seconds); undecided branches younger than
+   * `grace` (default 5 seconds) are left to their coordinator.
+   */
+  readonly recovery?: {
+    readonly every?: Duration.DurationInput | undefined
+    readonly grace?: Duration.DurationInput | undefined
+  } | undefined
 }): Layer.Layer<Sharding, E | DbError.DbError> =>
   Layer.scoped(
     Sharding,
@@ -559,23 +635,36 @@ export const layer = <E>(options: {
       }
       const virtualShards = options.virtualShards ?? DEFAULT_VIRTUAL_SHARDS
       const source = options.map
+      const common = { name: options.name, nodes, keyType: options.keyType, virtualShards }
+      let sharded: Sharded
       if (source === undefined || "assignment" in source) {
-        return make({ name: options.name, nodes, keyType: options.keyType, virtualShards, map: source })
+        sharded = make({ ...common, map: source, decisionLog: options.decisionLog })
+      } else {
+        const holder = nodes[source.node]
+        if (holder === undefined) return yield* Effect.die(new Error(`the shard map's node "${source.node}" is not configured`))
+        let initial = yield* Effect.catchAll(readMap(holder, source.table), () => Effect.succeed(undefined))
+        if (initial === undefined) {
+          initial = evenMap(Object.keys(nodes), virtualShards)
+          yield* writeMap(holder, initial, source.table)
+        }
+        const made = make({ ...common, map: initial, decisionLog: { node: source.node, ...options.decisionLog } })
+        sharded = made
+        // routers follow new versions; a failed poll keeps the map they have
+        const poll = Effect.flatMap(Effect.either(readMap(holder, source.table)), (read) =>
+          Effect.sync(() => {
+            if (Either.isRight(read) && read.right !== undefined) made.useMap(read.right)
+          }))
+        yield* Effect.forkScoped(Effect.repeat(poll, Schedule.spaced(source.pollInterval ?? "1 second")))
       }
-      const holder = nodes[source.node]
-      if (holder === undefined) return yield* Effect.die(new Error(`the shard map's node "${source.node}" is not configured`))
-      let initial = yield* Effect.catchAll(readMap(holder, source.table), () => Effect.succeed(undefined))
-      if (initial === undefined) {
-        initial = evenMap(Object.keys(nodes), virtualShards)
-        yield* writeMap(holder, initial, source.table)
-      }
-      const sharded = make({ name: options.name, nodes, keyType: options.keyType, virtualShards, map: initial })
-      // routers follow new versions; a failed poll keeps the map they have
-      const poll = Effect.flatMap(Effect.either(readMap(holder, source.table)), (read) =>
-        Effect.sync(() => {
-          if (Either.isRight(read) && read.right !== undefined) sharded.useMap(read.right)
-        }))
-      yield* Effect.forkScoped(Effect.repeat(poll, Schedule.spaced(source.pollInterval ?? "1 second")))
+      // prepared branches that stopped coordinators left: decided at startup, then periodically
+      const grace = options.recovery?.grace ?? "5 seconds"
+      const recovery = Effect.catchAll(
+        sharded.recover({ olderThan: grace }),
+        (error) => Effect.as(Effect.logWarning(`2PC recovery could not run: ${error.message}`), undefined)
+      )
+      yield* recovery
+      const every = options.recovery?.every ?? "10 seconds"
+      yield* Effect.forkScoped(Effect.forever(Effect.zipRight(Effect.sleep(every), recovery)))
       return sharded
     })
   )

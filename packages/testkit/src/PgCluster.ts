@@ -113,11 +113,15 @@ export interface PgServer extends PgCluster {
  *
  * @since 0.1.0
  */
-export const make = (port: number): Effect.Effect<PgCluster, never, Scope.Scope> =>
+export const make = (
+  port: number,
+  /** Server settings (`-c name=value` pairs, without the `-c`), e.g. `max_prepared_transactions=20`. */
+  settings: ReadonlyArray<string> = []
+): Effect.Effect<PgCluster, never, Scope.Scope> =>
   Effect.acquireRelease(
     Effect.sync(() => {
       const dir = ownedDir("dal-pgcluster-")
-      const primary = server(dir, port)
+      const primary = server(dir, port, settings.map((s) => `-c ${s}`))
       run("initdb", ["-D", primary.data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"])
       primary.start()
       return { dir, primary }

@@ -5,6 +5,10 @@
  * @since 0.1.0
  */
 
+/** @since 0.3.0 */
+export * as AtomicCoordinator from "./AtomicCoordinator.js"
+/** @since 0.3.0 */
+export * as AtomicSuite from "./AtomicSuite.js"
 /** @since 0.1.0 */
 export * as Bank from "./Bank.js"
 /** @since 0.1.0 */
