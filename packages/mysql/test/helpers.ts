@@ -1,3 +1,5 @@
+import { MysqlDatabase } from "@effect-dal/mysql"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Mysql from "mysql2/promise"
 
@@ -40,3 +42,16 @@ export const scopedDatabase = (name: string) =>
     admin((c) => c.query(`CREATE DATABASE IF NOT EXISTS \`${name}\``)),
     () => admin((c) => c.query(`DROP DATABASE IF EXISTS \`${name}\``))
   )
+
+/** A shard node of the 2PC suite: one database on a server, its own small pool. */
+export const shardNodeLayer = (
+  endpoint: { readonly host: string; readonly port: number; readonly database: string },
+  alias: string,
+  statementTimeout?: Duration.DurationInput
+) =>
+  MysqlDatabase.layer({
+    url: `mysql://root@${endpoint.host}:${endpoint.port}/${endpoint.database}`,
+    alias,
+    pool: { min: 1, max: 10 },
+    statementTimeout
+  })
