@@ -21,8 +21,11 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as MetricLabel from "effect/MetricLabel"
 import * as Schedule from "effect/Schedule"
+import { randomBytes } from "node:crypto"
 import type { RecoveryReport } from "./internal/atomicCommit.js"
 import { AtomicCommitAborted, currentAtomic, makeCoordinator, twoPhaseMetrics } from "./internal/atomicCommit.js"
+import type { MoveOptions, MoveReport } from "./internal/move.js"
+import { acknowledge, move as moveShard, routersTable } from "./internal/move.js"
 import { hashInt8, hashText, hashUuid } from "./internal/pgHash.js"
 
 export {
@@ -30,6 +33,10 @@ export {
   AtomicCommitAborted
 }
 export type {
+  /** @since 0.3.0 */
+  MoveOptions,
+  /** @since 0.3.0 */
+  MoveReport,
   /** @since 0.3.0 */
   RecoveryReport
 }
@@ -92,6 +99,48 @@ export class CrossShardTransaction extends Data.TaggedError("CrossShardTransacti
 }
 
 /**
+ * A call waited longer than `freezeTimeout` for a virtual shard that is being
+ * moved (or whose move stopped part-way: run `move` again to finish it).
+ * Nothing was sent.
+ *
+ * @since 0.3.0
+ */
+export class ShardFrozen extends Data.TaggedError("ShardFrozen")<{
+  readonly vshard: number | undefined
+  readonly waitedMillis: number
+}> {
+  /** @since 0.3.0 */
+  readonly category = "unavailable" as const
+  /** @since 0.3.0 */
+  readonly transient = true
+  override get message(): string {
+    return `${this.vshard === undefined ? "a fan-out" : `virtual shard ${this.vshard}`} waited ${this.waitedMillis} ms for a shard move to finish`
+  }
+}
+
+/**
+ * A move could not be done; `stage` says how far it got. Before `cutover`
+ * the virtual shard stays where it was; from `cutover` on it stays frozen
+ * until `move` is run again to finish.
+ *
+ * @since 0.3.0
+ */
+export class ShardMoveFailed extends Data.TaggedError("ShardMoveFailed")<{
+  readonly vshard: number
+  readonly stage: "check" | "copy" | "freeze" | "cutover" | "cleanup"
+  readonly detail: string
+  readonly cause?: unknown
+}> {
+  /** @since 0.3.0 */
+  readonly category = "unavailable" as const
+  /** @since 0.3.0 */
+  readonly transient = false
+  override get message(): string {
+    return `moving virtual shard ${this.vshard} failed at ${this.stage}: ${this.detail}`
+  }
+}
+
+/**
  * The sharding metrics, labelled `sharding.name`. Each node's pool, breaker
  * and statements have their own metrics, labelled by the node's alias.
  *
@@ -108,6 +157,12 @@ export const metrics = {
   crossShardRefusals: Metric.counter("dal.sharding.cross_shard_refusals", { incremental: true }),
   /** The version of the map the router uses. */
   mapVersion: Metric.gauge("dal.sharding.map_version"),
+  /** Virtual shards moved. */
+  moves: Metric.counter("dal.sharding.moves", { incremental: true }),
+  /** Rows a move copied. */
+  movedRows: Metric.counter("dal.sharding.moved_rows", { incremental: true }),
+  /** How long the last move held its virtual shard frozen, ms. */
+  moveFreezeMillis: Metric.gauge("dal.sharding.move_freeze_ms"),
   ...twoPhaseMetrics
 } as const
 
@@ -173,6 +228,8 @@ export const shardOf = (
 export interface ShardMap {
   readonly version: number
   readonly assignment: ReadonlyArray<string>
+  /** Virtual shards being moved: their routed calls, and every fan-out, wait until they are not. */
+  readonly frozen?: ReadonlyArray<number> | undefined
 }
 
 /**
@@ -242,23 +299,33 @@ export interface Sharded {
   readonly useMap: (map: ShardMap) => boolean
   /** The node that owns `key`. */
   readonly nodeOf: (key: unknown) => Either.Either<string, ShardKeyError>
+  /** The virtual shard of `key`. */
+  readonly vshardOf: (key: unknown) => Either.Either<number, ShardKeyError>
+  /**
+   * Moves virtual shard `vshard` to node `to`, online, with a short freeze
+   * at cutover (see the README's "Moving a shard"); the tables declared in
+   * `tables` move with it. Run again after a failure, it resumes.
+   */
+  readonly move: (vshard: number, to: string, options?: MoveOptions) => Effect.Effect<MoveReport, ShardMoveFailed>
+  /** Waits until nothing routed to `vshards`, and no fan-out, is in flight on this router (before acknowledging a freeze). */
+  readonly quiesce: (vshards: ReadonlyArray<number>) => Effect.Effect<void, ShardFrozen>
   /** Runs `effect` with `Db` (and `SqlClient`) being the node that owns `key`: a transaction inside stays there. */
   readonly forKey: (key: unknown) => <A, E, R>(
     effect: Effect.Effect<A, E, R>
-  ) => Effect.Effect<A, E | ShardKeyError | CrossShardTransaction | DbError.DbError, Exclude<R, Db | SqlClient.SqlClient>>
+  ) => Effect.Effect<A, E | ShardKeyError | CrossShardTransaction | ShardFrozen | DbError.DbError, Exclude<R, Db | SqlClient.SqlClient>>
   /** One statement on the node that owns `key`. */
   readonly execute: <A extends object = Record<string, unknown>>(
     key: unknown,
     sql: string,
     params?: ReadonlyArray<unknown>,
     options?: ExecuteOptions
-  ) => Effect.Effect<ReadonlyArray<A>, DbError.DbError | ShardKeyError | CrossShardTransaction>
+  ) => Effect.Effect<ReadonlyArray<A>, DbError.DbError | ShardKeyError | CrossShardTransaction | ShardFrozen>
   /** One statement on every node, in parallel, merged. */
   readonly fanOut: <A extends object = Record<string, unknown>>(
     sql: string,
     params?: ReadonlyArray<unknown>,
     options?: FanOutOptions
-  ) => Effect.Effect<FanOutResult<A>, DbError.DbError>
+  ) => Effect.Effect<FanOutResult<A>, DbError.DbError | ShardFrozen>
   /**
    * Runs `effect` as one transaction over every node it touches, with
    * two-phase commit: all of its writes commit, or none. Routed work inside
@@ -314,6 +381,16 @@ export const make = (options: {
   readonly virtualShards?: number | undefined
   readonly map?: ShardMap | undefined
   readonly decisionLog?: DecisionLog | undefined
+  /** The sharded tables and their key columns (`{ accounts: "id" }`): what `move` moves. */
+  readonly tables?: Readonly<Record<string, string>> | undefined
+  /** The table the map is kept in, if any: `move` publishes there, and waits for the routers polling it. */
+  readonly mapTable?: MapTable | undefined
+  /** This router's id in the map table's registry; default random. */
+  readonly routerId?: string | undefined
+  /** How long a call waits for a frozen virtual shard before `ShardFrozen`; default 30 seconds. */
+  readonly freezeTimeout?: Duration.DurationInput | undefined
+  /** A router that has not polled the map table for this long is presumed gone by a move; default 10 seconds. */
+  readonly routerLease?: Duration.DurationInput | undefined
 }): Sharded => {
   const virtualShards = options.virtualShards ?? DEFAULT_VIRTUAL_SHARDS
   const names = Object.keys(options.nodes)
@@ -342,11 +419,43 @@ export const make = (options: {
   const problem = invalid(map)
   if (problem !== undefined) throw new Error(problem)
   metrics.mapVersion.unsafeUpdate(map.version, labels)
-  const nodeOf = (key: unknown): Either.Either<string, ShardKeyError> => {
+  const vshardOf = (key: unknown): Either.Either<number, ShardKeyError> => {
     const shard = shardOf(key, { keyType: options.keyType, virtualShards })
     if (Either.isLeft(shard)) count(metrics.keyErrors)
-    return Either.map(shard, (vshard) => map.assignment[vshard]!)
+    return shard
   }
+  const nodeOf = (key: unknown): Either.Either<string, ShardKeyError> =>
+    Either.map(vshardOf(key), (vshard) => map.assignment[vshard]!)
+
+  // the freeze of a move: calls routed to a frozen virtual shard, and fan-outs while any is frozen, wait.
+  // What is in flight is counted, so that a freeze can wait for it to finish.
+  let frozen = new Set(map.frozen ?? [])
+  const inFlight = new Int32Array(virtualShards)
+  let fanOutsInFlight = 0
+  const freezeTimeout = Duration.toMillis(options.freezeTimeout ?? "30 seconds")
+  const waitWhile = (isFrozen: () => boolean, vshard: number | undefined): Effect.Effect<void, ShardFrozen> => {
+    const started = Date.now()
+    const poll: Effect.Effect<void, ShardFrozen> = Effect.suspend(() => {
+      if (!isFrozen()) return Effect.void
+      const waited = Date.now() - started
+      return waited > freezeTimeout
+        ? Effect.fail(new ShardFrozen({ vshard, waitedMillis: waited }))
+        : Effect.zipRight(Effect.sleep(5), poll)
+    })
+    return poll
+  }
+  /** Runs `f` with the node that owns `vshard` now, counted in flight; waits first while the shard is frozen. */
+  const routed = <A, E, R>(vshard: number, f: (node: string) => Effect.Effect<A, E, R>): Effect.Effect<A, E | ShardFrozen, R> => {
+    const run: Effect.Effect<A, E | ShardFrozen, R> = Effect.suspend(() => {
+      // checked and counted in one synchronous step: a freeze sees every call that got past it
+      if (frozen.has(vshard)) return Effect.zipRight(waitWhile(() => frozen.has(vshard), vshard), run)
+      inFlight[vshard]!++
+      return Effect.ensuring(f(map.assignment[vshard]!), Effect.sync(() => inFlight[vshard]!--))
+    })
+    return run
+  }
+  const quiesce = (vshards: ReadonlyArray<number>) =>
+    waitWhile(() => fanOutsInFlight > 0 || vshards.some((v) => inFlight[v]! > 0), undefined)
 
   /** The refusal, when the fiber is inside a transaction on another node than `name`. */
   const crossing = (fiber: Fiber.RuntimeFiber<unknown, unknown>, name: string): CrossShardTransaction | undefined => {
@@ -379,10 +488,31 @@ export const make = (options: {
   const forKey = (key: unknown) =>
   <A, E, R>(
     effect: Effect.Effect<A, E, R>
-  ): Effect.Effect<A, E | ShardKeyError | CrossShardTransaction | DbError.DbError, Exclude<R, Db | SqlClient.SqlClient>> =>
-    Either.match(nodeOf(key), { onLeft: (error) => Effect.fail(error), onRight: (name) => onNode(name, effect) })
+  ): Effect.Effect<
+    A,
+    E | ShardKeyError | CrossShardTransaction | ShardFrozen | DbError.DbError,
+    Exclude<R, Db | SqlClient.SqlClient>
+  > =>
+    Either.match(vshardOf(key), {
+      onLeft: (error) => Effect.fail(error),
+      onRight: (vshard) => routed(vshard, (name) => onNode(name, effect))
+    })
 
+  // a move's freeze holds fan-outs: while its rows are on two nodes, they would be counted twice
   const fanOut = <A extends object>(
+    sql: string,
+    params?: ReadonlyArray<unknown>,
+    fanOptions?: FanOutOptions
+  ): Effect.Effect<FanOutResult<A>, DbError.DbError | ShardFrozen> => {
+    const run: Effect.Effect<FanOutResult<A>, DbError.DbError | ShardFrozen> = Effect.suspend(() => {
+      if (frozen.size > 0) return Effect.zipRight(waitWhile(() => frozen.size > 0, undefined), run)
+      fanOutsInFlight++
+      return Effect.ensuring(fanOutNow<A>(sql, params, fanOptions), Effect.sync(() => fanOutsInFlight--))
+    })
+    return run
+  }
+
+  const fanOutNow = <A extends object>(
     sql: string,
     params: ReadonlyArray<unknown> = [],
     fanOptions: FanOutOptions = {}
@@ -478,38 +608,82 @@ export const make = (options: {
       return { rows: out, failed }
     })
 
-  return {
+  const useMap = (next: ShardMap): boolean => {
+    // an older version, or one that does not fit this router's nodes, is not taken
+    if (next.version <= map.version || invalid(next) !== undefined) return false
+    map = next
+    frozen = new Set(next.frozen ?? [])
+    metrics.mapVersion.unsafeUpdate(map.version, labels)
+    return true
+  }
+  const routerId = options.routerId ?? randomBytes(8).toString("hex")
+  const mapTable = options.mapTable
+  const holder = mapTable === undefined ? undefined : options.nodes[mapTable.node]
+  const table = mapTable?.table ?? "dal_shard_map"
+  const lease = Duration.toMillis(options.routerLease ?? "10 seconds")
+  /** Waits until every router seen within the lease has taken `version`: a silent one is presumed gone. */
+  const acknowledged = (version: number): Effect.Effect<void, DbError.DbError> => {
+    if (holder === undefined) return Effect.void
+    const deadline = Date.now() + lease
+    const check: Effect.Effect<void, DbError.DbError> = Effect.flatMap(
+      Effect.catchAll(
+        holder.execute<{ router: string; version: unknown }>(
+          `SELECT [router], [version] FROM [${routersTable(table)}] WHERE [seen_at] > ?`,
+          [Date.now() - lease]
+        ),
+        () => Effect.succeed([])
+      ),
+      (rows) =>
+        rows.every((r) => r.router === routerId || Number(r.version) >= version) || Date.now() > deadline
+          ? Effect.void
+          : Effect.zipRight(Effect.sleep(20), check)
+    )
+    return check
+  }
+  const sharded: Sharded = {
     keyType: options.keyType,
     virtualShards,
     nodes: options.nodes,
     map: () => map,
-    useMap: (next) => {
-      // an older version, or one that does not fit this router's nodes, is not taken
-      if (next.version <= map.version || invalid(next) !== undefined) return false
-      map = next
-      metrics.mapVersion.unsafeUpdate(map.version, labels)
-      return true
-    },
+    useMap,
     nodeOf,
+    vshardOf,
     forKey,
     // the short form needs no context of its own: the node runs the statement directly
     execute: (key, sql, params, executeOptions) =>
-      Either.match(nodeOf(key), {
+      Either.match(vshardOf(key), {
         onLeft: (error) => Effect.fail(error),
-        onRight: (name) =>
-          Effect.withFiberRuntime((fiber) => {
-            if (fiber.getFiberRef(currentAtomic) !== undefined) {
-              return onNode(name, options.nodes[name]!.execute(sql, params, executeOptions))
-            }
-            const refused = crossing(fiber, name)
-            return refused === undefined ? options.nodes[name]!.execute(sql, params, executeOptions) : Effect.fail(refused)
-          })
+        onRight: (vshard) =>
+          routed(vshard, (name) =>
+            Effect.withFiberRuntime((fiber) => {
+              if (fiber.getFiberRef(currentAtomic) !== undefined) {
+                return onNode(name, options.nodes[name]!.execute(sql, params, executeOptions))
+              }
+              const refused = crossing(fiber, name)
+              return refused === undefined ? options.nodes[name]!.execute(sql, params, executeOptions) : Effect.fail(refused)
+            }))
       }),
     fanOut,
     withAtomicTransaction: coordinator.withAtomicTransaction,
     recover: (recoverOptions) =>
-      coordinator.recover(recoverOptions?.olderThan === undefined ? 0 : Duration.toMillis(recoverOptions.olderThan))
+      coordinator.recover(recoverOptions?.olderThan === undefined ? 0 : Duration.toMillis(recoverOptions.olderThan)),
+    quiesce,
+    move: (vshard, to, moveOptions) =>
+      moveShard({
+        nodes: options.nodes,
+        tables: options.tables ?? {},
+        labels,
+        map: () => map,
+        publish: (next) =>
+          holder === undefined
+            ? Effect.sync(() => void useMap(next))
+            : Effect.zipRight(writeMap(holder, next, table), Effect.sync(() => void useMap(next))),
+        quiesce,
+        acknowledged,
+        vshardOf: (key) => Either.getOrUndefined(shardOf(key, { keyType: options.keyType, virtualShards }))
+      }, vshard, to, moveOptions)
   }
+  return sharded
 }
 
 /**
@@ -522,7 +696,7 @@ export class Sharding extends Context.Tag("@effect-dal/routing/Sharding")<Shardi
   static forKey = (key: unknown) =>
   <A, E, R>(
     effect: Effect.Effect<A, E, R>
-  ): Effect.Effect<A, E | ShardKeyError | CrossShardTransaction | DbError.DbError, Exclude<R, Db | SqlClient.SqlClient> | Sharding> =>
+  ): Effect.Effect<A, E | ShardKeyError | CrossShardTransaction | ShardFrozen | DbError.DbError, Exclude<R, Db | SqlClient.SqlClient> | Sharding> =>
     Effect.flatMap(Sharding, (sharded) => sharded.forKey(key)(effect))
 
   /** One statement on the node that owns `key`. */
@@ -531,7 +705,7 @@ export class Sharding extends Context.Tag("@effect-dal/routing/Sharding")<Shardi
     sql: string,
     params?: ReadonlyArray<unknown>,
     options?: ExecuteOptions
-  ): Effect.Effect<ReadonlyArray<A>, DbError.DbError | ShardKeyError | CrossShardTransaction, Sharding> =>
+  ): Effect.Effect<ReadonlyArray<A>, DbError.DbError | ShardKeyError | CrossShardTransaction | ShardFrozen, Sharding> =>
     Effect.flatMap(Sharding, (sharded) => sharded.execute<A>(key, sql, params, options))
 
   /** One statement on every node, merged. */
@@ -539,7 +713,7 @@ export class Sharding extends Context.Tag("@effect-dal/routing/Sharding")<Shardi
     sql: string,
     params?: ReadonlyArray<unknown>,
     options?: FanOutOptions
-  ): Effect.Effect<FanOutResult<A>, DbError.DbError, Sharding> =>
+  ): Effect.Effect<FanOutResult<A>, DbError.DbError | ShardFrozen, Sharding> =>
     Effect.flatMap(Sharding, (sharded) => sharded.fanOut<A>(sql, params, options))
 
   /** Runs `effect` atomically over every node it touches (two-phase commit). */
@@ -547,6 +721,10 @@ export class Sharding extends Context.Tag("@effect-dal/routing/Sharding")<Shardi
     effect: Effect.Effect<A, E, R>
   ): Effect.Effect<A, E | DbError.DbError | AtomicCommitAborted, R | Sharding> =>
     Effect.flatMap(Sharding, (sharded) => sharded.withAtomicTransaction(effect))
+
+  /** Moves virtual shard `vshard` to node `to`, online. */
+  static move = (vshard: number, to: string, options?: MoveOptions): Effect.Effect<MoveReport, ShardMoveFailed, Sharding> =>
+    Effect.flatMap(Sharding, (sharded) => sharded.move(vshard, to, options))
 
   /** Decides the prepared branches that stopped coordinators left. */
   static recover = (
@@ -576,11 +754,15 @@ export interface MapTable {
  */
 export const readMap = (db: DbService, table = "dal_shard_map"): Effect.Effect<ShardMap | undefined, DbError.DbError> =>
   Effect.map(
-    db.execute<{ vshard: number; node: string; version: unknown }>(
-      `SELECT [vshard], [node], [version] FROM [${table}] WHERE [version] = (SELECT max([version]) FROM [${table}]) ORDER BY [vshard]`
+    db.execute<{ vshard: number; node: string; version: unknown; frozen: unknown }>(
+      `SELECT [vshard], [node], [version], [frozen] FROM [${table}] WHERE [version] = (SELECT max([version]) FROM [${table}]) ORDER BY [vshard]`
     ),
     (rows) =>
-      rows.length === 0 ? undefined : { version: Number(rows[0]!.version), assignment: rows.map((r) => r.node) }
+      rows.length === 0 ? undefined : {
+        version: Number(rows[0]!.version),
+        assignment: rows.map((r) => r.node),
+        frozen: rows.filter((r) => Number(r.frozen) !== 0).map((r) => Number(r.vshard))
+      }
   )
 
 /**
@@ -591,10 +773,16 @@ export const readMap = (db: DbService, table = "dal_shard_map"): Effect.Effect<S
  */
 export const writeMap = (db: DbService, map: ShardMap, table = "dal_shard_map"): Effect.Effect<void, DbError.DbError> =>
   Effect.zipRight(
-    db.execute(`CREATE TABLE IF NOT EXISTS [${table}] ([version] bigint NOT NULL, [vshard] int NOT NULL, [node] varchar(200) NOT NULL, PRIMARY KEY ([version], [vshard]))`),
+    db.execute(
+      `CREATE TABLE IF NOT EXISTS [${table}] ([version] bigint NOT NULL, [vshard] int NOT NULL, [node] varchar(200) NOT NULL, ` +
+        `[frozen] smallint NOT NULL DEFAULT 0, PRIMARY KEY ([version], [vshard]))`
+    ),
     db.withTransaction(Effect.zipRight(
       db.execute(`DELETE FROM [${table}] WHERE [version] < ?`, [map.version - 1]),
-      db.insertMany(table, map.assignment.map((node, vshard) => ({ version: map.version, vshard, node })))
+      db.insertMany(
+        table,
+        map.assignment.map((node, vshard) => ({ version: map.version, vshard, node, frozen: map.frozen?.includes(vshard) ? 1 : 0 }))
+      )
     ))
   )
 
@@ -615,6 +803,10 @@ export const layer = <E>(options: {
   readonly map?: ShardMap | MapTable | undefined
   /** The 2PC decision log; default on the map's node, else the first node. */
   readonly decisionLog?: DecisionLog | undefined
+  /** The sharded tables and their key columns (`{ accounts: "id" }`): what `move` moves. */
+  readonly tables?: Readonly<Record<string, string>> | undefined
+  /** How long a call waits for a frozen virtual shard before `ShardFrozen`; default 30 seconds. */
+  readonly freezeTimeout?: Duration.DurationInput | undefined
   /**
    * Recovery of prepared branches left by stopped coordinators: at startup,
    * then `every` (default 10 seconds); undecided branches younger than
@@ -635,7 +827,15 @@ export const layer = <E>(options: {
       }
       const virtualShards = options.virtualShards ?? DEFAULT_VIRTUAL_SHARDS
       const source = options.map
-      const common = { name: options.name, nodes, keyType: options.keyType, virtualShards }
+      const common = {
+        name: options.name,
+        nodes,
+        keyType: options.keyType,
+        virtualShards,
+        tables: options.tables,
+        freezeTimeout: options.freezeTimeout
+      }
+      const routerId = randomBytes(8).toString("hex")
       let sharded: Sharded
       if (source === undefined || "assignment" in source) {
         sharded = make({ ...common, map: source, decisionLog: options.decisionLog })
@@ -647,13 +847,26 @@ export const layer = <E>(options: {
           initial = evenMap(Object.keys(nodes), virtualShards)
           yield* writeMap(holder, initial, source.table)
         }
-        const made = make({ ...common, map: initial, decisionLog: { node: source.node, ...options.decisionLog } })
+        const made = make({
+          ...common,
+          map: initial,
+          decisionLog: { node: source.node, ...options.decisionLog },
+          mapTable: source,
+          routerId
+        })
         sharded = made
-        // routers follow new versions; a failed poll keeps the map they have
-        const poll = Effect.flatMap(Effect.either(readMap(holder, source.table)), (read) =>
-          Effect.sync(() => {
-            if (Either.isRight(read) && read.right !== undefined) made.useMap(read.right)
-          }))
+        // routers follow new versions, and say which one they route by: a move waits for that.
+        // Under a freeze, a router says so only once nothing of its own is in flight on the frozen shards.
+        // A failed poll keeps the map they have.
+        const poll = Effect.flatMap(Effect.either(readMap(holder, source.table)), (read) => {
+          if (Either.isLeft(read) || read.right === undefined) return Effect.void
+          made.useMap(read.right)
+          const current = made.map()
+          return Effect.ignore(Effect.zipRight(
+            made.quiesce(current.frozen ?? []),
+            acknowledge(holder, source.table ?? "dal_shard_map", routerId, current.version)
+          ))
+        })
         yield* Effect.forkScoped(Effect.repeat(poll, Schedule.spaced(source.pollInterval ?? "1 second")))
       }
       // prepared branches that stopped coordinators left: decided at startup, then periodically
