@@ -119,6 +119,26 @@ export class ShardFrozen extends Data.TaggedError("ShardFrozen")<{
 }
 
 /**
+ * The router's map is older than its lease and could not be read again:
+ * routing by it could reach a node that no longer owns the key's shard.
+ * Nothing was sent.
+ *
+ * @since 0.3.0
+ */
+export class ShardMapStale extends Data.TaggedError("ShardMapStale")<{
+  readonly ageMillis: number
+  readonly cause: unknown
+}> {
+  /** @since 0.3.0 */
+  readonly category = "unavailable" as const
+  /** @since 0.3.0 */
+  readonly transient = true
+  override get message(): string {
+    return `the shard map was last read ${this.ageMillis} ms ago and cannot be read now: routing by it is refused`
+  }
+}
+
+/**
  * A move could not be done; `stage` says how far it got. Before `cutover`
  * the virtual shard stays where it was; from `cutover` on it stays frozen
  * until `move` is run again to finish.
@@ -307,19 +327,25 @@ export interface Sharded {
    * `tables` move with it. Run again after a failure, it resumes.
    */
   readonly move: (vshard: number, to: string, options?: MoveOptions) => Effect.Effect<MoveReport, ShardMoveFailed>
+  /**
+   * Reads the map table (when the map is kept in one) and routes by what it
+   * holds; under a freeze, waits for its own calls on the frozen shards and
+   * acknowledges the version. The layer's poller runs this.
+   */
+  readonly refreshMap: Effect.Effect<void, DbError.DbError | ShardFrozen | ShardMapStale>
   /** Waits until nothing routed to `vshards`, and no fan-out, is in flight on this router (before acknowledging a freeze). */
   readonly quiesce: (vshards: ReadonlyArray<number>) => Effect.Effect<void, ShardFrozen>
   /** Runs `effect` with `Db` (and `SqlClient`) being the node that owns `key`: a transaction inside stays there. */
   readonly forKey: (key: unknown) => <A, E, R>(
     effect: Effect.Effect<A, E, R>
-  ) => Effect.Effect<A, E | ShardKeyError | CrossShardTransaction | ShardFrozen | DbError.DbError, Exclude<R, Db | SqlClient.SqlClient>>
+  ) => Effect.Effect<A, E | ShardKeyError | CrossShardTransaction | ShardFrozen | ShardMapStale | DbError.DbError, Exclude<R, Db | SqlClient.SqlClient>>
   /** One statement on the node that owns `key`. */
   readonly execute: <A extends object = Record<string, unknown>>(
     key: unknown,
     sql: string,
     params?: ReadonlyArray<unknown>,
     options?: ExecuteOptions
-  ) => Effect.Effect<ReadonlyArray<A>, DbError.DbError | ShardKeyError | CrossShardTransaction | ShardFrozen>
+  ) => Effect.Effect<ReadonlyArray<A>, DbError.DbError | ShardKeyError | CrossShardTransaction | ShardFrozen | ShardMapStale>
   /** One statement on every node, in parallel, merged. */
   readonly fanOut: <A extends object = Record<string, unknown>>(
     sql: string,
@@ -389,8 +415,6 @@ export const make = (options: {
   readonly routerId?: string | undefined
   /** How long a call waits for a frozen virtual shard before `ShardFrozen`; default 30 seconds. */
   readonly freezeTimeout?: Duration.DurationInput | undefined
-  /** A router that has not polled the map table for this long is presumed gone by a move; default 10 seconds. */
-  readonly routerLease?: Duration.DurationInput | undefined
 }): Sharded => {
   const virtualShards = options.virtualShards ?? DEFAULT_VIRTUAL_SHARDS
   const names = Object.keys(options.nodes)
@@ -430,6 +454,14 @@ export const make = (options: {
   // the freeze of a move: calls routed to a frozen virtual shard, and fan-outs while any is frozen, wait.
   // What is in flight is counted, so that a freeze can wait for it to finish.
   let frozen = new Set(map.frozen ?? [])
+  function useMap(next: ShardMap): boolean {
+    // an older version, or one that does not fit this router's nodes, is not taken
+    if (next.version <= map.version || invalid(next) !== undefined) return false
+    map = next
+    frozen = new Set(next.frozen ?? [])
+    metrics.mapVersion.unsafeUpdate(map.version, labels)
+    return true
+  }
   const inFlight = new Int32Array(virtualShards)
   let fanOutsInFlight = 0
   const freezeTimeout = Duration.toMillis(options.freezeTimeout ?? "30 seconds")
@@ -444,9 +476,32 @@ export const make = (options: {
     })
     return poll
   }
+  const mapTable = options.mapTable
+  const holder = mapTable === undefined ? undefined : options.nodes[mapTable.node]
+  const table = mapTable?.table ?? "dal_shard_map"
+  const lease = Duration.toMillis(mapTable?.lease ?? "10 seconds")
+  let readAt = Date.now()
+  /** The map read again: what a router does before routing by a map older than its lease. */
+  const reread = Effect.suspend(() => {
+    const age = Date.now() - readAt
+    return Effect.mapError(
+      readMap(holder!, table).pipe(Effect.tap((read) =>
+        Effect.sync(() => {
+          readAt = Date.now()
+          if (read !== undefined) useMap(read)
+        })
+      )),
+      (cause) => new ShardMapStale({ ageMillis: age, cause })
+    )
+  })
   /** Runs `f` with the node that owns `vshard` now, counted in flight; waits first while the shard is frozen. */
-  const routed = <A, E, R>(vshard: number, f: (node: string) => Effect.Effect<A, E, R>): Effect.Effect<A, E | ShardFrozen, R> => {
-    const run: Effect.Effect<A, E | ShardFrozen, R> = Effect.suspend(() => {
+  const routed = <A, E, R>(
+    vshard: number,
+    f: (node: string) => Effect.Effect<A, E, R>
+  ): Effect.Effect<A, E | ShardFrozen | ShardMapStale, R> => {
+    const run: Effect.Effect<A, E | ShardFrozen | ShardMapStale, R> = Effect.suspend(() => {
+      // a router cut off from the map for longer than its lease may have missed a move's freeze
+      if (holder !== undefined && Date.now() - readAt > lease) return Effect.zipRight(reread, run)
       // checked and counted in one synchronous step: a freeze sees every call that got past it
       if (frozen.has(vshard)) return Effect.zipRight(waitWhile(() => frozen.has(vshard), vshard), run)
       inFlight[vshard]!++
@@ -490,7 +545,7 @@ export const make = (options: {
     effect: Effect.Effect<A, E, R>
   ): Effect.Effect<
     A,
-    E | ShardKeyError | CrossShardTransaction | ShardFrozen | DbError.DbError,
+    E | ShardKeyError | CrossShardTransaction | ShardFrozen | ShardMapStale | DbError.DbError,
     Exclude<R, Db | SqlClient.SqlClient>
   > =>
     Either.match(vshardOf(key), {
@@ -608,19 +663,7 @@ export const make = (options: {
       return { rows: out, failed }
     })
 
-  const useMap = (next: ShardMap): boolean => {
-    // an older version, or one that does not fit this router's nodes, is not taken
-    if (next.version <= map.version || invalid(next) !== undefined) return false
-    map = next
-    frozen = new Set(next.frozen ?? [])
-    metrics.mapVersion.unsafeUpdate(map.version, labels)
-    return true
-  }
   const routerId = options.routerId ?? randomBytes(8).toString("hex")
-  const mapTable = options.mapTable
-  const holder = mapTable === undefined ? undefined : options.nodes[mapTable.node]
-  const table = mapTable?.table ?? "dal_shard_map"
-  const lease = Duration.toMillis(options.routerLease ?? "10 seconds")
   /** Waits until every router seen within the lease has taken `version`: a silent one is presumed gone. */
   const acknowledged = (version: number): Effect.Effect<void, DbError.DbError> => {
     if (holder === undefined) return Effect.void
@@ -668,6 +711,9 @@ export const make = (options: {
     recover: (recoverOptions) =>
       coordinator.recover(recoverOptions?.olderThan === undefined ? 0 : Duration.toMillis(recoverOptions.olderThan)),
     quiesce,
+    // under a freeze, the acknowledgement waits until nothing of this router's is in flight on the frozen shards
+    refreshMap: holder === undefined ? Effect.void : Effect.flatMap(reread, () =>
+      Effect.asVoid(Effect.zipRight(quiesce(map.frozen ?? []), acknowledge(holder, table, routerId, map.version)))),
     move: (vshard, to, moveOptions) =>
       moveShard({
         nodes: options.nodes,
@@ -696,7 +742,7 @@ export class Sharding extends Context.Tag("@effect-dal/routing/Sharding")<Shardi
   static forKey = (key: unknown) =>
   <A, E, R>(
     effect: Effect.Effect<A, E, R>
-  ): Effect.Effect<A, E | ShardKeyError | CrossShardTransaction | ShardFrozen | DbError.DbError, Exclude<R, Db | SqlClient.SqlClient> | Sharding> =>
+  ): Effect.Effect<A, E | ShardKeyError | CrossShardTransaction | ShardFrozen | ShardMapStale | DbError.DbError, Exclude<R, Db | SqlClient.SqlClient> | Sharding> =>
     Effect.flatMap(Sharding, (sharded) => sharded.forKey(key)(effect))
 
   /** One statement on the node that owns `key`. */
@@ -705,7 +751,7 @@ export class Sharding extends Context.Tag("@effect-dal/routing/Sharding")<Shardi
     sql: string,
     params?: ReadonlyArray<unknown>,
     options?: ExecuteOptions
-  ): Effect.Effect<ReadonlyArray<A>, DbError.DbError | ShardKeyError | CrossShardTransaction | ShardFrozen, Sharding> =>
+  ): Effect.Effect<ReadonlyArray<A>, DbError.DbError | ShardKeyError | CrossShardTransaction | ShardFrozen | ShardMapStale, Sharding> =>
     Effect.flatMap(Sharding, (sharded) => sharded.execute<A>(key, sql, params, options))
 
   /** One statement on every node, merged. */
@@ -744,6 +790,12 @@ export interface MapTable {
   readonly table?: string | undefined
   /** How often routers look for a new version; default 1 second. */
   readonly pollInterval?: Duration.DurationInput | undefined
+  /**
+   * A router whose map is older than this reads it again before it routes
+   * (and refuses with `ShardMapStale` if it cannot); a move waits this long
+   * for a router that does not acknowledge its freeze. Default 10 seconds.
+   */
+  readonly lease?: Duration.DurationInput | undefined
 }
 
 /**
@@ -835,7 +887,6 @@ export const layer = <E>(options: {
         tables: options.tables,
         freezeTimeout: options.freezeTimeout
       }
-      const routerId = randomBytes(8).toString("hex")
       let sharded: Sharded
       if (source === undefined || "assignment" in source) {
         sharded = make({ ...common, map: source, decisionLog: options.decisionLog })
@@ -851,23 +902,12 @@ export const layer = <E>(options: {
           ...common,
           map: initial,
           decisionLog: { node: source.node, ...options.decisionLog },
-          mapTable: source,
-          routerId
+          mapTable: source
         })
         sharded = made
         // routers follow new versions, and say which one they route by: a move waits for that.
-        // Under a freeze, a router says so only once nothing of its own is in flight on the frozen shards.
-        // A failed poll keeps the map they have.
-        const poll = Effect.flatMap(Effect.either(readMap(holder, source.table)), (read) => {
-          if (Either.isLeft(read) || read.right === undefined) return Effect.void
-          made.useMap(read.right)
-          const current = made.map()
-          return Effect.ignore(Effect.zipRight(
-            made.quiesce(current.frozen ?? []),
-            acknowledge(holder, source.table ?? "dal_shard_map", routerId, current.version)
-          ))
-        })
-        yield* Effect.forkScoped(Effect.repeat(poll, Schedule.spaced(source.pollInterval ?? "1 second")))
+        // A failed poll keeps the map they have, until their lease runs out.
+        yield* Effect.forkScoped(Effect.repeat(Effect.ignore(made.refreshMap), Schedule.spaced(source.pollInterval ?? "1 second")))
       }
       // prepared branches that stopped coordinators left: decided at startup, then periodically
       const grace = options.recovery?.grace ?? "5 seconds"

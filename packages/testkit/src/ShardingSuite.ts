@@ -226,6 +226,44 @@ export const suite = (profile: ShardingProfile): void => {
       await run(nodes[names[0]!]!.execute(`DROP TABLE [${table}]`))
     })
 
+    it("a router whose map is older than its lease reads it before routing, and refuses with ShardMapStale when it cannot", async () => {
+      const table = unique("lease_map")
+      const layer = Sharding.layer({
+        nodes: Object.fromEntries(names.map((n) => [n, profile.layer(databases[n]!, `${databases[n]}_lease`)])),
+        keyType: "bigint",
+        // the poller is out of the picture: only the lease makes the router read the map
+        map: { node: names[0]!, table, pollInterval: "1 hour", lease: "200 millis" }
+      })
+      const seen = await run(Effect.scoped(Effect.gen(function*() {
+        const router = Context.get(yield* Layer.build(layer), Sharding.Sharding)
+        const key = idAt(7)
+        const vshard = Either.getOrThrow(Sharding.shardOf(key, { keyType: "bigint" }))
+        const before = Either.getOrThrow(router.nodeOf(key))
+        const elsewhere = names.find((n) => n !== before)!
+        const first = router.map()
+        yield* Sharding.writeMap(nodes[names[0]!]!, {
+          version: first.version + 1,
+          assignment: first.assignment.map((n, i) => (i === vshard ? elsewhere : n))
+        }, table)
+        yield* Effect.sleep(300)
+        const ran = yield* router.execute<{ db: string }>(key, profile.currentDatabase)
+        yield* nodes[names[0]!]!.execute(`ALTER TABLE [${table}] RENAME TO [${table}_away]`)
+        yield* Effect.sleep(300)
+        const refused = yield* Effect.flip(router.execute(key, "SELECT 1"))
+        yield* nodes[names[0]!]!.execute(`ALTER TABLE [${table}_away] RENAME TO [${table}]`)
+        const again = yield* router.execute<{ db: string }>(key, profile.currentDatabase)
+        return { ran: ran[0]!.db, refused: refused._tag, again: again[0]!.db, elsewhere }
+      })))
+      expect(seen).toEqual({
+        ran: databases[seen.elsewhere],
+        refused: "ShardMapStale",
+        again: databases[seen.elsewhere],
+        elsewhere: seen.elsewhere
+      })
+      await run(nodes[names[0]!]!.execute(`DROP TABLE [${table}]`))
+      await run(nodes[names[0]!]!.execute(`DROP TABLE IF EXISTS [${table}_routers]`))
+    })
+
     it("moves a virtual shard under reads and writes from two routers: no row lost or doubled, no read misses a row", async () => {
       const table = unique("items")
       const mapTable = unique("move_map")
