@@ -10,14 +10,17 @@ import { Db, type DbModule, Metrics } from "@effect-dal/core"
 import { MysqlDatabase } from "@effect-dal/mysql"
 import { PgDatabase } from "@effect-dal/pg"
 import { PgliteDatabase } from "@effect-dal/pglite"
+import { Sharding } from "@effect-dal/routing"
+import * as Context from "effect/Context"
 import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Fiber from "effect/Fiber"
-import type * as Layer from "effect/Layer"
+import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
-import * as MetricLabel from "effect/MetricLabel"
 import * as Redacted from "effect/Redacted"
 import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
 
 /**
  * Options of a run.
@@ -32,6 +35,8 @@ export interface Options {
   readonly url: string | undefined
   /** Read replicas of `url`: reads are routed over them. */
   readonly replicaUrls: ReadonlyArray<string>
+  /** Shard nodes (instead of `url`): the workload is sharded by account id over them. */
+  readonly shardUrls: ReadonlyArray<string>
   /** Start users one after another over the run, to see the trend as load grows. */
   readonly ramp: boolean
   readonly acquireTimeoutMillis: number
@@ -72,7 +77,7 @@ export interface Result {
   readonly operations: number
   readonly failures: Record<string, number>
   readonly metrics: ReadonlyArray<readonly [string, string]>
-  /** Each node at the end: role, lag, reads routed, fallbacks. */
+  /** Each node at the end: role, lag, calls routed to it (reads over replicas; every operation over shards), fallbacks. */
   readonly nodes: ReadonlyArray<NodeStats>
 }
 
@@ -101,15 +106,71 @@ const layerFor = (
   }
 }
 
-/** The nodes, when there are several (replicas configured, or discovered from several hosts). */
-const nodesOf = (db: DbModule.DbService): ReadonlyArray<NodeStats> => {
-  const nodes = db.replicationStats()
-  return nodes.length > 1 ? nodes : []
+/**
+ * Where the workload runs: one database, or shard nodes with the accounts
+ * spread over them by id.
+ */
+interface Target {
+  /** The databases, by name. */
+  readonly dbs: ReadonlyArray<readonly [string, DbModule.DbService]>
+  /** Runs `effect` on the database that holds `account`. */
+  readonly route: (account: number) => <A, E>(effect: Effect.Effect<A, E, Db>) => Effect.Effect<A, E | Sharding.RoutingError>
+  /** Accounts on the same database as `account`: a transfer stays on one node. */
+  readonly neighbours: (account: number) => ReadonlyArray<number>
+  /** Operations routed to each database, by name. */
+  readonly routed: Map<string, number>
+  /** The nodes, when there are several (replicas, shards). */
+  readonly nodes: () => ReadonlyArray<NodeStats>
 }
 
-/** One node in the status line: its role, how busy its pool is, and its lag. */
+const ACCOUNTS = 100
+const accountIds = Array.from({ length: ACCOUNTS }, (_, i) => i + 1)
+
+const makeTarget = (options: Options, alias: string): Effect.Effect<Target, DbError.DbError | ConfigError.ConfigError, Scope.Scope> =>
+  Effect.gen(function*() {
+    const routed = new Map<string, number>()
+    const bump = (name: string) => routed.set(name, (routed.get(name) ?? 0) + 1)
+    if (options.shardUrls.length === 0) {
+      const db = Context.get(yield* Layer.build(layerFor(options, alias)), Db)
+      return {
+        dbs: [[alias, db]],
+        route: () => (effect) => Effect.provideService(Effect.tap(effect, () => bump(alias)), Db, db),
+        neighbours: () => accountIds,
+        routed,
+        nodes: () => {
+          // several nodes: replicas configured, or discovered from several hosts
+          const nodes = db.replicationStats()
+          return nodes.length > 1 ? nodes : []
+        }
+      }
+    }
+    const names = options.shardUrls.map((_, i) => `s${i + 1}`)
+    const sharded = Context.get(
+      yield* Layer.build(Sharding.layer({
+        name: alias,
+        nodes: Object.fromEntries(
+          options.shardUrls.map((url, i) => [names[i]!, layerFor({ ...options, url, replicaUrls: [] }, `${alias}_${names[i]}`)])
+        ),
+        keyType: "bigint"
+      })),
+      Sharding.Sharding
+    )
+    const nodeOf = (account: number) => Either.getOrThrow(sharded.nodeOf(account))
+    const byNode = new Map<string, Array<number>>()
+    for (const id of accountIds) byNode.set(nodeOf(id), [...(byNode.get(nodeOf(id)) ?? []), id])
+    return {
+      dbs: names.map((n) => [n, sharded.nodes[n]!] as const),
+      route: (account) => (effect) => sharded.forKey(account)(Effect.tap(effect, () => bump(nodeOf(account)))),
+      neighbours: (account) => byNode.get(nodeOf(account))!,
+      routed,
+      nodes: () =>
+        names.map((n): NodeStats => ({ ...sharded.nodes[n]!.replicationStats()[0]!, alias: n, reads: routed.get(n) ?? 0 }))
+    }
+  })
+
+/** One node in the status line: a shard's name, or its role; how busy its pool is, and its lag. */
 const nodeStatus = (node: NodeStats): string =>
-  `${node.role} ${Math.round(node.utilization * 100)}%${
+  `${/^s\d+$/.test(node.alias) ? node.alias : node.role} ${Math.round(node.utilization * 100)}%${
     node.role === "replica" ? ` lag ${node.lagMillis === undefined ? "?" : Math.round(node.lagMillis)} ms${node.usable ? "" : " (out)"}` : ""
   }`
 
@@ -126,25 +187,29 @@ const p99 = (
   return deltas[deltas.length - 1]![0]
 }
 
-const ACCOUNTS = 100
-
 /**
  * Runs the capacity check.
  *
  * @since 0.1.0
  */
-export const run = (options: Options): Effect.Effect<Result, DbError.DbError | ConfigError.ConfigError> => {
-  const engine = engineOf(options.url)
+export const run = (
+  options: Options
+): Effect.Effect<Result, DbError.DbError | ConfigError.ConfigError | Sharding.RoutingError> => {
+  const engine = engineOf(options.shardUrls[0] ?? options.url)
   const alias = `capacity_${process.pid}`
   const accounts = `capacity_accounts_${process.pid}`
   const events = `capacity_events_${process.pid}`
   const sleepSql = engine === "mysql" ? "SELECT SLEEP(0.05)" : "SELECT pg_sleep(0.05)"
-  return Effect.gen(function*() {
-    const db = yield* Db
-    yield* Db.execute(`CREATE TABLE [${accounts}] (id int PRIMARY KEY, balance int NOT NULL)`)
-    yield* Db.execute(`CREATE TABLE [${events}] (account_id int NOT NULL, amount int NOT NULL)`)
-    yield* Db.insertMany(accounts, Array.from({ length: ACCOUNTS }, (_, i) => ({ id: i + 1, balance: 1_000 })))
-    const account = () => 1 + Math.floor(Math.random() * ACCOUNTS)
+  return Effect.scoped(Effect.gen(function*() {
+    const target = yield* makeTarget(options, alias)
+    const { dbs, route } = target
+    const everywhere = (sql: string) => Effect.forEach(dbs, ([, db]) => db.execute(sql), { discard: true })
+    yield* everywhere(`CREATE TABLE [${accounts}] (id int PRIMARY KEY, balance int NOT NULL)`)
+    yield* everywhere(`CREATE TABLE [${events}] (account_id int NOT NULL, amount int NOT NULL)`)
+    yield* Effect.forEach(accountIds, (id) =>
+      route(id)(Db.execute(`INSERT INTO [${accounts}] (id, balance) VALUES (?, ?)`, [id, 1_000])), { discard: true })
+    target.routed.clear()
+    const pick = (ids: ReadonlyArray<number>) => ids[Math.floor(Math.random() * ids.length)]!
 
     let operations = 0
     let intervalOps = 0
@@ -156,16 +221,18 @@ export const run = (options: Options): Effect.Effect<Result, DbError.DbError | C
 
     const operation = Effect.suspend(() => {
       const r = Math.random()
-      if (r < options.slowRatio) return Db.execute(sleepSql)
-      if (r < options.slowRatio + 0.7) return Db.execute(`SELECT balance FROM [${accounts}] WHERE id = ?`, [account()])
+      const account = pick(accountIds)
+      if (r < options.slowRatio) return route(account)(Db.execute(sleepSql))
+      if (r < options.slowRatio + 0.7) return route(account)(Db.execute(`SELECT balance FROM [${accounts}] WHERE id = ?`, [account]))
       if (r < options.slowRatio + 0.9) {
-        return Db.execute(`INSERT INTO [${events}] (account_id, amount) VALUES (?, ?)`, [account(), 1])
+        return route(account)(Db.execute(`INSERT INTO [${events}] (account_id, amount) VALUES (?, ?)`, [account, 1]))
       }
-      const [a, b] = [account(), account()].sort((x, y) => x - y)
-      return Db.withTransaction(Effect.zipRight(
+      // a transfer between two accounts of the same node: one node's transaction
+      const [a, b] = [account, pick(target.neighbours(account))].sort((x, y) => x - y)
+      return route(account)(Db.withTransaction(Effect.zipRight(
         Db.execute(`UPDATE [${accounts}] SET balance = balance - 1 WHERE id = ?`, [a!]),
         Db.execute(`UPDATE [${accounts}] SET balance = balance + 1 WHERE id = ?`, [b!])
-      ))
+      )))
     })
 
     const user = (index: number) =>
@@ -189,25 +256,35 @@ export const run = (options: Options): Effect.Effect<Result, DbError.DbError | C
         activeUsers--
       })
 
-    const labels = db.metricLabels
-    const acquireHistogram = Metric.taggedWithLabels(Metrics.metrics.waitTime, labels)
+    // over shards, the pool figures add up and the slowest node's acquire time counts
+    const histograms = dbs.map(([, db]) => Metric.taggedWithLabels(Metrics.metrics.waitTime, db.metricLabels))
+    const buckets = Effect.forEach(histograms, (h) => Effect.map(Metric.value(h), (v) => v.buckets))
+    const poolStats = () =>
+      dbs.reduce((sum, [, db]) => {
+        const stats = db.poolStats()
+        return { active: sum.active + stats.active, max: sum.max + stats.max }
+      }, { active: 0, max: 0 })
+    const breakerState = () => {
+      const states = dbs.map(([, db]) => db.breaker?.state() ?? "off")
+      return states.find((b) => b === "open") ?? states.find((b) => b === "halfOpen") ?? states[0]!
+    }
     const samples: Array<Sample> = []
     const sampler = Effect.gen(function*() {
-      let before = (yield* Metric.value(acquireHistogram)).buckets
+      let before = yield* buckets
       while (true) {
         yield* Effect.sleep(options.sampleMillis)
-        const after = (yield* Metric.value(acquireHistogram)).buckets
-        const stats = db.poolStats()
+        const after = yield* buckets
+        const stats = poolStats()
         const seconds = options.sampleMillis / 1000
         const sample: Sample = {
           second: (Date.now() - start) / 1000,
           users: activeUsers,
           utilization: stats.active / stats.max,
-          acquireP99Millis: p99(before, after) * 1000,
+          acquireP99Millis: Math.max(...after.map((b, i) => p99(before[i]!, b))) * 1000,
           timeoutRate: intervalOps === 0 ? 0 : intervalTimeouts / intervalOps,
           opsPerSecond: intervalOps / seconds,
-          breaker: db.breaker?.state() ?? "off",
-          nodes: nodesOf(db)
+          breaker: breakerState(),
+          nodes: target.nodes()
         }
         before = after
         intervalOps = 0
@@ -233,26 +310,37 @@ export const run = (options: Options): Effect.Effect<Result, DbError.DbError | C
       discard: true
     })
     yield* Fiber.interrupt(samplerFiber)
-    yield* db.refreshMetrics
+    yield* Effect.forEach(dbs, ([, db]) => db.refreshMetrics, { discard: true })
     // an overload may have opened the breaker: the wrap-up waits for it to let calls through
     const patiently = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       Effect.retry(effect, { schedule: Schedule.spaced("250 millis"), times: 120 })
-    const advice = yield* patiently(db.health)
-    yield* patiently(Db.execute(`DROP TABLE [${events}]`))
-    yield* patiently(Db.execute(`DROP TABLE [${accounts}]`))
+    // over shards, the node under most pressure gives the verdict
+    const reports = yield* Effect.forEach(dbs, ([, db]) => patiently(db.health))
+    const advice = reports.reduce((worst, r) => (r.level > worst.level ? r : worst))
+    yield* patiently(everywhere(`DROP TABLE [${events}]`))
+    yield* patiently(everywhere(`DROP TABLE [${accounts}]`))
 
-    const value = (metric: Metric.Metric<any, any, any>, extra: Record<string, string> = {}) =>
-      Metric.value(Metric.taggedWithLabels(metric, [...labels, ...Object.entries(extra).map(([k, v]) => MetricLabel.make(k, v))]))
-    const duration = yield* value(Metrics.metrics.operationDuration)
+    const total = (metric: Metric.Metric<any, any, any>, pick: (state: any) => number) =>
+      Effect.map(
+        Effect.forEach(dbs, ([, db]) => Metric.value(Metric.taggedWithLabels(metric, db.metricLabels))),
+        (states) => states.reduce((n, state) => n + pick(state), 0)
+      )
+    const count = (state: { count: number }) => state.count
+    const succeeded = yield* total(Metrics.metrics.operationDuration, count)
+    const seconds = yield* total(Metrics.metrics.operationDuration, (state: { sum: number }) => state.sum)
+    const cache = dbs.reduce((sum, [, db]) => {
+      const stats = db.statementCacheStats()
+      return { hits: sum.hits + stats.hits, misses: sum.misses + stats.misses }
+    }, { hits: 0, misses: 0 })
     const metrics: Array<readonly [string, string]> = [
-      ["statements that succeeded", String(duration.count)],
-      ["their mean time", `${(duration.count === 0 ? 0 : (duration.sum / duration.count) * 1000).toFixed(2)} ms`],
-      ["acquisitions (success / timeout)", `${(yield* value(Metrics.metrics.waitTime)).count} / ${
-        (yield* value(Metrics.metrics.connectionTimeouts)).count
+      ["statements that succeeded", String(succeeded)],
+      ["their mean time", `${(succeeded === 0 ? 0 : (seconds / succeeded) * 1000).toFixed(2)} ms`],
+      ["acquisitions (success / timeout)", `${yield* total(Metrics.metrics.waitTime, count)} / ${
+        yield* total(Metrics.metrics.connectionTimeouts, count)
       }`],
-      ["slow queries", String((yield* value(Metrics.metrics.slowQueries)).count)],
-      ["connections created", String((yield* value(Metrics.metrics.connectionsCreated)).count)],
-      ["statement cache hits / misses", `${db.statementCacheStats().hits} / ${db.statementCacheStats().misses}`]
+      ["slow queries", String(yield* total(Metrics.metrics.slowQueries, count))],
+      ["connections created", String(yield* total(Metrics.metrics.connectionsCreated, count))],
+      ["statement cache hits / misses", `${cache.hits} / ${cache.misses}`]
     ]
     return {
       engine,
@@ -260,9 +348,10 @@ export const run = (options: Options): Effect.Effect<Result, DbError.DbError | C
         users: options.users,
         durationSeconds: options.durationSeconds,
         // what the pool really is: an embedded database has one session, whatever was asked
-        poolMax: db.poolStats().max,
+        poolMax: dbs[0]![1].poolStats().max,
         url: options.url,
         replicaUrls: options.replicaUrls,
+        shardUrls: options.shardUrls,
         ramp: options.ramp,
         acquireTimeoutMillis: options.acquireTimeoutMillis,
         slowRatio: options.slowRatio,
@@ -273,7 +362,7 @@ export const run = (options: Options): Effect.Effect<Result, DbError.DbError | C
       operations,
       failures,
       metrics,
-      nodes: nodesOf(db)
+      nodes: target.nodes()
     }
-  }).pipe(Effect.provide(layerFor(options, alias)))
+  }))
 }

@@ -20,8 +20,12 @@ const duration = Options.integer("duration").pipe(Options.withDefault(8), Option
 const poolMax = Options.integer("pool-max").pipe(Options.withDefault(5), Options.withDescription("pool size"))
 const url = Options.text("url").pipe(Options.optional, Options.withDescription("postgres://… or mysql://…; default: embedded PGlite"))
 const replicaUrl = Options.text("replica-url").pipe(
-  Options.repeated,
-  Options.withDescription("a read replica of --url (repeatable): reads are routed over the replicas")
+  Options.withDescription("a read replica of --url (repeatable): reads are routed over the replicas"),
+  Options.repeated
+)
+const shardUrl = Options.text("shard-url").pipe(
+  Options.withDescription("a shard node (repeatable, instead of --url): the workload is sharded by account id"),
+  Options.repeated
 )
 const ramp = Options.boolean("ramp").pipe(Options.withDescription("add users one by one to see the trend"))
 const acquireTimeout = Options.integer("acquire-timeout").pipe(Options.withDefault(1_000), Options.withDescription("ms"))
@@ -30,17 +34,17 @@ const report = Options.text("report").pipe(Options.withDefault("capacity-report.
 
 const command = Command.make(
   "capacity",
-  { users, duration, poolMax, url, replicaUrl, ramp, acquireTimeout, slowRatio, report },
+  { users, duration, poolMax, url, replicaUrl, shardUrl, ramp, acquireTimeout, slowRatio, report },
   (o) =>
     Effect.gen(function*() {
       const target = Option.getOrUndefined(o.url) ?? process.env["DATABASE_URL"]
-      const engine = CapacityCheck.engineOf(target)
+      const engine = CapacityCheck.engineOf(o.shardUrl[0] ?? target)
       // an embedded database is one session in this process: --pool-max does not apply to it
       const pool = engine === "pglite" ? "pool 1 (one embedded session)" : `pool max ${o.poolMax}`
       yield* Console.log(
         `effect-dal capacity check on ${engine}: ${o.users} users, ${o.duration} s, ${pool}${
           o.replicaUrl.length === 0 ? "" : `, ${o.replicaUrl.length} replica(s)`
-        }${o.ramp ? ", ramping up" : ""}`
+        }${o.shardUrl.length === 0 ? "" : `, ${o.shardUrl.length} shard(s)`}${o.ramp ? ", ramping up" : ""}`
       )
       const result = yield* CapacityCheck.run({
         users: o.users,
@@ -48,6 +52,7 @@ const command = Command.make(
         poolMax: o.poolMax,
         url: target,
         replicaUrls: o.replicaUrl,
+        shardUrls: o.shardUrl,
         ramp: o.ramp,
         acquireTimeoutMillis: o.acquireTimeout,
         slowRatio: o.slowRatio,

@@ -8,6 +8,7 @@ import { PgCluster } from "@effect-dal/testkit"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
+import * as Pg from "pg"
 import { afterAll, describe, expect, it } from "vitest"
 
 const run = promisify(execFile)
@@ -106,6 +107,33 @@ describe("npm start: the capacity check", () => {
       for (const line of standbys) expect(Number(line.split(" | ")[6])).toBeGreaterThan(0)
     } finally {
       await Effect.runPromise(Scope.close(scope, Exit.void))
+    }
+  }, 120_000)
+
+  it("with --shard-url (repeatable), the workload is sharded by account id and each shard's share is shown", async () => {
+    const databases = [1, 2, 3].map((i) => `capacity_shard_${process.pid}_${i}`)
+    const admin = new Pg.Client({ connectionString: "postgres://postgres@127.0.0.1:5432/postgres" })
+    await admin.connect()
+    try {
+      for (const d of databases) await admin.query(`CREATE DATABASE "${d}"`)
+      const out = await capacity(
+        ["--users", "6", "--duration", "3", "--slow-ratio", "0",
+          ...databases.flatMap((d) => ["--shard-url", `postgres://postgres@127.0.0.1:5432/${d}`])],
+        join(dir, "shards.html")
+      )
+      expect(out).toContain("capacity check on pg: 6 users, 3 s, pool max 5, 3 shard(s)")
+      expect(out).toMatch(/\| s1 \d+%, s2 \d+%, s3 \d+%/) // the live status line
+      expect(out).toContain("Verdict: NORMAL LOAD")
+      const rows = out.slice(out.indexOf("Nodes:")).split("\n").filter((l) => /^ {2}s\d \| /.test(l))
+      expect(rows.map((l) => l.split(" | ")[0]!.trim())).toEqual(["s1", "s2", "s3"])
+      // every shard took a share of the operations: the accounts are spread over them by id
+      const routed = rows.map((l) => Number(l.split(" | ")[6]))
+      for (const n of routed) expect(n).toBeGreaterThan(0)
+      const operations = Number(/operations: (\d+)/.exec(out)![1])
+      expect(routed.reduce((a, b) => a + b, 0)).toBe(operations)
+    } finally {
+      for (const d of databases) await admin.query(`DROP DATABASE IF EXISTS "${d}" WITH (FORCE)`)
+      await admin.end()
     }
   }, 120_000)
 })

@@ -161,6 +161,13 @@ export class ShardMoveFailed extends Data.TaggedError("ShardMoveFailed")<{
 }
 
 /**
+ * What a routed call can fail with, besides its own errors.
+ *
+ * @since 0.3.0
+ */
+export type RoutingError = ShardKeyError | CrossShardTransaction | ShardFrozen | ShardMapStale | DbError.DbError
+
+/**
  * The sharding metrics, labelled `sharding.name`. Each node's pool, breaker
  * and statements have their own metrics, labelled by the node's alias.
  *
