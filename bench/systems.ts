@@ -396,19 +396,24 @@ const SHARDS = 3
 const shardDatabase = (i: number) => `bench_shard_${i + 1}`
 const shardUrl = (i: number) => PG_URL.replace(/\/[^/]*$/, `/${shardDatabase(i)}`)
 
-/** effect-dal pg sharded by account id over 3 databases: routed point selects, and a fan-out top 100. */
-const dalPgSharded = async (): Promise<System> => {
+/**
+ * effect-dal pg sharded by account id over 3 databases: routed point selects, and a fan-out top 100.
+ * `movable`: the map in a table and the tables declared, so that shards can move: every routed call is
+ * then counted for a move's freeze.
+ */
+const dalPgSharded = (movable: boolean) => async (): Promise<System> => {
   const layer = Sharding.layer({
     nodes: Object.fromEntries(Array.from({ length: SHARDS }, (_, i) => [
       `s${i + 1}`,
       PgDatabase.layer({ url: Redacted.make(shardUrl(i)), alias: `bench_${shardDatabase(i)}`, ...deployed, pool: { min: 7, max: 7, acquireTimeout: "10 seconds" } })
     ])),
-    keyType: "bigint"
+    keyType: "bigint",
+    ...(movable ? { map: { node: "s1", table: "bench_shard_map" }, tables: { bench_accounts: "id" } } : {})
   })
   const runtime = ManagedRuntime.make(layer as Layer.Layer<Sharding.Sharding, unknown>)
   await runtime.runPromise(Sharding.Sharding)
   return {
-    name: "effect-dal pg, sharded over 3 nodes",
+    name: `effect-dal pg, sharded over 3 nodes${movable ? ", movable (map in a table)" : ""}`,
     engine: "pg",
     kind: "effect-dal",
     runtime,
@@ -422,7 +427,7 @@ const dalPgSharded = async (): Promise<System> => {
 }
 
 /** The sharding comparison: direct on one database holding every account, and sharded over 3. */
-export const shardMakers: ReadonlyArray<() => Promise<System>> = [dalPg, dalPgSharded]
+export const shardMakers: ReadonlyArray<() => Promise<System>> = [dalPg, dalPgSharded(false), dalPgSharded(true)]
 
 /** The comparison without Effect: raw `pg.Pool`, effect-dal's Effect API, its Promise API and `createPgPool`. */
 export const promiseMakers: ReadonlyArray<() => Promise<System>> = [rawPg, dalPg, dalPromisePg, dalPgPool]

@@ -26,7 +26,8 @@ import type { RecoveryReport } from "./internal/atomicCommit.js"
 import { AtomicCommitAborted, currentAtomic, makeCoordinator, twoPhaseMetrics } from "./internal/atomicCommit.js"
 import type { MoveOptions, MoveReport } from "./internal/move.js"
 import { acknowledge, move as moveShard, routersTable } from "./internal/move.js"
-import { hashInt8, hashText, hashUuid } from "./internal/pgHash.js"
+import type { PartitionHash } from "./internal/pgHash.js"
+import { hashInt8, hashSafeInteger, hashText, hashUuid } from "./internal/pgHash.js"
 
 export {
   /** @since 0.3.0 */
@@ -203,20 +204,16 @@ const UUID = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$
 const INT8_MIN = -(1n << 63n)
 const INT8_MAX = (1n << 63n) - 1n
 
-/**
- * PostgreSQL's partition hash of a one-column key (`hash_combine64(0,
- * extended_hash(key, HASH_PARTITION_SEED))`), as an unsigned 64-bit bigint.
- *
- * @since 0.3.0
- */
-export const partitionHash = (key: unknown, keyType: KeyType): Either.Either<bigint, ShardKeyError> => {
+/** The key's hash, or why it has none. */
+const hashOf = (key: unknown, keyType: KeyType): Either.Either<PartitionHash, ShardKeyError> => {
   const fail = (detail: string) => Either.left(new ShardKeyError({ keyType, detail }))
   if (key === undefined || key === null) return fail("the key is missing")
   switch (keyType) {
     case "bigint": {
+      // the common case, a safe integer, needs no BigInt
+      if (typeof key === "number" && Number.isSafeInteger(key)) return Either.right(hashSafeInteger(key))
       let value: bigint
       if (typeof key === "bigint") value = key
-      else if (typeof key === "number" && Number.isSafeInteger(key)) value = BigInt(key)
       else if (typeof key === "string" && /^-?\d+$/.test(key)) value = BigInt(key)
       else return fail(`${typeof key === "number" ? String(key) : typeof key} is not an integer`)
       if (value < INT8_MIN || value > INT8_MAX) return fail(`${value} is out of the bigint range`)
@@ -232,6 +229,15 @@ export const partitionHash = (key: unknown, keyType: KeyType): Either.Either<big
 }
 
 /**
+ * PostgreSQL's partition hash of a one-column key (`hash_combine64(0,
+ * extended_hash(key, HASH_PARTITION_SEED))`), as an unsigned 64-bit bigint.
+ *
+ * @since 0.3.0
+ */
+export const partitionHash = (key: unknown, keyType: KeyType): Either.Either<bigint, ShardKeyError> =>
+  Either.map(hashOf(key, keyType), (hash) => hash.value())
+
+/**
  * The virtual shard of `key`: its partition hash modulo `virtualShards`,
  * the remainder of the hash partition (`MODULUS virtualShards`) PostgreSQL
  * would put the row in.
@@ -243,7 +249,7 @@ export const shardOf = (
   options: { readonly keyType: KeyType; readonly virtualShards?: number | undefined }
 ): Either.Either<number, ShardKeyError> => {
   const shards = options.virtualShards ?? DEFAULT_VIRTUAL_SHARDS
-  return Either.map(partitionHash(key, options.keyType), (hash) => Number(hash % BigInt(shards)))
+  return Either.map(hashOf(key, options.keyType), (hash) => hash.remainder(shards))
 }
 
 /**
@@ -501,11 +507,14 @@ export const make = (options: {
       (cause) => new ShardMapStale({ ageMillis: age, cause })
     )
   })
+  // a fixed map and no sharded tables: nothing can freeze a shard of this router, so nothing is counted
+  const movable = mapTable !== undefined || options.tables !== undefined
   /** Runs `f` with the node that owns `vshard` now, counted in flight; waits first while the shard is frozen. */
   const routed = <A, E, R>(
     vshard: number,
     f: (node: string) => Effect.Effect<A, E, R>
   ): Effect.Effect<A, E | ShardFrozen | ShardMapStale, R> => {
+    if (!movable) return f(map.assignment[vshard]!)
     const run: Effect.Effect<A, E | ShardFrozen | ShardMapStale, R> = Effect.suspend(() => {
       // a router cut off from the map for longer than its lease may have missed a move's freeze
       if (holder !== undefined && Date.now() - readAt > lease) return Effect.zipRight(reread, run)

@@ -53,8 +53,8 @@ class State {
     this.c = c
   }
 
-  /** `final(a, b, c)`; returns the 64-bit result `(b << 32) | c` as a bigint. */
-  final(): bigint {
+  /** `final(a, b, c)`: the 64-bit result is `(b << 32) | c`. */
+  final(): this {
     let { a, b, c } = this
     c = (c ^ b) >>> 0
     c = (c - rot(b, 14)) >>> 0
@@ -70,19 +70,49 @@ class State {
     b = (b - rot(a, 14)) >>> 0
     c = (c ^ b) >>> 0
     c = (c - rot(b, 24)) >>> 0
-    return (BigInt(b) << 32n) | BigInt(c)
+    this.a = a
+    this.b = b
+    this.c = c
+    return this
+  }
+}
+
+/** `hash_combine64(0, h)` adds this constant: a one-column key's row hash. */
+const COMBINE_HI = 0x49a0f4dd
+const COMBINE_LO = 0x15e5a8e3
+const TWO_32 = 4294967296
+
+/**
+ * A finished hash, combined as a one-column partition key's is: as a bigint,
+ * or straight to its remainder, in 32-bit halves (no BigInt on the routing path).
+ *
+ * @internal
+ */
+export interface PartitionHash {
+  readonly value: () => bigint
+  readonly remainder: (modulus: number) => number
+}
+
+const combined = (s: State): PartitionHash => {
+  const low = s.c + COMBINE_LO
+  const lo = low >>> 0
+  const hi = (s.b + COMBINE_HI + (low >= TWO_32 ? 1 : 0)) >>> 0
+  return {
+    value: () => (BigInt(hi) << 32n) | BigInt(lo),
+    // (hi * 2^32 + lo) mod m, exact while m * m < 2^53
+    remainder: (m) => ((hi % m) * (TWO_32 % m) + (lo % m)) % m
   }
 }
 
 /** `hash_bytes_uint32_extended(k, HASH_PARTITION_SEED)`. */
-const hashUint32 = (k: number): bigint => {
+const hashUint32 = (k: number): State => {
   const s = new State(4)
   s.a = (s.a + k) >>> 0
   return s.final()
 }
 
 /** `hash_bytes_extended(bytes, HASH_PARTITION_SEED)`, little-endian words. */
-const hashBytes = (k: Uint8Array): bigint => {
+const hashBytes = (k: Uint8Array): State => {
   const s = new State(k.length)
   let i = 0
   let len = k.length
@@ -110,22 +140,28 @@ const hashBytes = (k: Uint8Array): bigint => {
   return s.final()
 }
 
-const MASK64 = (1n << 64n) - 1n
-/** `hash_combine64(0, h)`: what a one-column key's row hash is. */
-const combine = (h: bigint): bigint => (h + 0x49a0f4dd15e5a8e3n) & MASK64
+/** `hashint8extended` of the 64-bit integer `hi * 2^32 + lo` (two's complement halves). */
+const int8 = (hi: number, lo: number): PartitionHash => {
+  const negative = (hi & 0x80000000) !== 0
+  return combined(hashUint32((lo ^ (negative ? ~hi : hi)) >>> 0))
+}
 
 /** `hashint8extended`: an integer key (`int8`; `int4` values hash the same). @internal */
-export const hashInt8 = (value: bigint): bigint => {
-  const v = BigInt.asIntN(64, value)
-  const lo = Number(v & 0xffffffffn) >>> 0
-  const hi = Number((v >> 32n) & 0xffffffffn) >>> 0
-  return combine(hashUint32((lo ^ (v >= 0n ? hi : ~hi)) >>> 0))
+export const hashInt8 = (value: bigint): PartitionHash => {
+  const v = BigInt.asUintN(64, value)
+  return int8(Number(v >> 32n) >>> 0, Number(v & 0xffffffffn) >>> 0)
+}
+
+/** `hashInt8` of a safe integer, without BigInt. @internal */
+export const hashSafeInteger = (value: number): PartitionHash => {
+  const hi = Math.floor(value / TWO_32)
+  return int8(hi >>> 0, (value - hi * TWO_32) >>> 0)
 }
 
 const utf8 = new TextEncoder()
 
 /** `hashtextextended` under a deterministic collation: the UTF-8 bytes. @internal */
-export const hashText = (value: string): bigint => combine(hashBytes(utf8.encode(value)))
+export const hashText = (value: string): PartitionHash => combined(hashBytes(utf8.encode(value)))
 
 /** `uuid_hash_extended`: the 16 bytes. @internal */
-export const hashUuid = (bytes: Uint8Array): bigint => combine(hashBytes(bytes))
+export const hashUuid = (bytes: Uint8Array): PartitionHash => combined(hashBytes(bytes))
