@@ -12,6 +12,8 @@ import { Db } from "@effect-dal/core"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
+import * as Config from "effect/Config"
+import * as ConfigError from "effect/ConfigError"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -25,7 +27,7 @@ import { randomBytes } from "node:crypto"
 import type { RecoveryReport } from "./internal/atomicCommit.js"
 import { AtomicCommitAborted, currentAtomic, makeCoordinator, twoPhaseMetrics } from "./internal/atomicCommit.js"
 import type { MoveOptions, MoveReport } from "./internal/move.js"
-import { acknowledge, move as moveShard, routersTable } from "./internal/move.js"
+import { acknowledge, createRoutersTable, move as moveShard, routersTable } from "./internal/move.js"
 import type { PartitionHash } from "./internal/pgHash.js"
 import { hashInt8, hashSafeInteger, hashText, hashUuid } from "./internal/pgHash.js"
 
@@ -795,6 +797,19 @@ export class Sharding extends Context.Tag("@effect-dal/routing/Sharding")<Shardi
 }
 
 /**
+ * A map from configuration: a comma-separated list of node names, one per
+ * virtual shard in order (`s1,s2,s3,s1,…`), in `name` (default
+ * `SHARD_MAP`), and its version in `${name}_VERSION` (default 1).
+ *
+ * @since 0.3.0
+ */
+export const mapConfig = (name = "SHARD_MAP"): Config.Config<ShardMap> =>
+  Config.all({
+    assignment: Config.map(Config.string(name), (list) => list.split(",").map((n) => n.trim()).filter((n) => n !== "")),
+    version: Config.withDefault(Config.integer(`${name}_VERSION`), 1)
+  })
+
+/**
  * Where a map kept in the database lives: a table on one of the nodes.
  *
  * @since 0.3.0
@@ -841,9 +856,12 @@ export const readMap = (db: DbService, table = "dal_shard_map"): Effect.Effect<S
  */
 export const writeMap = (db: DbService, map: ShardMap, table = "dal_shard_map"): Effect.Effect<void, DbError.DbError> =>
   Effect.zipRight(
-    db.execute(
-      `CREATE TABLE IF NOT EXISTS [${table}] ([version] bigint NOT NULL, [vshard] int NOT NULL, [node] varchar(200) NOT NULL, ` +
-        `[frozen] smallint NOT NULL DEFAULT 0, PRIMARY KEY ([version], [vshard]))`
+    Effect.zipRight(
+      db.execute(
+        `CREATE TABLE IF NOT EXISTS [${table}] ([version] bigint NOT NULL, [vshard] int NOT NULL, [node] varchar(200) NOT NULL, ` +
+          `[frozen] smallint NOT NULL DEFAULT 0, PRIMARY KEY ([version], [vshard]))`
+      ),
+      db.execute(createRoutersTable(table))
     ),
     db.withTransaction(Effect.zipRight(
       db.execute(`DELETE FROM [${table}] WHERE [version] < ?`, [map.version - 1]),
@@ -867,8 +885,11 @@ export const layer = <E>(options: {
   readonly nodes: Readonly<Record<string, Layer.Layer<Db, E>>>
   readonly keyType: KeyType
   readonly virtualShards?: number | undefined
-  /** A fixed map, or a table that holds it (seeded with an even map when empty) and is polled for new versions. */
-  readonly map?: ShardMap | MapTable | undefined
+  /**
+   * A fixed map (given, or read from `Config`: see `mapConfig`), or a table
+   * that holds it (seeded with an even map when empty) and is polled for new versions.
+   */
+  readonly map?: ShardMap | Config.Config<ShardMap> | MapTable | undefined
   /** The 2PC decision log; default on the map's node, else the first node. */
   readonly decisionLog?: DecisionLog | undefined
   /** The sharded tables and their key columns (`{ accounts: "id" }`): what `move` moves. */
@@ -884,7 +905,7 @@ export const layer = <E>(options: {
     readonly every?: Duration.DurationInput | undefined
     readonly grace?: Duration.DurationInput | undefined
   } | undefined
-}): Layer.Layer<Sharding, E | DbError.DbError> =>
+}): Layer.Layer<Sharding, E | DbError.DbError | ConfigError.ConfigError> =>
   Layer.scoped(
     Sharding,
     Effect.gen(function*() {
@@ -894,7 +915,7 @@ export const layer = <E>(options: {
         nodes[name] = Context.get(context, Db)
       }
       const virtualShards = options.virtualShards ?? DEFAULT_VIRTUAL_SHARDS
-      const source = options.map
+      const source = Config.isConfig(options.map) ? yield* options.map : options.map
       const common = {
         name: options.name,
         nodes,
@@ -905,7 +926,11 @@ export const layer = <E>(options: {
       }
       let sharded: Sharded
       if (source === undefined || "assignment" in source) {
-        sharded = make({ ...common, map: source, decisionLog: options.decisionLog })
+        // a map from configuration that does not fit the nodes is a configuration error, not a defect
+        sharded = yield* Effect.try({
+          try: () => make({ ...common, map: source, decisionLog: options.decisionLog }),
+          catch: (error) => ConfigError.InvalidData([], error instanceof Error ? error.message : String(error))
+        })
       } else {
         const holder = nodes[source.node]
         if (holder === undefined) return yield* Effect.die(new Error(`the shard map's node "${source.node}" is not configured`))

@@ -141,8 +141,12 @@ export const suite = (profile: AtomicProfile): void => {
       for (let id = 1; id <= ACCOUNTS; id++) {
         await run(sharded.execute(id, "INSERT INTO [accounts] ([id], [balance]) VALUES (?, ?)", [id, OPENING]))
       }
-      // the log exists before the tests lock it
-      await run(sharded.recover())
+      // the log exists before the tests lock it: one atomic transaction over two nodes writes it
+      const [a, b] = crossPair()
+      await run(sharded.withAtomicTransaction(Effect.zipRight(
+        sharded.execute(a, "SELECT [id] FROM [accounts] WHERE [id] = ? FOR UPDATE", [a]),
+        sharded.execute(b, "SELECT [id] FROM [accounts] WHERE [id] = ? FOR UPDATE", [b])
+      )))
     }, 120_000)
 
     afterAll(async () => {
@@ -154,6 +158,10 @@ export const suite = (profile: AtomicProfile): void => {
     }, 60_000)
 
     it("a bank moving money across shards keeps its total; every committed transfer is in the ledger once; no branch is left prepared", async () => {
+      const committedOutcomes = Sharding.metrics.outcomes.pipe(
+        Metric.taggedWithLabels([MetricLabel.make("sharding.name", routerNames.bank), MetricLabel.make("outcome", "committed")])
+      )
+      const committedBefore = (await run(Metric.value(committedOutcomes))).count
       const moved: Array<number> = []
       const abandoned: Array<number> = []
       let insufficient = 0
@@ -179,10 +187,7 @@ export const suite = (profile: AtomicProfile): void => {
       expect(await prepared()).toEqual([])
       // committed transfers leave no decision behind; nothing was left for recovery
       expect((await decisions()).filter((d) => d.decision === "commit")).toEqual([])
-      const outcomes = await run(Metric.value(Sharding.metrics.outcomes.pipe(
-        Metric.taggedWithLabels([MetricLabel.make("sharding.name", routerNames.bank), MetricLabel.make("outcome", "committed")])
-      )))
-      expect(outcomes.count).toBe(moved.length + insufficient)
+      expect((await run(Metric.value(committedOutcomes))).count - committedBefore).toBe(moved.length + insufficient)
     }, 120_000)
 
     it("a body that fails after writing on two nodes changes nothing; one node commits without a prepare", async () => {
@@ -290,6 +295,11 @@ export const suite = (profile: AtomicProfile): void => {
       await exited
       const report = await run(makeRouter(nodes, name).recover())
       expect(report.rolledBack).toBe(2)
+      const recovered = Metric.taggedWithLabels(Sharding.metrics.recovered, [
+        MetricLabel.make("sharding.name", name),
+        MetricLabel.make("action", "rollback")
+      ])
+      expect((await run(Metric.value(recovered))).count).toBe(2)
       expect(await prepared()).toEqual([])
       expect(await balances()).toEqual(before)
       expect((await decisions()).filter((d) => d.decision === "commit")).toEqual([])

@@ -9,6 +9,8 @@
 import { Db } from "@effect-dal/core"
 import type { DbService } from "@effect-dal/core"
 import { Sharding } from "@effect-dal/routing"
+import * as ConfigError from "effect/ConfigError"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -16,6 +18,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
+import * as MetricLabel from "effect/MetricLabel"
 import * as Scope from "effect/Scope"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 
@@ -224,6 +227,25 @@ export const suite = (profile: ShardingProfile): void => {
       expect(seen.now).toBe(seen.elsewhere)
       expect(seen.now).not.toBe(seen.before)
       await run(nodes[names[0]!]!.execute(`DROP TABLE [${table}]`))
+      await run(nodes[names[0]!]!.execute(`DROP TABLE [${table}_routers]`))
+    })
+
+    it("a map from Config is taken as given; one that does not fit the nodes is a ConfigError", async () => {
+      const layer = Sharding.layer({
+        nodes: Object.fromEntries(names.map((n) => [n, profile.layer(databases[n]!, `${databases[n]}_config`)])),
+        keyType: "bigint",
+        map: Sharding.mapConfig()
+      })
+      const reversed = Array.from({ length: 64 }, (_, i) => names[names.length - 1 - (i % names.length)]!)
+      const withMap = (map: string) =>
+        Effect.withConfigProvider(ConfigProvider.fromMap(new Map([["SHARD_MAP", map], ["SHARD_MAP_VERSION", "7"]])))
+      const map = await run(Effect.scoped(
+        Effect.map(Layer.build(layer), (ctx) => Context.get(ctx, Sharding.Sharding).map())
+      ).pipe(withMap(reversed.join(","))))
+      expect(map).toEqual({ version: 7, assignment: reversed })
+      const refused = await run(Effect.scoped(Effect.flip(Layer.build(layer))).pipe(withMap(names.join(","))))
+      expect(ConfigError.isConfigError(refused)).toBe(true)
+      expect(String(refused)).toContain(`assigns ${names.length} virtual shards, not 64`)
     })
 
     it("a router whose map is older than its lease reads it before routing, and refuses with ShardMapStale when it cannot", async () => {
@@ -349,6 +371,10 @@ export const suite = (profile: ShardingProfile): void => {
       })))
       const { report } = result
       expect(report).toMatchObject({ vshard: moving, from: result.from, to: result.to })
+      const moveLabels = [MetricLabel.make("sharding.name", `${mapTable}_a`)]
+      expect((await run(Metric.value(Metric.taggedWithLabels(Sharding.metrics.moves, moveLabels)))).count).toBe(1)
+      expect((await run(Metric.value(Metric.taggedWithLabels(Sharding.metrics.moveFreezeMillis, moveLabels)))).value)
+        .toBe(report.freezeMillis)
       expect(report.freezeMillis).toBeGreaterThan(0)
       expect(result.bVersion).toBe(report.version)
       expect(result.reads).toBeGreaterThan(100)

@@ -138,11 +138,16 @@ export const makeCoordinator = (options: {
   const inFlight = new Set<string>()
 
   let logReady = false
+  const creating = Effect.unsafeMakeSemaphore(1)
+  // one CREATE at a time here; a second try covers another process creating it at the same moment
+  // (PostgreSQL's IF NOT EXISTS can then fail on its catalog's unique index)
   const ensureLog = Effect.suspend(() =>
-    logReady ? Effect.void : logDb.execute(
-      `CREATE TABLE IF NOT EXISTS ${table} ([txid] varchar(64) PRIMARY KEY, [decision] varchar(8) NOT NULL, ` +
-        `[participants] text NOT NULL, [decided_at] bigint NOT NULL)`
-    ).pipe(Effect.tap(() => Effect.sync(() => (logReady = true))))
+    logReady ? Effect.void : creating.withPermits(1)(Effect.suspend(() =>
+      logReady ? Effect.void : logDb.execute(
+        `CREATE TABLE IF NOT EXISTS ${table} ([txid] varchar(64) PRIMARY KEY, [decision] varchar(8) NOT NULL, ` +
+          `[participants] text NOT NULL, [decided_at] bigint NOT NULL)`
+      ).pipe(Effect.retry({ times: 1 }), Effect.tap(() => Effect.sync(() => (logReady = true))))
+    ))
   )
   const writeDecision = (txid: string, decision: "commit" | "abort", gids: ReadonlyArray<string>) =>
     Effect.zipRight(

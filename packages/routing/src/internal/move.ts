@@ -59,14 +59,17 @@ const q = (name: string) => `[${name.replace(/]/g, "]]")}]`
  * @internal
  */
 export const acknowledge = (db: DbService, table: string, router: string, version: number) =>
-  Effect.zipRight(
-    db.execute(
-      `CREATE TABLE IF NOT EXISTS ${q(routersTable(table))} ([router] varchar(64) PRIMARY KEY, [version] bigint NOT NULL, [seen_at] bigint NOT NULL)`
-    ),
-    db.insertMany(routersTable(table), [{ router, version, seen_at: Date.now() }], {
-      onConflict: { keys: ["router"], action: "update" }
-    })
-  )
+  db.insertMany(routersTable(table), [{ router, version, seen_at: Date.now() }], {
+    onConflict: { keys: ["router"], action: "update" }
+  })
+
+/**
+ * The registry's table, created with the map's.
+ *
+ * @internal
+ */
+export const createRoutersTable = (table: string) =>
+  `CREATE TABLE IF NOT EXISTS ${q(routersTable(table))} ([router] varchar(64) PRIMARY KEY, [version] bigint NOT NULL, [seen_at] bigint NOT NULL)`
 
 /**
  * What a move needs of its router.
