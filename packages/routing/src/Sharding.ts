@@ -701,6 +701,7 @@ export const make = (options: {
     )
     return check
   }
+  const moving = Effect.unsafeMakeSemaphore(1)
   const sharded: Sharded = {
     keyType: options.keyType,
     virtualShards,
@@ -732,8 +733,9 @@ export const make = (options: {
     // under a freeze, the acknowledgement waits until nothing of this router's is in flight on the frozen shards
     refreshMap: holder === undefined ? Effect.void : Effect.flatMap(reread, () =>
       Effect.asVoid(Effect.zipRight(quiesce(map.frozen ?? []), acknowledge(holder, table, routerId, map.version)))),
+    // one move at a time per router: each freezes, copies and publishes on its own
     move: (vshard, to, moveOptions) =>
-      moveShard({
+      moving.withPermits(1)(moveShard({
         nodes: options.nodes,
         tables: options.tables ?? {},
         labels,
@@ -745,7 +747,7 @@ export const make = (options: {
         quiesce,
         acknowledged,
         vshardOf: (key) => Either.getOrUndefined(shardOf(key, { keyType: options.keyType, virtualShards }))
-      }, vshard, to, moveOptions)
+      }, vshard, to, moveOptions))
   }
   return sharded
 }
