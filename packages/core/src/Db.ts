@@ -122,6 +122,12 @@ export interface InsertManyOptions extends ExecuteOptions {
    * reports as affected.
    */
   readonly onConflict?: { readonly keys: ReadonlyArray<string>; readonly action: "ignore" | "update" } | undefined
+  /**
+   * Rows from which the engine's bulk load (PostgreSQL's `COPY … FROM STDIN`)
+   * is used, where the driver has one and neither `returning` nor
+   * `onConflict` is asked; default 3,000. `Infinity` never uses it.
+   */
+  readonly copyThreshold?: number | undefined
 }
 
 /**

@@ -64,6 +64,29 @@ export interface Dialect {
   readonly onConflict: (keys: ReadonlyArray<string>, update: ReadonlyArray<string> | undefined) => string
   /** The statements of a two-phase commit branch named by a global id (a plain `[A-Za-z0-9_]` string). */
   readonly twoPhase: TwoPhaseSql
+  /** Rows sent as one array per column, where the engine can take them so: a handful of parameters for any number of rows. */
+  readonly arrayInsert?: ArrayInsertSql | undefined
+}
+
+/**
+ * How an engine inserts rows sent as one array per column (PostgreSQL's
+ * `INSERT … SELECT * FROM unnest($1::int[], …)`).
+ *
+ * @since 0.3.0
+ */
+export interface ArrayInsertSql {
+  /**
+   * Lists the columns of the table named (quoted) by the one parameter: `name`,
+   * `type` (as a cast can name it) and `array` (a column that is itself an
+   * array, which the arrays would flatten: such a table is inserted row by row).
+   */
+  readonly columnsSql: string
+  /** `head` is `INSERT INTO t (c1, c2)`; one array parameter per column, of these types. */
+  readonly insert: (head: string, types: ReadonlyArray<string>) => string
+  /** Column types whose values go as JSON text. */
+  readonly jsonTypes: ReadonlyArray<string>
+  /** The engine's bulk load of `table (columns)` (already quoted), for drivers that can stream it. */
+  readonly copyFrom: (table: string, columns: ReadonlyArray<string>) => string
 }
 
 /**
@@ -140,6 +163,14 @@ export const postgres: Dialect = {
     rollbackPrepared: (gid) => `ROLLBACK PREPARED '${gid}'`,
     listPrepared: "SELECT gid FROM pg_prepared_xacts WHERE database = current_database()",
     preparedHoldsSession: false
+  },
+  arrayInsert: {
+    columnsSql: "SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, " +
+      "(a.attndims > 0 OR t.typcategory = 'A') AS array FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid " +
+      "WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+    insert: (head, types) => `${head} SELECT * FROM unnest(${types.map((t, i) => `$${i + 1}::${t}[]`).join(", ")})`,
+    jsonTypes: ["json", "jsonb"],
+    copyFrom: (table, columns) => `COPY ${table} (${columns.join(", ")}) FROM STDIN`
   }
 }
 

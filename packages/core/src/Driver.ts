@@ -84,6 +84,18 @@ export interface DriverConnection {
    * affected row count. Absent: the core runs the rows one by one.
    */
   readonly batch?: ((sql: string, rows: ReadonlyArray<ReadonlyArray<unknown>>) => Effect.Effect<number, DbError>) | undefined
+  /**
+   * Bulk-loads rows with the engine's COPY (`sql` is its `COPY … FROM STDIN`
+   * naming `columns` in that order); returns the rows loaded.
+   */
+  readonly copyIn?:
+    | ((
+      sql: string,
+      rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+      columns: ReadonlyArray<string>,
+      timeout: number | undefined
+    ) => Effect.Effect<number, DbError>)
+    | undefined
   /** Reads a result incrementally, with back-pressure. */
   readonly stream: (sql: string, params: ReadonlyArray<unknown>, chunkSize: number) => Stream.Stream<any, DbError>
   /** A cheap round trip. */

@@ -46,6 +46,25 @@ const insertText = (dialect: Dialect, head: string, columns: number, count: numb
   return text
 }
 
+const sameColumns = (columns: ReadonlyArray<string>) =>
+  new InvalidQuery({
+    reason: "invalidArgument",
+    detail: `every row must have the same columns (${columns.join(", ")})`,
+    sql: undefined
+  })
+
+/** How one statement of `insertMany` is written and what it sends. */
+interface Shape {
+  readonly perChunk: number
+  readonly sqlOf: (chunk: ReadonlyArray<Readonly<Record<string, unknown>>>) => string
+  readonly paramsOf: (chunk: ReadonlyArray<Readonly<Record<string, unknown>>>) => ReadonlyArray<unknown>
+  /** A text reused across calls goes through the statement cache; one-off texts do not. */
+  readonly prepared: boolean
+}
+
+/** Rows from which `insertMany` loads with COPY where the driver has it (see the README's figures). */
+const COPY_THRESHOLD = 3_000
+
 /** About how much text and bytes one INSERT statement of `insertMany` may carry. */
 const CHUNK_BYTES = 4 * 1024 * 1024
 
@@ -145,33 +164,31 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
       if (columns.length === 0) {
         return Effect.fail(new InvalidQuery({ reason: "invalidArgument", detail: "rows have no columns", sql: undefined }))
       }
+      // one pass over the values, allocating nothing per row: their shape, bindability and size
+      let bytes = 0
       for (let r = 0; r < rows.length; r++) {
         const row = rows[r]!
-        const keys = Object.keys(row)
-        if (keys.length !== columns.length || keys.some((k) => !(k in rows[0]!))) {
-          return Effect.fail(
-            new InvalidQuery({
-              reason: "invalidArgument",
-              detail: `every row must have the same columns (${columns.join(", ")})`,
-              sql: undefined
-            })
-          )
-        }
-        const unbindable = unbindableParameter(columns.map((c) => row[c]))
-        if (unbindable !== undefined) {
-          return Effect.fail(
-            new InvalidQuery({ reason: "invalidParameter", detail: `row ${r + 1}: ${unbindable}`, sql: undefined })
-          )
+        let count = 0
+        for (const _ in row) count++
+        if (count !== columns.length) return Effect.fail(sameColumns(columns))
+        for (let c = 0; c < columns.length; c++) {
+          const v = row[columns[c]!]
+          const type = typeof v
+          if (type === "string") bytes += (v as string).length
+          else if (type === "object") {
+            if (v instanceof Uint8Array) bytes += v.byteLength
+          } else if (type === "undefined" || type === "function" || type === "symbol") {
+            // a column of another name reads as undefined: the same count, other columns
+            if (!(columns[c]! in row)) return Effect.fail(sameColumns(columns))
+            const unbindable = unbindableParameter(columns.map((name) => row[name]))!
+            return Effect.fail(
+              new InvalidQuery({ reason: "invalidParameter", detail: `row ${r + 1}: ${unbindable}`, sql: undefined })
+            )
+          }
         }
       }
-      // as many rows per statement as the engine's parameter limit allows
-      const perChunk = Math.max(
-        1,
-        Math.min(options?.chunkSize ?? 10_000, Math.floor(dialect.maxParameters / columns.length))
-      )
-      const head = `INSERT INTO ${quoteIdentifier(dialect, table)} (${
-        columns.map((c) => quoteIdentifier(dialect, c)).join(", ")
-      }) VALUES `
+      const quotedTable = quoteIdentifier(dialect, table)
+      const head = `INSERT INTO ${quotedTable} (${columns.map((c) => quoteIdentifier(dialect, c)).join(", ")})`
       const conflict = options?.onConflict
       const returning = (conflict === undefined ? "" : dialect.onConflict(
         conflict.keys.map((k) => quoteIdentifier(dialect, k)),
@@ -181,55 +198,151 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
       )) + (options?.returning !== undefined && dialect.name === "pg"
         ? ` RETURNING ${quoteIdentifier(dialect, options.returning)}`
         : "")
-      const chunks = chunkRows(rows, columns, perChunk)
-      const keys: Array<unknown> = []
-      let inserted = 0
-      const sqlOf = (chunk: ReadonlyArray<Readonly<Record<string, unknown>>>) =>
-        insertText(dialect, head, columns.length, chunk.length, returning)
-      const paramsOf = (chunk: ReadonlyArray<Readonly<Record<string, unknown>>>) => {
-        const params: Array<unknown> = []
-        for (const row of chunk) for (const column of columns) params.push(row[column])
-        return params
+      const chunkSize = options?.chunkSize ?? 10_000
+      // rows as multi-row VALUES: as many rows per statement as the engine's parameter limit allows
+      const values: Shape = {
+        perChunk: Math.max(1, Math.min(chunkSize, Math.floor(dialect.maxParameters / columns.length))),
+        sqlOf: (chunk) => insertText(dialect, `${head} VALUES `, columns.length, chunk.length, returning),
+        paramsOf: (chunk) => {
+          const params: Array<unknown> = []
+          for (const row of chunk) for (const column of columns) params.push(row[column])
+          return params
+        },
+        prepared: false
       }
-      const collect = (r: QueryResult): void => {
-        inserted += r.affected
-        if (options?.returning !== undefined && dialect.name === "pg") for (const row of r.rows) keys.push(row[options.returning])
-        else if (r.insertId !== undefined && r.insertId > 0) {
-          for (let k = 0; k < r.affected; k++) keys.push(r.insertId + k)
+      const arrays = (types: ReadonlyArray<{ readonly type: string; readonly json: boolean }>): Shape => {
+        // one text per table and columns: a prepared statement like any other
+        const sql = dialect.arrayInsert!.insert(head, types.map((t) => t.type)) + returning
+        return {
+          perChunk: Math.max(1, chunkSize),
+          sqlOf: () => sql,
+          paramsOf: (chunk) =>
+            columns.map((column, c) =>
+              types[c]!.json
+                ? chunk.map((row) => {
+                  const v = row[column]
+                  return v === null || typeof v === "string" ? v : JSON.stringify(v)
+                })
+                : chunk.map((row) => row[column])
+            ),
+          prepared: true
         }
       }
-      const result = (): InsertManyResult => ({ inserted, keys })
-      if (chunks.length === 1) {
-        // one statement is atomic by itself: no BEGIN and COMMIT around it
-        const sql = sqlOf(chunks[0]!)
-        const params = paramsOf(chunks[0]!)
+      const run = (shape: Shape): Effect.Effect<InsertManyResult, DbError> => {
+        // most batches fit one statement: no need to look at each row again
+        const chunks = rows.length <= shape.perChunk && bytes <= CHUNK_BYTES ? [rows] : chunkRows(rows, columns, shape.perChunk)
+        const keys: Array<unknown> = []
+        let inserted = 0
+        const collect = (r: QueryResult): void => {
+          inserted += r.affected
+          if (options?.returning !== undefined && dialect.name === "pg") for (const row of r.rows) keys.push(row[options.returning])
+          else if (r.insertId !== undefined && r.insertId > 0) {
+            for (let k = 0; k < r.affected; k++) keys.push(r.insertId + k)
+          }
+        }
+        const result = (): InsertManyResult => ({ inserted, keys })
+        if (chunks.length === 1) {
+          // one statement is atomic by itself: no BEGIN and COMMIT around it
+          const sql = shape.sqlOf(chunks[0]!)
+          const params = shape.paramsOf(chunks[0]!)
+          return Effect.withFiberRuntime<InsertManyResult, DbError>((fiber) => {
+            const tx = currentTx(fiber.currentContext)
+            const timeout = statementTimeout(options)
+            const sent = tx === undefined
+              ? autocommit(fiber, sql, params, options, timeout, "result", shape.prepared)
+              : tx[0].run(sql, params, "result", shape.prepared, timeout)
+            return tagged(fiber, Effect.map(sent as Effect.Effect<QueryResult, DbError>, (r) => {
+              collect(r)
+              return result()
+            }), options, head)
+          })
+        }
+        const body = Effect.withFiberRuntime<InsertManyResult, DbError>((fiber) => {
+          const c = currentTx(fiber.currentContext)![0]
+          return Effect.map(
+            Effect.forEach(chunks, (chunk) =>
+              Effect.map(
+                c.run(shape.sqlOf(chunk), shape.paramsOf(chunk), "result", shape.prepared) as Effect.Effect<QueryResult, DbError>,
+                collect
+              ), { discard: true }),
+            result
+          )
+        })
+        return taggedHere(
+          withTimeout(runTransaction(body, {}, identity), statementTimeout(options), head),
+          options,
+          head
+        )
+      }
+      /** A bulk load with the driver's COPY; where the connection's driver has none, the arrays. */
+      const copy = (types: ReadonlyArray<{ readonly type: string; readonly json: boolean }>) => {
+        const sql = dialect.arrayInsert!.copyFrom(quotedTable, columns.map((c) => quoteIdentifier(dialect, c)))
+        const json = columns.filter((_, c) => types[c]!.json)
+        // JSON columns go as JSON text (a JavaScript array would otherwise read as a PostgreSQL array)
+        const loaded = () =>
+          json.length === 0 ? rows : rows.map((row) => {
+            const copy: Record<string, unknown> = { ...row }
+            for (const column of json) {
+              const v = row[column]
+              if (v !== null && typeof v !== "string") copy[column] = JSON.stringify(v)
+            }
+            return copy
+          })
+        const timeout = statementTimeout(options)
+        const load = (conn: DalConnection) =>
+          Effect.map(conn.copyIn(sql, loaded(), columns, timeout), (inserted): InsertManyResult => ({ inserted, keys: [] }))
         return Effect.withFiberRuntime<InsertManyResult, DbError>((fiber) => {
           const tx = currentTx(fiber.currentContext)
-          const timeout = statementTimeout(options)
-          const run = tx === undefined
-            ? autocommit(fiber, sql, params, options, timeout, "result", false)
-            : tx[0].run(sql, params, "result", false, timeout)
-          return tagged(fiber, Effect.map(run as Effect.Effect<QueryResult, DbError>, (r) => {
-            collect(r)
-            return result()
-          }), options, head)
+          if (tx !== undefined) {
+            return tx[0].driver.copyIn === undefined ? run(arrays(types)) : tagged(fiber, load(tx[0]), options, sql)
+          }
+          // COPY is atomic by itself, like one INSERT
+          return Effect.flatMap(acquire, (lease) =>
+            lease.conn.driver.copyIn === undefined
+              ? Effect.zipRight(pool.release(lease), run(arrays(types)))
+              : tagged(fiber, Effect.ensuring(load(lease.conn), pool.release(lease)), options, sql))
         })
       }
-      const body = Effect.withFiberRuntime<InsertManyResult, DbError>((fiber) => {
-        const c = currentTx(fiber.currentContext)![0]
-        return Effect.map(
-          Effect.forEach(chunks, (chunk) =>
-            // one-off texts: kept out of the statement cache
-            Effect.map(c.run(sqlOf(chunk), paramsOf(chunk), "result", false) as Effect.Effect<QueryResult, DbError>, collect), { discard: true }),
-          result
-        )
-      })
-      return taggedHere(
-        withTimeout(runTransaction(body, {}, identity), statementTimeout(options), head),
-        options,
-        head
-      )
+      if (dialect.arrayInsert === undefined || rows.length < 2) return run(values)
+      const bulk = conflict === undefined && options?.returning === undefined &&
+        rows.length >= (options?.copyThreshold ?? COPY_THRESHOLD)
+      return Effect.flatMap(arrayTypes(quotedTable, columns), (types) =>
+        types === undefined
+          ? run(values)
+          // a table altered since its columns were read: read them again next time
+          : Effect.tapError(bulk ? copy(types) : run(arrays(types)), () => Effect.sync(() => catalog.delete(quotedTable))))
     }), options?.invalidates)
+
+  /** Each table's columns, read once from the catalog (again when a column is not known yet). */
+  const catalog = new Map<string, ReadonlyMap<string, { readonly type: string; readonly array: boolean }>>()
+  const readColumns = (quotedTable: string) =>
+    Effect.withFiberRuntime<ReadonlyMap<string, { readonly type: string; readonly array: boolean }> | undefined>((fiber) => {
+      // inside a transaction, on its connection: the table may be the transaction's own
+      const tx = currentTx(fiber.currentContext)
+      const sql = dialect.arrayInsert!.columnsSql
+      const read = tx === undefined
+        ? autocommit(fiber, sql, [quotedTable], undefined, undefined, "rows", true)
+        : tx[0].run(sql, [quotedTable], "rows", true)
+      return Effect.match(read as Effect.Effect<ReadonlyArray<{ name: string; type: string; array: boolean }>, DbError>, {
+        // not a table we can read: the rows go as VALUES, which reports what is wrong
+        onFailure: () => undefined,
+        onSuccess: (rows) => {
+          const columns = new Map(rows.map((r) => [r.name, { type: r.type, array: r.array }]))
+          catalog.set(quotedTable, columns)
+          return columns
+        }
+      })
+    })
+  /** The array types of `columns`, or `undefined` when the rows must go as VALUES. */
+  const arrayTypes = (quotedTable: string, columns: ReadonlyArray<string>) => {
+    const known = catalog.get(quotedTable)
+    const read = known !== undefined && columns.every((c) => known.has(c)) ? Effect.succeed(known) : readColumns(quotedTable)
+    return Effect.map(read, (found) => {
+      const types = columns.map((c) => found?.get(c))
+      if (types.some((t) => t === undefined || t.array)) return undefined
+      return types.map((t) => ({ type: t!.type, json: dialect.arrayInsert!.jsonTypes.includes(t!.type) }))
+    })
+  }
 
   const stream = <A extends object = Row>(
     sql: string,

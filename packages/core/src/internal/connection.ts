@@ -134,6 +134,16 @@ export class DalConnection implements SqlConnection.Connection {
     return this.guarded(sql, () => driver.batch!(sql, rows))
   }
 
+  /** Bulk-loads rows with the driver's COPY, observed like a statement. */
+  copyIn(
+    sql: string,
+    rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+    columns: ReadonlyArray<string>,
+    timeout: number | undefined
+  ): Effect.Effect<number, DbError> {
+    return this.guarded(sql, () => this.driver.copyIn!(sql, rows, columns, timeout))
+  }
+
   /** Reads a result incrementally on this connection. */
   stream(sql: string, params: ReadonlyArray<unknown>, chunkSize: number): Stream.Stream<any, DbError> {
     const settle = this.driver.settle()
