@@ -97,6 +97,7 @@ interface Workload {
 }
 
 const batchRows = Array.from({ length: 10_000 }, (_, i) => [1 + (i % ACCOUNTS), `batch ${i}`] as const)
+const bigBatchRows = Array.from({ length: 100_000 }, (_, i) => [1 + (i % ACCOUNTS), `batch ${i}`] as const)
 
 const workloads: ReadonlyArray<Workload> = [
   { name: "point select by primary key", concurrency: 20, next: (s) => s.workloads.pointSelect(randomId()) },
@@ -116,6 +117,15 @@ const workloads: ReadonlyArray<Workload> = [
     concurrency: 1,
     rowsPerOp: batchRows.length,
     next: (s) => s.workloads.batchInsert(batchRows)
+  },
+  {
+    // past the COPY threshold; against the fastest raw way, two arrays through unnest (the stock clients
+    // would need 200,000 parameters in one statement)
+    name: "batch insert of 100k rows",
+    concurrency: 1,
+    rowsPerOp: bigBatchRows.length,
+    next: (s) => s.workloads.batchInsert(bigBatchRows),
+    systems: (s) => s.name === "pg.Pool (raw)" || s.name === "effect-dal pg"
   },
   {
     name: "loop of 10k single inserts",
