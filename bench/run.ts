@@ -8,12 +8,14 @@
  */
 import type { DbError} from "@effect-dal/core";
 import { Db, Pool } from "@effect-dal/core"
+import { connect } from "@effect-dal/promise"
+import { Sharding } from "@effect-dal/routing"
 import * as Effect from "effect/Effect"
 import { mkdirSync, writeFileSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
 import { fileURLToPath } from "node:url"
 import type { Engine, Op, System } from "./systems.js"
-import { ACCOUNTS, cacheMakers, cleanup, makers, POOL, prepare, promiseMakers, queueMakers, routingMakers, shardMakers } from "./systems.js"
+import { ACCOUNTS, cacheMakers, cleanup, kyselyMakers, makers, PG_URL, POOL, prepare, promiseMakers, queueMakers, routingMakers, shardMakers } from "./systems.js"
 
 const SECONDS = Number(process.env["BENCH_SECONDS"] ?? 2)
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 5)
@@ -248,9 +250,81 @@ const poolMicro = async (): Promise<{ medianMicros: number; rounds: Array<number
   return { medianMicros: median(rounds), rounds }
 }
 
-/** 1M point queries through effect-dal: memory growth and leaked connections. */
-const memoryRun = async (): Promise<{ queries: number; rssGrowthMb: number; heapGrowthMb: number; leakedConnections: number; seconds: number }> => {
-  const system = (await makers.pg[makers.pg.length - 1]!())
+/** What the memory run drives: 20 callers of `perCaller` point queries each, and the connections still borrowed. */
+interface MemoryTarget {
+  readonly name: string
+  readonly run: (perCaller: number) => Promise<void>
+  readonly borrowed: () => Promise<number>
+  readonly close: () => Promise<void>
+}
+
+interface MemoryResult {
+  readonly name: string
+  readonly queries: number
+  readonly rssGrowthMb: number
+  readonly heapGrowthMb: number
+  readonly leakedConnections: number
+  readonly seconds: number
+}
+
+const POINT = "SELECT id, name, balance FROM [bench_accounts] WHERE id = ?"
+
+/** effect-dal pg through its Effect API, through the shard router, and through the Promise API. */
+const memoryTargets: ReadonlyArray<() => Promise<MemoryTarget>> = [
+  async () => {
+    const system = await makers.pg[makers.pg.length - 1]!()
+    return {
+      name: "effect-dal pg",
+      run: (perCaller) =>
+        system.runtime!.runPromise(Effect.all(
+          Array.from({ length: 20 }, () =>
+            Effect.gen(function*() {
+              for (let i = 0; i < perCaller; i++) yield* Db.execute(POINT, [randomId()])
+            })),
+          { concurrency: "unbounded", discard: true }
+        ).pipe(Effect.catchAll((e: DbError.DbError) => Effect.die(e)))),
+      borrowed: async () => (await system.runtime!.runPromise(Db)).poolStats().active,
+      close: () => system.close()
+    }
+  },
+  async () => {
+    const system = await shardMakers[1]!()
+    const sharded = () => system.runtime!.runPromise(Sharding.Sharding) as Promise<Sharding.Sharded>
+    return {
+      name: "effect-dal pg through the shard router (3 nodes)",
+      run: (perCaller) =>
+        system.runtime!.runPromise(Effect.all(
+          Array.from({ length: 20 }, () =>
+            Effect.gen(function*() {
+              for (let i = 0; i < perCaller; i++) {
+                const id = randomId()
+                yield* Sharding.Sharding.execute(id, POINT, [id])
+              }
+            })),
+          { concurrency: "unbounded", discard: true }
+        ).pipe(Effect.orDie)),
+      borrowed: async () => Object.values((await sharded()).nodes).reduce((n, db) => n + db.poolStats().active, 0),
+      close: () => system.close()
+    }
+  },
+  async () => {
+    const db = await connect({ url: PG_URL, alias: "bench_pg_memory_promise", pool: { min: POOL, max: POOL } })
+    return {
+      name: "effect-dal pg through the Promise API",
+      run: async (perCaller) => {
+        await Promise.all(Array.from({ length: 20 }, async () => {
+          for (let i = 0; i < perCaller; i++) await db.execute(POINT, [randomId()])
+        }))
+      },
+      borrowed: async () => db.poolStats().active,
+      close: () => db.close()
+    }
+  }
+]
+
+/** 1M point queries through each target: memory growth and leaked connections. */
+const memoryRun = async (make: () => Promise<MemoryTarget>): Promise<MemoryResult> => {
+  const target = await make()
   try {
     const gc = (globalThis as { gc?: () => void }).gc
     const settle = async () => {
@@ -259,31 +333,25 @@ const memoryRun = async (): Promise<{ queries: number; rssGrowthMb: number; heap
       gc?.()
     }
     // warm up, then measure from a settled baseline
-    await drive(system, () => system.workloads.pointSelect(randomId()), 20, 1)
+    await target.run(500)
     await settle()
     const rss0 = process.memoryUsage().rss
     const heap0 = process.memoryUsage().heapUsed
     const start = performance.now()
     const perCaller = Math.ceil(MEMORY_QUERIES / 20)
-    await system.runtime!.runPromise(Effect.all(
-      Array.from({ length: 20 }, () =>
-        Effect.gen(function*() {
-          for (let i = 0; i < perCaller; i++) yield* Db.execute("SELECT id, name, balance FROM [bench_accounts] WHERE id = ?", [randomId()])
-        })),
-      { concurrency: "unbounded", discard: true }
-    ).pipe(Effect.catchAll((e: DbError.DbError) => Effect.die(e))))
+    await target.run(perCaller)
     const seconds = (performance.now() - start) / 1000
     await settle()
-    const db = await system.runtime!.runPromise(Db)
     return {
+      name: target.name,
       queries: perCaller * 20,
       rssGrowthMb: (process.memoryUsage().rss - rss0) / 1024 / 1024,
       heapGrowthMb: (process.memoryUsage().heapUsed - heap0) / 1024 / 1024,
-      leakedConnections: db.poolStats().active,
+      leakedConnections: await target.borrowed(),
       seconds
     }
   } finally {
-    await system.close()
+    await target.close()
   }
 }
 
@@ -328,7 +396,7 @@ const markdown = (
   sharding: ReadonlyArray<Result>,
   caching: ReadonlyArray<Result>,
   micro: Awaited<ReturnType<typeof poolMicro>>,
-  memory: Awaited<ReturnType<typeof memoryRun>>,
+  memory: ReadonlyArray<MemoryResult>,
   meta: Record<string, unknown>
 ) => {
   const lines: Array<string> = []
@@ -378,15 +446,18 @@ const markdown = (
   if (withoutEffect.length > 0) {
     lines.push("**Without Effect** (PostgreSQL: the Promise API and `createPgPool` on effect-dal, against raw `pg.Pool` and effect-dal's Effect API)")
     lines.push("")
-    lines.push("| workload | system | ops/s | p50 ms | p99 ms | vs raw pg.Pool | vs Effect API |")
+    lines.push("| workload | system | ops/s | p50 ms | p99 ms | vs raw pg.Pool (Kysely: vs Kysely on it) | vs Effect API |")
     lines.push("|---|---|---:|---:|---:|---:|---:|")
     for (const name of PROMISE_WORKLOADS) {
       const rows = withoutEffect.filter((r) => r.workload === name)
-      const raw = rows.find((r) => r.kind === "raw")
+      const raw = rows.find((r) => r.system === "pg.Pool (raw)")
+      const kyselyRaw = rows.find((r) => r.system === "Kysely on pg.Pool (raw)")
       const effectApi = rows.find((r) => r.system === "effect-dal pg")
       for (const r of rows) {
         const vs = (base: Result | undefined) => (base && base !== r ? fmt(r.opsMedian / base.opsMedian, 2) + "×" : "")
-        lines.push(`| ${name} | ${r.system} | ${fmt(r.opsMedian)} | ${fmt(r.p50Median, 2)} | ${fmt(r.p99Median, 2)} | ${vs(raw)} | ${vs(effectApi)} |`)
+        // Kysely's rows compare with Kysely on raw pg.Pool: the same code on either pool
+        const kysely = r.system.startsWith("Kysely")
+        lines.push(`| ${name} | ${r.system} | ${fmt(r.opsMedian)} | ${fmt(r.p50Median, 2)} | ${fmt(r.p99Median, 2)} | ${vs(kysely ? kyselyRaw : raw)} | ${kysely ? "" : vs(effectApi)} |`)
       }
     }
     lines.push("")
@@ -395,7 +466,10 @@ const markdown = (
   sideTable(lines, "Caching and async writes (PostgreSQL and Redis on this machine)", caching)
   lines.push(`Pool acquire + release on an in-memory fake driver: **${fmt(micro.medianMicros, 2)} µs** median per cycle (rounds: ${micro.rounds.map((r) => fmt(r, 2)).join(", ")}).`)
   lines.push("")
-  lines.push(`${fmt(memory.queries)} point queries through effect-dal pg in ${fmt(memory.seconds, 1)} s: RSS growth **${fmt(memory.rssGrowthMb, 1)} MB**, heap growth ${fmt(memory.heapGrowthMb, 1)} MB, connections still borrowed afterwards: ${memory.leakedConnections}.`)
+  for (const m of memory) {
+    lines.push(`${fmt(m.queries)} point queries through ${m.name} in ${fmt(m.seconds, 1)} s: RSS growth **${fmt(m.rssGrowthMb, 1)} MB**, heap growth ${fmt(m.heapGrowthMb, 1)} MB, connections still borrowed afterwards: ${m.leakedConnections}.`)
+    lines.push("")
+  }
   return lines.join("\n")
 }
 
@@ -409,7 +483,9 @@ const main = async () => {
     for (const engine of ENGINES) results.push(...await benchEngine(engine))
     // on their own, after the others closed: the routed system holds a second pool of 20
     const routing = ENGINES.includes("pg") ? await sideComparison(routingMakers, ROUTED_WORKLOADS, "routed") : []
-    const withoutEffect = ENGINES.includes("pg") ? await sideComparison(promiseMakers, PROMISE_WORKLOADS, "promise") : []
+    const withoutEffect = ENGINES.includes("pg")
+      ? [...await sideComparison(promiseMakers, PROMISE_WORKLOADS, "promise"), ...await sideComparison(kyselyMakers, PROMISE_WORKLOADS, "promise")]
+      : []
     const sharding = ENGINES.includes("pg")
       ? await sideComparison(shardMakers, ["point select by primary key", "top 100 by balance (fan-out over the shards)"], "shard")
       : []
@@ -422,7 +498,8 @@ const main = async () => {
     console.log("pool micro-benchmark")
     const micro = await poolMicro()
     console.log(`memory run: ${MEMORY_QUERIES} queries`)
-    const memory = await memoryRun()
+    const memory: Array<MemoryResult> = []
+    for (const target of memoryTargets) memory.push(await memoryRun(target))
     const meta = {
       date: new Date().toISOString().slice(0, 10),
       machine: `${cpus().length} cores (${cpus()[0]?.model ?? "cpu"}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, loopback`,

@@ -20,6 +20,8 @@ import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Redacted from "effect/Redacted"
+import type { Generated } from "kysely"
+import { Kysely, PostgresDialect } from "kysely"
 import * as Mysql from "mysql2/promise"
 import * as Pg from "pg"
 import postgres from "postgres"
@@ -262,6 +264,42 @@ const dalPromisePg = async (): Promise<System> => {
   }
 }
 
+interface KyselyBench {
+  readonly bench_accounts: { id: number; name: string; balance: string }
+  readonly bench_events: { id: Generated<string>; account_id: number; payload: string }
+}
+
+/** Kysely on a node-postgres pool: raw `pg.Pool`, or effect-dal's `createPgPool` in its place. */
+const kyselyOn = (name: string, kind: System["kind"], pool: Pg.Pool): System => {
+  const db = new Kysely<KyselyBench>({ dialect: new PostgresDialect({ pool }) })
+  return {
+    name,
+    engine: "pg",
+    kind,
+    workloads: {
+      pointSelect: (id) => promise(() => db.selectFrom("bench_accounts").select(["id", "name", "balance"]).where("id", "=", id).execute()),
+      insert: (id) => promise(() => db.insertInto("bench_events").values({ account_id: id, payload: "x" }).execute()),
+      transfer: (from, to, amount) =>
+        promise(() =>
+          db.transaction().execute(async (trx) => {
+            await trx.updateTable("bench_accounts").set((eb) => ({ balance: eb("balance", "-", String(amount)) })).where("id", "=", from).execute()
+            await trx.updateTable("bench_accounts").set((eb) => ({ balance: eb("balance", "+", String(amount)) })).where("id", "=", to).execute()
+          })
+        ),
+      sleep5ms: () => promise(() => pool.query(pgSql.sleep)),
+      batchInsert: (rows) => promise(() => db.insertInto("bench_events").values(rows.map((r) => ({ account_id: r[0], payload: r[1] }))).execute())
+    },
+    close: () => db.destroy()
+  }
+}
+
+/** Kysely on raw `pg.Pool`, pool 20. */
+const kyselyRaw = async (): Promise<System> => kyselyOn("Kysely on pg.Pool (raw)", "raw", new Pg.Pool({ connectionString: PG_URL, max: POOL }))
+
+/** The same Kysely code on `createPgPool`, deployed as above. */
+const kyselyDal = async (): Promise<System> =>
+  kyselyOn("Kysely on effect-dal createPgPool", "effect-dal", createPgPool({ connectionString: PG_URL, alias: "bench_pg_kysely", ...deployed }))
+
 /** node-postgres code unchanged on `createPgPool`, deployed as above. */
 const dalPgPool = async (): Promise<System> => {
   const pool = createPgPool({ connectionString: PG_URL, alias: "bench_pg_pool", ...deployed })
@@ -431,6 +469,9 @@ export const shardMakers: ReadonlyArray<() => Promise<System>> = [dalPg, dalPgSh
 
 /** The comparison without Effect: raw `pg.Pool`, effect-dal's Effect API, its Promise API and `createPgPool`. */
 export const promiseMakers: ReadonlyArray<() => Promise<System>> = [rawPg, dalPg, dalPromisePg, dalPgPool]
+
+/** Kysely on either pool, compared on their own (each system holds a pool of 20). */
+export const kyselyMakers: ReadonlyArray<() => Promise<System>> = [kyselyRaw, kyselyDal]
 
 /** The routing comparison: effect-dal pg direct, and behind the replica router. */
 export const routingMakers: ReadonlyArray<() => Promise<System>> = [dalPg, dalPgRouted]
