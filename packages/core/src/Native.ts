@@ -38,6 +38,8 @@ export interface NativeConnection {
    * A second call does nothing.
    */
   readonly release: (discard?: boolean) => Effect.Effect<void>
+  /** `release`, synchronously: for callers outside Effect, with no fiber to run it on. */
+  readonly releaseNow: (discard?: boolean) => void
 }
 
 /**

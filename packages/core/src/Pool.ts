@@ -253,6 +253,8 @@ export interface Pool<C> {
   ) => (() => void) | undefined
   /** `release`, synchronously. */
   readonly releaseNow: (lease: Lease<C>) => void
+  /** `invalidate`, synchronously. */
+  readonly invalidateNow: (lease: Lease<C>) => void
   /** Borrows a connection for the duration of `f`. */
   readonly withConnection: <A, E, R>(
     f: (conn: C) => Effect.Effect<A, E, R>
@@ -587,13 +589,14 @@ const makeWithRuntime = <C>(
 
   const release = (lease: Lease<C>): Effect.Effect<void> => Effect.sync(() => releaseNow(lease))
 
-  const invalidate = (lease: Lease<C>): Effect.Effect<void> =>
-    Effect.sync(() => {
-      const entry = lease as Entry<C>
-      if (entry.state !== "active") return
-      observer.released(Date.now() - entry.leasedAt)
-      destroyEntry(entry)
-    })
+  const invalidateNow = (lease: Lease<C>): void => {
+    const entry = lease as Entry<C>
+    if (entry.state !== "active") return
+    observer.released(Date.now() - entry.leasedAt)
+    destroyEntry(entry)
+  }
+
+  const invalidate = (lease: Lease<C>): Effect.Effect<void> => Effect.sync(() => invalidateNow(lease))
 
   const withConnection = <A, E, R>(
     f: (conn: C) => Effect.Effect<A, E, R>
@@ -793,6 +796,7 @@ const makeWithRuntime = <C>(
     use,
     borrow,
     releaseNow,
+    invalidateNow,
     scoped: Effect.acquireRelease(acquireEntry, release).pipe(Effect.map((entry) => entry.conn)),
     close
   }

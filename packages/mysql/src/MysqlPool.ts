@@ -329,7 +329,7 @@ export class DalMysqlPool extends EventEmitter {
   /** @internal */
   released(conn: DalMysqlConnection, lease: Native.NativeConnection, discard: boolean): void {
     this.emit("release", conn)
-    this.runner.runCallback(() => lease.release(discard), () => {})
+    lease.releaseNow(discard)
   }
 
   /** mysql2's `releaseConnection`: the same as `connection.release()`. */

@@ -257,7 +257,7 @@ export class DalPgPool extends Pg.Pool {
   /** @internal */
   released(client: DalPgClient, lease: Native.NativeConnection, discard: boolean, err: Error | undefined): void {
     this.emit("release", err, client)
-    this.runner.runCallback(() => lease.release(discard), () => {})
+    lease.releaseNow(discard)
   }
 
   /**

@@ -28,16 +28,19 @@ export const makeNative = (core: DbCore, statements: Statements): NativeLane => 
       ),
     checkout: Effect.map(core.acquire, (lease): NativeConnection => {
       let released = false
+      // the pool hands a connection back synchronously (its cleanup, if any, runs in the background)
+      const releaseNow = (discard?: boolean) => {
+        if (released) return
+        released = true
+        if (discard === true) pool.invalidateNow(lease)
+        else pool.releaseNow(lease)
+      }
       return {
         driver: lease.conn.driver,
         execute: (sql, params, options, call) =>
           taggedHere(lease.conn.run(sql, params, { native: options }, true, statementTimeout(call)), call, sql),
-        release: (discard) =>
-          Effect.suspend(() => {
-            if (released) return Effect.void
-            released = true
-            return discard === true ? pool.invalidate(lease) : pool.release(lease)
-          })
+        release: (discard) => Effect.sync(() => releaseNow(discard)),
+        releaseNow
       }
     }),
     subscribe: (listener) => {
