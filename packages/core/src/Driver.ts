@@ -96,6 +96,15 @@ export interface DriverConnection {
       timeout: number | undefined
     ) => Effect.Effect<number, DbError>)
     | undefined
+  /**
+   * Holds a transaction's `BEGIN` to send with the next statement, in its
+   * flush and under its Sync: a failed BEGIN fails that statement, which then
+   * never runs. A use that is not one statement (a stream, a batch, a COPY)
+   * sends it on its own first. Where absent, BEGIN is a round trip of its own.
+   */
+  readonly deferBegin?: ((sql: string) => void) | undefined
+  /** Forgets a BEGIN not sent yet; `true` when there was one (its transaction never started on the server). */
+  readonly dropBegin?: (() => boolean) | undefined
   /** Reads a result incrementally, with back-pressure. */
   readonly stream: (sql: string, params: ReadonlyArray<unknown>, chunkSize: number) => Stream.Stream<any, DbError>
   /** A cheap round trip. */

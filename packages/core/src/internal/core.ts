@@ -245,7 +245,9 @@ export const makeCore = (driver: Driver, config: DatabaseConfig): Effect.Effect<
           // a session whose state was changed (SET, temp tables, ...) is closed rather than passed on
           isBroken: (conn) => conn.sessionDirty || conn.driver.isBroken(),
           recycle: (conn) => {
-            // a connection must never come back inside a transaction: roll it back, or destroy it
+            // a connection must never come back inside a transaction: roll it back, or destroy it;
+            // nor with a BEGIN held back for a statement that will not come
+            conn.driver.dropBegin?.()
             const settle = conn.driver.settle()
             if (settle === undefined) return needsRollback(conn) ? rollbackOf(conn) : undefined
             return Effect.zipRight(settle, Effect.suspend(() => needsRollback(conn) ? rollbackOf(conn) : Effect.void))

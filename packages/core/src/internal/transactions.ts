@@ -68,6 +68,8 @@ export const makeTransactions = (core: DbCore): Transactions => {
   const rollbackTop = (conn: DalConnection) =>
     Effect.suspend(() => {
       invalidator.discarded(conn)
+      // a BEGIN still held back: nothing reached the server
+      if (conn.driver.dropBegin?.() === true) return Effect.void
       return conn.driver.settle() === undefined ? rollbackQuietly(conn, rollbackSql) : Effect.void
     })
 
@@ -76,7 +78,8 @@ export const makeTransactions = (core: DbCore): Transactions => {
    * transaction's invalidations are announced once it committed, or may have.
    */
   const commit = (conn: DalConnection): Effect.Effect<void, DbError> =>
-    Effect.catchTag(
+    // a transaction that sent no statement never began on the server: nothing to commit
+    conn.driver.dropBegin?.() === true ? Effect.sync(() => invalidator.committed(conn)) : Effect.catchTag(
       conn.run(dialect.commit, noParams, "raw", false),
       "ConnectionError",
       (error) => Effect.fail(new OutcomeUnknown({ phase: "commit", sql: dialect.commit, cause: error }))
@@ -91,6 +94,11 @@ export const makeTransactions = (core: DbCore): Transactions => {
   const begin = (conn: DalConnection, options: WithTransactionOptions): Effect.Effect<void, DbError> => {
     invalidator.discarded(conn)
     const statements = dialect.begin(options)
+    // where the driver can, BEGIN goes out with the transaction's first statement: no round trip of its own
+    if (statements.length === 1 && conn.driver.deferBegin !== undefined) {
+      conn.driver.deferBegin(statements[0]!)
+      return Effect.void
+    }
     return statements.length === 1
       ? conn.run(statements[0]!, noParams, "raw", false)
       : Effect.forEach(statements, (s) => conn.run(s, noParams, "raw", false), { discard: true })

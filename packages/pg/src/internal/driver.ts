@@ -99,8 +99,71 @@ const sendCancel = (endpoint: Endpoint, processID: number, secretKey: number): E
     })
   })
 
+/** The wire-protocol side of a `pg` connection that a Query writes to; pg's types do not describe it. */
+interface PgProtocolConnection {
+  parse(config: { readonly text: string; readonly name: string; readonly types: Array<number> }): void
+  bind(config: { readonly portal: string; readonly statement: string; readonly values: Array<unknown> }): void
+  execute(config: { readonly portal: string; readonly rows: number }): void
+  readonly parsedStatements: Record<string, string>
+}
+
+/** The parts of pg's `Query` (lib/query.js) a pipelined BEGIN builds on. */
+interface PgQueryInternals {
+  readonly name?: string | undefined
+  requiresPreparation(): boolean
+  prepare(connection: PgProtocolConnection): void
+  hasBeenParsed(connection: PgProtocolConnection): boolean
+  handleCommandComplete(msg: unknown, connection: PgProtocolConnection): void
+  handleError(err: Error, connection: PgProtocolConnection): void
+}
+
+const QueryBase = Pg.Query as unknown as new (config: unknown, values: unknown, callback: unknown) => PgQueryInternals
+
+/**
+ * A statement with its transaction's BEGIN in front: both go out in one flush
+ * under one Sync, so a failed BEGIN fails the statement, and the server skips
+ * the statement (everything up to the Sync) after it.
+ */
+class AfterBegin extends QueryBase {
+  private begun = false
+  private parsedHere = false
+
+  constructor(private readonly begin: string, config: Pg.QueryConfig, callback: (err: Error | null, result: any) => void) {
+    super(config, undefined, callback)
+  }
+
+  override requiresPreparation(): boolean {
+    return true
+  }
+
+  override prepare(connection: PgProtocolConnection): void {
+    connection.parse({ text: this.begin, name: "", types: [] })
+    connection.bind({ portal: "", statement: "", values: [] })
+    connection.execute({ portal: "", rows: 0 })
+    this.parsedHere = !this.hasBeenParsed(connection)
+    super.prepare(connection)
+  }
+
+  override handleCommandComplete(msg: unknown, connection: PgProtocolConnection): void {
+    // BEGIN's own completion: the statement's result starts after it
+    if (!this.begun) {
+      this.begun = true
+      return
+    }
+    super.handleCommandComplete(msg, connection)
+  }
+
+  override handleError(err: Error, connection: PgProtocolConnection): void {
+    // pg records a named statement as parsed at the first ParseComplete, which was BEGIN's
+    if (this.parsedHere && this.name !== undefined) delete connection.parsedStatements[this.name]
+    super.handleError(err, connection)
+  }
+}
+
 class PgConnection implements Driver.DriverConnection {
   private broken = false
+  /** A transaction's BEGIN held back for the next statement. */
+  private pendingBegin: string | undefined = undefined
   /** `host:port` of the server. */
   private readonly at: string
   private readonly gate: CancelGate
@@ -159,6 +222,26 @@ class PgConnection implements Driver.DriverConnection {
     this.broken = true
   }
 
+  deferBegin(sql: string): void {
+    this.pendingBegin = sql
+  }
+
+  dropBegin(): boolean {
+    const had = this.pendingBegin !== undefined
+    this.pendingBegin = undefined
+    return had
+  }
+
+  /** A held-back BEGIN sent on its own, before a use that is not one statement (a stream, a batch, a COPY). */
+  private get begun(): Effect.Effect<void, DbError.DbError> {
+    return Effect.suspend(() => {
+      const begin = this.pendingBegin
+      if (begin === undefined) return Effect.void
+      this.pendingBegin = undefined
+      return Effect.asVoid(this.query(begin, [], "raw", false))
+    })
+  }
+
   /** The prepared name for `sql`, or `undefined` to send it unnamed. */
   statementName(sql: string): string | undefined {
     return this.cache.lookup(sql)
@@ -190,6 +273,15 @@ class PgConnection implements Driver.DriverConnection {
             done(Exit.succeed(shape(result, mode)))
           }
         }
+        const begin = this.pendingBegin
+        if (begin !== undefined && typeof mode !== "object") {
+          this.pendingBegin = undefined
+          const config: Pg.QueryConfig & { rowMode?: "array" } = { text: sql, values: params as Array<unknown> }
+          if (name !== undefined) config.name = name
+          if (mode === "values") config.rowMode = "array"
+          this.client.query(new AfterBegin(begin, config, callback) as unknown as Pg.Query)
+          return
+        }
         if (typeof mode === "object") {
           // a driver-compatible pool's query: pg's own row mode and type parsers
           const native = mode.native as PgNativeOptions
@@ -210,7 +302,11 @@ class PgConnection implements Driver.DriverConnection {
         if (name !== undefined) query.name = name
         this.client.query(query)
       }
-      send(false)
+      const begin = this.pendingBegin
+      if (begin === undefined || typeof mode !== "object") return send(false)
+      // a driver-compatible pool's query inside a transaction: BEGIN first, on its own
+      this.pendingBegin = undefined
+      this.client.query(begin, (err: Error | null) => (err ? done(Exit.fail(this.failure(err, begin))) : send(false)))
     }, onOutcome)
   }
 
@@ -231,7 +327,7 @@ class PgConnection implements Driver.DriverConnection {
 
   /** Pipelines every row: all Bind/Execute messages go out before the first reply comes back. */
   batch(sql: string, rows: ReadonlyArray<ReadonlyArray<unknown>>) {
-    return this.gate.run<number>(sql, undefined, (done) => {
+    return Effect.zipRight(this.begun, this.gate.run<number>(sql, undefined, (done) => {
       const client = this.client as unknown as { pipeline: boolean }
       client.pipeline = true
       let pending = rows.length
@@ -253,7 +349,7 @@ class PgConnection implements Driver.DriverConnection {
           }
         })
       }
-    })
+    }))
   }
 
   /**
@@ -267,7 +363,7 @@ class PgConnection implements Driver.DriverConnection {
     columns: ReadonlyArray<string>,
     timeout: number | undefined
   ) {
-    return this.gate.run<number>(sql, timeout, (done) => {
+    return Effect.zipRight(this.begun, this.gate.run<number>(sql, timeout, (done) => {
       const stream = this.client.query(copyFrom(sql))
       let finished = false
       const finish = (outcome: Exit.Exit<number, DbError.DbError>) => {
@@ -293,12 +389,14 @@ class PgConnection implements Driver.DriverConnection {
         stream.end()
       }
       write()
-    })
+    }))
   }
 
   stream(sql: string, params: ReadonlyArray<unknown>, chunkSize: number): Stream.Stream<any, DbError.DbError> {
     const client = this.client
+    const begun = this.begun
     return Stream.unwrapScoped(Effect.gen(function*() {
+      yield* begun
       const cursor = client.query(new Cursor(sql, params as Array<unknown>))
       yield* Effect.addFinalizer(() =>
         Effect.async<void>((resume) => {

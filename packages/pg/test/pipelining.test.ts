@@ -1,0 +1,80 @@
+/**
+ * A transaction's BEGIN goes out with its first statement, in one flush
+ * under one Sync: a failed BEGIN fails that statement, which never runs.
+ */
+import { Db } from "@effect-dal/core"
+import type { Driver } from "@effect-dal/core"
+import { PgDatabase } from "@effect-dal/pg"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Redacted from "effect/Redacted"
+import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { PG_URL, schemaFor, unique } from "./helpers.js"
+
+const schema = unique("dal_pipe")
+const { create, drop } = schemaFor(schema)
+beforeAll(() => Effect.runPromise(create))
+afterAll(() => Effect.runPromise(drop))
+
+const run = <A, E>(effect: Effect.Effect<A, E, Db>) =>
+  Effect.runPromise(Effect.provide(effect, PgDatabase.layer({ url: Redacted.make(PG_URL), alias: unique("pipe"), pool: { max: 2 } })))
+
+/** One statement straight on the driver's connection. */
+const send = (driver: Driver.DriverConnection, sql: string, params: ReadonlyArray<unknown>, prepared: boolean) =>
+  Effect.async<unknown, unknown>((resume) => {
+    driver.send(sql, params, "result", prepared, undefined, (exit) => resume(Exit.isSuccess(exit) ? Effect.succeed(exit.value) : Effect.failCause(exit.cause)))
+  })
+
+describe("PostgreSQL: BEGIN pipelined with the first statement", () => {
+  it("a failed BEGIN fails the statement with BEGIN's error, and the statement never runs; a good one opens the transaction", async () => {
+    const table = `${schema}.${unique("t")}`
+    const seen = await run(Effect.gen(function*() {
+      const db = yield* Db
+      yield* Db.execute(`CREATE TABLE [${table}] (id int PRIMARY KEY)`)
+      const quoted = table.split(".").map((p) => `"${p}"`).join(".")
+      const lease = yield* db.native.checkout
+      const driver = lease.driver
+      // a BEGIN the server refuses: the INSERT behind it, in the same flush, is skipped
+      driver.deferBegin!("BEGIN ISOLATION LEVEL NONSENSE")
+      const refused = yield* Effect.flip(send(driver, `INSERT INTO ${quoted} VALUES ($1)`, [1], true))
+      const afterRefusal = driver.transactionState()
+      // the same prepared statement runs on its own afterwards: it was not left recorded as parsed
+      yield* send(driver, `INSERT INTO ${quoted} VALUES ($1)`, [2], true)
+      // a good BEGIN: the statement runs inside the transaction it opens
+      driver.deferBegin!("BEGIN")
+      yield* send(driver, `INSERT INTO ${quoted} VALUES ($1)`, [3], true)
+      const inside = driver.transactionState()
+      yield* send(driver, "ROLLBACK", [], false)
+      // held back and dropped: nothing was sent
+      driver.deferBegin!("BEGIN")
+      const dropped = driver.dropBegin!()
+      const idle = driver.transactionState()
+      yield* lease.release()
+      const rows = yield* Db.execute<{ id: number }>(`SELECT id FROM [${table}] ORDER BY id`)
+      return { refused: String((refused as Error).message), afterRefusal, inside, dropped, idle, rows: rows.map((r) => r.id) }
+    }))
+    expect(seen.refused).toContain("NONSENSE")
+    expect(seen).toMatchObject({ afterRefusal: "idle", inside: "transaction", dropped: true, idle: "idle", rows: [2] })
+  })
+
+  it("transactions through Db keep their meaning: a body's failure rolls back, an empty one sends nothing, isolation applies", async () => {
+    const table = `${schema}.${unique("tx")}`
+    const seen = await run(Effect.gen(function*() {
+      yield* Db.execute(`CREATE TABLE [${table}] (id int PRIMARY KEY)`)
+      yield* Effect.flip(Db.withTransaction(Effect.zipRight(
+        Db.execute(`INSERT INTO [${table}] VALUES (?)`, [1]),
+        Effect.fail("body failed")
+      )))
+      yield* Db.withTransaction(Db.execute(`INSERT INTO [${table}] VALUES (?)`, [2]))
+      yield* Db.withTransaction(Effect.void)
+      const isolation = yield* Db.withTransaction(
+        Db.execute<{ transaction_isolation: string }>("SHOW transaction_isolation"),
+        { isolation: "serializable", readOnly: true }
+      )
+      const readOnly = yield* Effect.flip(Db.withTransaction(Db.execute(`INSERT INTO [${table}] VALUES (?)`, [3]), { readOnly: true }))
+      const rows = yield* Db.execute<{ id: number }>(`SELECT id FROM [${table}] ORDER BY id`)
+      return { rows: rows.map((r) => r.id), isolation: isolation[0]!.transaction_isolation, readOnly: readOnly._tag }
+    }))
+    expect(seen).toEqual({ rows: [2], isolation: "serializable", readOnly: "QueryError" })
+  })
+})
