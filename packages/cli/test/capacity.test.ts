@@ -19,12 +19,18 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }))
 const capacity = async (args: ReadonlyArray<string>, report: string) => {
   const env = { ...process.env }
   delete env["DATABASE_URL"]
-  const { stdout } = await run("npx", ["tsx", "packages/cli/src/bin.ts", ...args, "--report", report], {
-    cwd: root,
-    timeout: 120_000,
-    env
-  })
-  return stdout
+  try {
+    const { stdout } = await run("npx", ["tsx", "packages/cli/src/bin.ts", ...args, "--report", report], {
+      cwd: root,
+      timeout: 120_000,
+      env
+    })
+    return stdout
+  } catch (error) {
+    // what the command said, so that a failure can be read from the test's report
+    const e = error as { message: string; stdout?: string; stderr?: string }
+    throw new Error(`${e.message}\n--- stdout ---\n${e.stdout?.slice(-2_000) ?? ""}\n--- stderr ---\n${e.stderr?.slice(-4_000) ?? ""}`)
+  }
 }
 
 const chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].find(existsSync)
