@@ -546,16 +546,16 @@ export const make = (options: {
   ): Effect.Effect<A, E | CrossShardTransaction | DbError.DbError, Exclude<R, Db | SqlClient.SqlClient>> =>
     Effect.withFiberRuntime((fiber) => {
       const node = options.nodes[name]!
-      const routed = effect.pipe(
+      const provided = effect.pipe(
         Effect.provideService(Db, node),
         Effect.provideService(SqlClient.SqlClient, node.sql),
         Effect.locally(currentNode, name)
       ) as Effect.Effect<A, E, Exclude<R, Db | SqlClient.SqlClient>>
       const atomic = fiber.getFiberRef(currentAtomic)
       // inside an atomic transaction, each node's work runs in that node's branch
-      if (atomic !== undefined) return Effect.flatMap(coordinator.branch(atomic, name), (branch) => branch.run(routed))
+      if (atomic !== undefined) return Effect.flatMap(coordinator.branch(atomic, name), (branch) => branch.run(provided))
       const refused = crossing(fiber, name)
-      return refused === undefined ? routed : Effect.fail(refused)
+      return refused === undefined ? provided : Effect.fail(refused)
     })
 
   const forKey = (key: unknown) =>
@@ -711,18 +711,17 @@ export const make = (options: {
     nodeOf,
     vshardOf,
     forKey,
-    // the short form needs no context of its own: the node runs the statement directly
+    // the short form, outside any routed work, needs no context of its own: the node runs the statement directly
     execute: (key, sql, params, executeOptions) =>
       Either.match(vshardOf(key), {
         onLeft: (error) => Effect.fail(error),
         onRight: (vshard) =>
           routed(vshard, (name) =>
             Effect.withFiberRuntime((fiber) => {
-              if (fiber.getFiberRef(currentAtomic) !== undefined) {
-                return onNode(name, options.nodes[name]!.execute(sql, params, executeOptions))
-              }
-              const refused = crossing(fiber, name)
-              return refused === undefined ? options.nodes[name]!.execute(sql, params, executeOptions) : Effect.fail(refused)
+              const statement = options.nodes[name]!.execute<any>(sql, params, executeOptions)
+              return fiber.getFiberRef(currentNode) === undefined && fiber.getFiberRef(currentAtomic) === undefined
+                ? statement
+                : onNode(name, statement)
             }))
       }),
     fanOut,

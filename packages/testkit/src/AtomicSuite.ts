@@ -88,6 +88,11 @@ export const suite = (profile: AtomicProfile): void => {
     }
     return out
   }
+  /** `amount` went from `from` to `to` since `before`. */
+  const expectMoved = async (before: Map<number, number>, from: number, to: number, amount: number) => {
+    const after = await balances()
+    expect([after.get(from), after.get(to)]).toEqual([before.get(from)! - amount, before.get(to)! + amount])
+  }
   const total = async () => [...(await balances()).values()].reduce((a, b) => a + b, 0)
   const ledger = async () => {
     const ids: Array<number> = []
@@ -254,9 +259,7 @@ export const suite = (profile: AtomicProfile): void => {
       const report = await run(makeRouter(nodes, name).recover())
       expect(report.committed).toBe(1)
       expect(await prepared()).toEqual([])
-      const after = await balances()
-      expect(after.get(from)).toBe(before.get(from)! - 7)
-      expect(after.get(to)).toBe(before.get(to)! + 7)
+      await expectMoved(before, from, to, 7)
       expect((await ledger()).filter((id) => id === 90_002)).toHaveLength(1)
       // the next recovery forgets the decision: nothing is left to decide
       await run(makeRouter(nodes, name).recover())
@@ -331,9 +334,7 @@ export const suite = (profile: AtomicProfile): void => {
       const report = await run(makeRouter(nodes, name).recover())
       expect(report.committed).toBe(1)
       expect(await prepared()).toEqual([])
-      const after = await balances()
-      expect(after.get(from)).toBe(before.get(from)! - 13)
-      expect(after.get(to)).toBe(before.get(to)! + 13)
+      await expectMoved(before, from, to, 13)
       expect(await total()).toBe(ACCOUNTS * OPENING)
     }, 90_000)
   })

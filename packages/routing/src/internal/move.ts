@@ -117,7 +117,7 @@ export const move = (
     }
     const owner = start.assignment[vshard]!
     const frozen = new Set(start.frozen ?? [])
-    const with_ = (base: ShardMap, changes: { owner?: string; frozen: boolean }): ShardMap => {
+    const nextMap = (base: ShardMap, changes: { owner?: string; frozen: boolean }): ShardMap => {
       const f = new Set(base.frozen ?? [])
       if (changes.frozen) f.add(vshard)
       else f.delete(vshard)
@@ -182,9 +182,10 @@ export const move = (
       // 2. the freeze: this router at once, the others once they acknowledge it
       if (!frozen.has(vshard)) {
         freezeStart = Date.now()
-        yield* Effect.mapError(ctx.publish(with_(ctx.map(), { frozen: true })), fail("freeze", "the frozen map could not be published"))
+        yield* Effect.mapError(ctx.publish(nextMap(ctx.map(), { frozen: true })), fail("freeze", "the frozen map could not be published"))
       }
-      const release = Effect.ignore(ctx.publish(with_(ctx.map(), { frozen: false })))
+      // a move that stops before its cutover releases the shard where it was
+      const release = Effect.suspend(() => Effect.ignore(ctx.publish(nextMap(ctx.map(), { frozen: false }))))
       yield* Effect.mapError(
         Effect.zipRight(ctx.quiesce([vshard]), ctx.acknowledged(ctx.map().version)),
         fail("freeze", "calls in flight on the shard did not finish")
@@ -214,7 +215,7 @@ export const move = (
       yield* Effect.mapError(catchUp, fail("freeze", "the catch-up to the target failed")).pipe(Effect.tapError(() => release))
       // 4. the new owner, still frozen until the source's rows are gone (a fan-out must not count them twice)
       yield* Effect.mapError(
-        ctx.publish(with_(ctx.map(), { owner: to, frozen: true })),
+        ctx.publish(nextMap(ctx.map(), { owner: to, frozen: true })),
         fail("cutover", "the map with the new owner could not be published")
       ).pipe(Effect.tapError(() => release))
     }
@@ -232,7 +233,7 @@ export const move = (
       }), { discard: true })
     yield* Effect.mapError(cleanup, fail("cleanup", "the source's rows could not be deleted; run the move again to finish"))
     yield* Effect.mapError(
-      ctx.publish(with_(ctx.map(), { frozen: false })),
+      ctx.publish(nextMap(ctx.map(), { frozen: false })),
       fail("cleanup", "the map could not be published; run the move again to finish")
     )
     const freezeMillis = Date.now() - freezeStart
