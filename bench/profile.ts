@@ -1,6 +1,7 @@
 /**
- * `node --cpu-prof --import tsx bench/profile.ts [pg|mysql]`: point selects
- * through effect-dal, deployed as in the benchmark, for a CPU profile.
+ * `node --cpu-prof --import tsx bench/profile.ts [pg|mysql] [point|transfer]`:
+ * point selects or transfers through effect-dal, deployed as in the
+ * benchmark, for a CPU profile.
  */
 import { Db } from "@effect-dal/core"
 import { MysqlDatabase } from "@effect-dal/mysql"
@@ -11,6 +12,7 @@ import * as ManagedRuntime from "effect/ManagedRuntime"
 import { ACCOUNTS, MYSQL_URL, PG_URL, prepare } from "./systems.js"
 
 const engine = process.argv[2] === "mysql" ? "mysql" : "pg"
+const workload = process.argv[3] === "transfer" ? "transfer" : "point"
 const flag = (name: string) => process.env[name] === "1"
 const options = {
   alias: "profile",
@@ -32,12 +34,19 @@ const main = async () => {
     Array.from({ length: 20 }, () =>
       Effect.gen(function*() {
         for (let i = 0; i < n / 20; i++) {
-          yield* Db.execute("SELECT id, name, balance FROM [bench_accounts] WHERE id = ?", [1 + Math.floor(Math.random() * ACCOUNTS)])
+          const id = 1 + Math.floor(Math.random() * (ACCOUNTS - 1))
+          if (workload === "point") yield* Db.execute("SELECT id, name, balance FROM [bench_accounts] WHERE id = ?", [id])
+          else {
+            yield* Db.withTransaction(Effect.zipRight(
+              Db.execute("UPDATE [bench_accounts] SET balance = balance - ? WHERE id = ?", [1, id]),
+              Db.execute("UPDATE [bench_accounts] SET balance = balance + ? WHERE id = ?", [1, id + 1])
+            ))
+          }
         }
       })),
     { concurrency: "unbounded", discard: true }
   ))
-  console.log(`${engine}: ${Math.round(n / ((performance.now() - start) / 1000))} queries/s`)
+  console.log(`${engine} ${workload}: ${Math.round(n / ((performance.now() - start) / 1000))} ops/s`)
   await runtime.dispose()
 }
 main()

@@ -14,6 +14,8 @@ import { classify } from "../MysqlErrors.js"
 const CLOSE_GRACE_MS = 1_000
 /** SERVER_STATUS_IN_TRANS in the status flags of an OK packet. */
 const SERVER_STATUS_IN_TRANS = 1
+/** SERVER_STATUS_NO_BACKSLASH_ESCAPES: string literals must not be escaped with backslashes. */
+const SERVER_STATUS_NO_BACKSLASH_ESCAPES = 512
 
 /** @internal */
 export interface MysqlDriverOptions {
@@ -58,6 +60,27 @@ const statementKey = (sql: string, rowsAsArray: boolean): string => {
     statementKeys.set(sql, key)
   }
   return key
+}
+
+/**
+ * A statement to be prepared that may go out as text instead, in one query
+ * after its transaction's START TRANSACTION: a write without RETURNING (an OK
+ * packet, so no row is typed differently by the text protocol), its values
+ * ones that mysql2's escaping renders exactly as the binary protocol binds them.
+ */
+const INLINE_WRITE = /^\s*(?:insert|update|delete|replace)\b/i
+const inlinable = (sql: string, params: ReadonlyArray<unknown>): boolean => {
+  if (!INLINE_WRITE.test(sql) || /\breturning\b/i.test(sql)) return false
+  for (const p of params) {
+    if (!(p === null || typeof p === "string" || typeof p === "boolean" || Number.isSafeInteger(p))) return false
+  }
+  return true
+}
+
+/** A multi-statement result without its first statement's: what the statement alone would have returned. */
+const withoutFirst = (parts: any): any => {
+  if (!Array.isArray(parts)) return parts
+  return parts.length === 2 ? parts[1] : parts.slice(1)
 }
 
 const isHeader = (u: unknown): u is Header =>
@@ -122,6 +145,8 @@ class MysqlConnection implements Driver.DriverConnection {
   private broken = false
   private inTransaction: boolean | undefined = undefined
   private readonly gate: CancelGate
+  /** A transaction's START TRANSACTION, held to go out with its first statement. */
+  private pendingBegin: string | undefined = undefined
 
   constructor(
     readonly conn: Mysql.Connection,
@@ -133,7 +158,9 @@ class MysqlConnection implements Driver.DriverConnection {
     /** Where write connections land: told when this one is lost, and when its statements succeed. */
     private readonly watch?: Failover.Watch | undefined,
     /** `host:port` of the server. */
-    private readonly at: string = ""
+    private readonly at: string = "",
+    /** The server status flags last reported (an OK packet's); from the connection's setup on. */
+    private status: number | undefined = undefined
   ) {
     // KILL QUERY on this exact thread
     this.gate = new CancelGate(
@@ -171,8 +198,34 @@ class MysqlConnection implements Driver.DriverConnection {
       ? results[results.length - 1]
       : results
     if (isHeader(last) && typeof last.serverStatus === "number") {
+      this.status = last.serverStatus
       this.inTransaction = (last.serverStatus & SERVER_STATUS_IN_TRANS) !== 0
     }
+  }
+
+  deferBegin(sql: string): void {
+    this.pendingBegin = sql
+  }
+
+  dropBegin(): boolean {
+    const had = this.pendingBegin !== undefined
+    this.pendingBegin = undefined
+    return had
+  }
+
+  /** A held-back START TRANSACTION sent on its own, before a stream. */
+  private get begun(): Effect.Effect<void, DbError.DbError> {
+    return Effect.suspend(() => {
+      const begin = this.pendingBegin
+      if (begin === undefined) return Effect.void
+      this.pendingBegin = undefined
+      return Effect.asVoid(Driver.query(this, begin, [], "raw", false))
+    })
+  }
+
+  /** Whether mysql2's client-side escaping is right for this session: it escapes with backslashes. */
+  private get escapes(): boolean {
+    return this.status !== undefined && (this.status & SERVER_STATUS_NO_BACKSLASH_ESCAPES) === 0
   }
 
   send(
@@ -184,41 +237,72 @@ class MysqlConnection implements Driver.DriverConnection {
     onOutcome: (outcome: Exit.Exit<any, DbError.DbError>) => void
   ) {
     return this.gate.send<any>(sql, timeout, (done) => {
-      const callback = (err: Mysql.QueryError | null, results: any, fields: any) => {
+      /** `merged`: the reply of START TRANSACTION and the statement, in one query. */
+      const reply = (merged: boolean) => (err: Mysql.QueryError | null, results: any, fields: any) => {
         if (err) return done(Exit.fail(this.failure(err, sql)))
         this.track(results)
         this.watch?.succeeded()
-        done(Exit.succeed(shape(results, fields, mode)))
+        done(Exit.succeed(merged ? shape(withoutFirst(results), withoutFirst(fields), mode) : shape(results, fields, mode)))
       }
-      if (typeof mode === "object") {
-        // a driver-compatible pool's statement: mysql2's own method and options
-        const { method, ...options } = mode.native as MysqlNativeOptions
-        const query = { ...options, sql, values: params as Array<any> }
-        try {
-          if (method === "execute") this.conn.execute(query, callback)
-          else this.conn.query(query, callback)
-        } catch (e) {
-          done(Exit.fail(new DbErrors.InvalidQuery({ reason: "invalidArgument", detail: String((e as Error)?.message ?? e), sql })))
-        }
+      const begin = this.pendingBegin
+      if (begin === undefined) return this.sendStatement(sql, params, mode, prepared, reply(false), done)
+      this.pendingBegin = undefined
+      // MySQL has no pipelining, but one query may hold several statements: the transaction's
+      // START TRANSACTION and its first statement share a round trip (if it fails, the statement
+      // never runs). As text, the statement is what mysql2 would send anyway; one to be prepared
+      // goes as text only where the text is equivalent
+      const binary = prepared && params.length > 0 && this.cacheSize > 0
+      if (typeof mode !== "object" && mode !== "values" && (!binary || (this.escapes && inlinable(sql, params)))) {
+        const text = `${begin};\n${params.length === 0 ? sql : this.conn.format(sql, params as Array<any>)}`
+        this.conn.query(text, reply(true))
         return
       }
-      // server-side prepared statements for parameterized statements; the text protocol for
-      // the rest, which also allows multiple statements. Text and values rather than an options
-      // object unless rows come as arrays: mysql2 copies an options object on every call
-      const rowsAsArray = mode === "values"
-      const values = params as Array<any>
+      // otherwise START TRANSACTION first, on its own, in the same turn of the gate
+      this.conn.query(begin, (err: Mysql.QueryError | null, results: any) => {
+        if (err) return done(Exit.fail(this.failure(err, begin)))
+        this.track(results)
+        this.sendStatement(sql, params, mode, prepared, reply(false), done)
+      })
+    }, onOutcome)
+  }
+
+  /** One statement as mysql2 sends it: prepared, as text, or as a driver-compatible pool asked. */
+  private sendStatement(
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    mode: Driver.QueryMode,
+    prepared: boolean,
+    callback: (err: Mysql.QueryError | null, results: any, fields: any) => void,
+    done: (outcome: Exit.Exit<any, DbError.DbError>) => void
+  ): void {
+    if (typeof mode === "object") {
+      // a driver-compatible pool's statement: mysql2's own method and options
+      const { method, ...options } = mode.native as MysqlNativeOptions
+      const query = { ...options, sql, values: params as Array<any> }
       try {
-        if (prepared && params.length > 0 && this.cacheSize > 0) {
-          this.countLookup(sql, rowsAsArray)
-          if (rowsAsArray) this.conn.execute({ sql, values, rowsAsArray }, callback)
-          else this.conn.execute(sql, values, callback)
-        } else if (rowsAsArray) this.conn.query({ sql, values, rowsAsArray }, callback)
-        else this.conn.query(sql, values, callback)
+        if (method === "execute") this.conn.execute(query, callback)
+        else this.conn.query(query, callback)
       } catch (e) {
-        // mysql2 throws on parameters it cannot bind (undefined, functions) before sending anything
         done(Exit.fail(new DbErrors.InvalidQuery({ reason: "invalidArgument", detail: String((e as Error)?.message ?? e), sql })))
       }
-    }, onOutcome)
+      return
+    }
+    // server-side prepared statements for parameterized statements; the text protocol for
+    // the rest, which also allows multiple statements. Text and values rather than an options
+    // object unless rows come as arrays: mysql2 copies an options object on every call
+    const rowsAsArray = mode === "values"
+    const values = params as Array<any>
+    try {
+      if (prepared && params.length > 0 && this.cacheSize > 0) {
+        this.countLookup(sql, rowsAsArray)
+        if (rowsAsArray) this.conn.execute({ sql, values, rowsAsArray }, callback)
+        else this.conn.execute(sql, values, callback)
+      } else if (rowsAsArray) this.conn.query({ sql, values, rowsAsArray }, callback)
+      else this.conn.query(sql, values, callback)
+    } catch (e) {
+      // mysql2 throws on parameters it cannot bind (undefined, functions) before sending anything
+      done(Exit.fail(new DbErrors.InvalidQuery({ reason: "invalidArgument", detail: String((e as Error)?.message ?? e), sql })))
+    }
   }
 
   settle() {
@@ -261,7 +345,7 @@ class MysqlConnection implements Driver.DriverConnection {
 
   stream(sql: string, params: ReadonlyArray<unknown>, chunkSize: number): Stream.Stream<any, DbError.DbError> {
     const conn = this.conn
-    return Stream.async<any, DbError.DbError>((emit) => {
+    return Stream.unwrap(Effect.as(this.begun, Stream.async<any, DbError.DbError>((emit) => {
       const query = conn.query(sql, params as Array<any>)
       const rows = query.stream({ highWaterMark: chunkSize })
       let buffer: Array<any> = []
@@ -283,7 +367,7 @@ class MysqlConnection implements Driver.DriverConnection {
         void emit.end()
       })
       return Effect.sync(() => rows.destroy())
-    }, 2)
+    }, 2)))
   }
 
   get ping(): Effect.Effect<void, DbError.DbError> {
@@ -306,6 +390,9 @@ class MysqlConnection implements Driver.DriverConnection {
   }
 
   transactionState() {
+    // a START TRANSACTION held for the first statement has begun the transaction for that statement
+    // (the DDL guard asks before sending it)
+    if (this.pendingBegin !== undefined) return "transaction" as const
     return this.inTransaction === undefined ? "unknown" as const : this.inTransaction ? "transaction" as const : "idle" as const
   }
 
@@ -402,10 +489,19 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: Mysql
             () => Failover.roleMismatch(want, `${endpoint.host}:${endpoint.port}`)
           ),
           Effect.tapError(() => Effect.sync(() => conn.destroy())),
-          Effect.as(
-            new MysqlConnection(conn, kill(endpoint), config.statementCacheSize, statementCache, role, watch, `${endpoint.host}:${endpoint.port}`) as
-              Driver.DriverConnection
-          )
+          Effect.map((result): Driver.DriverConnection => {
+            const header = Array.isArray(result) ? result[0] : result
+            return new MysqlConnection(
+              conn,
+              kill(endpoint),
+              config.statementCacheSize,
+              statementCache,
+              role,
+              watch,
+              `${endpoint.host}:${endpoint.port}`,
+              isHeader(header) ? header.serverStatus : undefined
+            )
+          })
         )
     )
   const connected = Failover.connect(config.hosts, role, openOn)

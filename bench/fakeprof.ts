@@ -1,0 +1,61 @@
+import { DatabaseConfig, Db, DbModule, Dialect, StatementCache } from "@effect-dal/core"
+import type { Driver } from "@effect-dal/core"
+import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as ManagedRuntime from "effect/ManagedRuntime"
+import * as Stream from "effect/Stream"
+
+const makeConn = (): Driver.DriverConnection => {
+let inTx = false
+return {
+  send: (sql, _params, mode, _prepared, _timeout, done) => {
+    if (sql.startsWith("START") || sql.startsWith("BEGIN")) inTx = true
+    if (sql.startsWith("COMMIT") || sql.startsWith("ROLLBACK")) inTx = false
+    const result = mode === "result" ? { rows: [], affected: 1 } : [{ id: 1, name: "x", balance: 1 }]
+    setImmediate(() => done(Exit.succeed(result)))
+    return () => {}
+  },
+  stream: () => Stream.empty,
+  ping: Effect.void,
+  transactionState: () => (inTx ? "transaction" : "idle"),
+  isBroken: () => false,
+  settle: () => undefined,
+  close: Effect.void,
+  serverId: () => 1
+}
+}
+const driver: Driver.Driver = {
+  system: "mysql",
+  dialect: Dialect.mysql,
+  connect: Effect.sync(makeConn),
+  compiler: MysqlClient.makeCompiler(),
+  spanAttributes: [],
+  statementCache: StatementCache.makeStats()
+}
+const layer = Layer.scoped(Db, Effect.flatMap(
+  DatabaseConfig.resolve({ host: "fake", database: "fake", alias: "fake", statementTimeout: "10 seconds", transactionTimeout: "30 seconds", pool: { min: 20, max: 20 } }, { engine: "mysql", port: 3306, schemes: ["mysql"] }),
+  (config) => DbModule.make(driver, config)
+))
+const workload = process.argv[2] === "point" ? "point" : "transfer"
+const runtime = ManagedRuntime.make(layer)
+const n = Number(process.env["QUERIES"] ?? 200_000)
+const start = performance.now()
+await runtime.runPromise(Effect.all(
+  Array.from({ length: 20 }, () =>
+    Effect.gen(function*() {
+      for (let i = 0; i < n / 20; i++) {
+        if (workload === "point") yield* Db.execute("SELECT id, name, balance FROM [bench_accounts] WHERE id = ?", [i])
+        else {
+          yield* Db.withTransaction(Effect.zipRight(
+            Db.execute("UPDATE [bench_accounts] SET balance = balance - ? WHERE id = ?", [1, i]),
+            Db.execute("UPDATE [bench_accounts] SET balance = balance + ? WHERE id = ?", [1, i + 1])
+          ))
+        }
+      }
+    })),
+  { concurrency: "unbounded", discard: true }
+))
+console.log(`fake ${workload}: ${((performance.now() - start) * 1000 / n).toFixed(2)} µs/op`)
+await runtime.dispose()
