@@ -1,3 +1,9 @@
+/**
+ * `node --conditions=dist --cpu-prof --import tsx bench/fakeprof.ts [transfer|point]`:
+ * the whole statement path of effect-dal (pool, breaker, deadlines, metrics,
+ * transactions) on an in-memory driver that answers on the next turn of the
+ * event loop, so what a profile shows is effect-dal's own cost per operation.
+ */
 import { DatabaseConfig, Db, DbModule, Dialect, StatementCache } from "@effect-dal/core"
 import type { Driver } from "@effect-dal/core"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
