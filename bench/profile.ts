@@ -1,7 +1,7 @@
 /**
- * `node --cpu-prof --import tsx bench/profile.ts [pg|mysql] [point|transfer]`:
- * point selects or transfers through effect-dal, deployed as in the
- * benchmark, for a CPU profile.
+ * `node --cpu-prof --import tsx bench/profile.ts [pg|mysql] [point|transfer|batch]`:
+ * point selects, transfers or `insertMany` batches of 10k rows through
+ * effect-dal, deployed as in the benchmark, for a CPU profile.
  */
 import { Db } from "@effect-dal/core"
 import { MysqlDatabase } from "@effect-dal/mysql"
@@ -12,7 +12,8 @@ import * as ManagedRuntime from "effect/ManagedRuntime"
 import { ACCOUNTS, MYSQL_URL, PG_URL, prepare } from "./systems.js"
 
 const engine = process.argv[2] === "mysql" ? "mysql" : "pg"
-const workload = process.argv[3] === "transfer" ? "transfer" : "point"
+const workload = process.argv[3] === "transfer" || process.argv[3] === "batch" ? process.argv[3] : "point"
+const batch = Array.from({ length: 10_000 }, (_, i) => ({ account_id: 1 + (i % ACCOUNTS), payload: `batch ${i}` }))
 const flag = (name: string) => process.env[name] === "1"
 const options = {
   alias: "profile",
@@ -28,8 +29,13 @@ const layer = (engine === "pg"
 const main = async () => {
   await prepare()
   const runtime = ManagedRuntime.make(layer)
-  const n = Number(process.env["QUERIES"] ?? 100_000)
+  const n = Number(process.env["QUERIES"] ?? (workload === "batch" ? 200 : 100_000))
   const start = performance.now()
+  if (workload === "batch") {
+    await runtime.runPromise(Effect.repeatN(Db.insertMany("bench_events", batch), n - 1))
+    console.log(`${engine} batch: ${(n * batch.length / ((performance.now() - start) / 1000)).toFixed(0)} rows/s`)
+    return runtime.dispose()
+  }
   await runtime.runPromise(Effect.all(
     Array.from({ length: 20 }, () =>
       Effect.gen(function*() {
