@@ -1,7 +1,8 @@
 /**
- * `node --cpu-prof --import tsx bench/profile.ts [pg|mysql] [point|transfer|batch]`:
+ * `node --cpu-prof --import tsx bench/profile.ts [pg|mysql|routed] [point|transfer|batch]`:
  * point selects, transfers or `insertMany` batches of 10k rows through
- * effect-dal, deployed as in the benchmark, for a CPU profile.
+ * effect-dal, deployed as in the benchmark, for a CPU profile. `routed`: pg
+ * behind the replica router, its one replica the same server.
  */
 import { Db } from "@effect-dal/core"
 import { MysqlDatabase } from "@effect-dal/mysql"
@@ -11,7 +12,7 @@ import type * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import { ACCOUNTS, MYSQL_URL, PG_URL, prepare } from "./systems.js"
 
-const engine = process.argv[2] === "mysql" ? "mysql" : "pg"
+const engine = process.argv[2] === "mysql" || process.argv[2] === "routed" ? process.argv[2] : "pg"
 const workload = process.argv[3] === "transfer" || process.argv[3] === "batch" ? process.argv[3] : "point"
 const batch = Array.from({ length: 10_000 }, (_, i) => ({ account_id: 1 + (i % ACCOUNTS), payload: `batch ${i}` }))
 const flag = (name: string) => process.env[name] === "1"
@@ -24,6 +25,8 @@ const options = {
 } as const
 const layer = (engine === "pg"
   ? PgDatabase.layer({ url: PG_URL, ...options })
+  : engine === "routed"
+  ? PgDatabase.layer({ url: PG_URL, ...options, replicas: [{ url: PG_URL, alias: "profile_replica" }] })
   : MysqlDatabase.layer({ url: MYSQL_URL, ...options })) as Layer.Layer<Db, unknown>
 
 const main = async () => {

@@ -82,6 +82,8 @@ const drive = async (system: System, next: () => Op, concurrency: number, second
   return { ops: latencies.length / elapsed, p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99), errors }
 }
 
+const collectGarbage = () => (globalThis as { gc?: () => void }).gc?.()
+
 const runOnce = async (system: System, op: Op): Promise<void> => {
   if (op._tag === "promise") await op.run()
   else await system.runtime!.runPromise(op.run)
@@ -183,7 +185,11 @@ const benchEngine = async (
       // warm up: prepare statements, fill the pools
       for (const s of eligible) await drive(s, () => workload.next(s), workload.concurrency, Math.min(0.5, SECONDS))
       for (let round = 0; round < ROUNDS; round++) {
-        for (const s of eligible) {
+        // each round starts with another system, so that none always follows the same one; and each
+        // starts on a collected heap, so that none pays for the garbage of the one before
+        for (let k = 0; k < eligible.length; k++) {
+          const s = eligible[(k + round) % eligible.length]!
+          collectGarbage()
           const seconds = workload.rowsPerOp === undefined ? SECONDS : 0 // one batch per round
           if (seconds === 0) {
             const start = performance.now()
@@ -326,11 +332,10 @@ const memoryTargets: ReadonlyArray<() => Promise<MemoryTarget>> = [
 const memoryRun = async (make: () => Promise<MemoryTarget>): Promise<MemoryResult> => {
   const target = await make()
   try {
-    const gc = (globalThis as { gc?: () => void }).gc
     const settle = async () => {
-      gc?.()
+      collectGarbage()
       await new Promise((r) => setTimeout(r, 100))
-      gc?.()
+      collectGarbage()
     }
     // warm up, then measure from a settled baseline
     await target.run(500)
