@@ -97,18 +97,32 @@ const settle = <A>(callback: Callback | undefined, start: (done: (err: unknown, 
   return new Promise<A>((resolve, reject) => start((err, value) => (err === undefined ? resolve(value!) : reject(err))))
 }
 
+/** A transaction's start as pg clients send it: `BEGIN` or `START TRANSACTION`, with or without options. */
+const BEGIN = /^\s*(?:begin|start\s+transaction)\b[^;]*;?\s*$/i
+
+/** What pg resolves a BEGIN with. */
+const beginResult = (): Pg.QueryResult => {
+  const result = new (Pg as unknown as { Result: new () => Pg.QueryResult & { addCommandComplete(msg: { text: string }): void } }).Result()
+  result.addCommandComplete({ text: "BEGIN" })
+  return result
+}
+
 const usedAfterEnd = () => new Error("Cannot use a pool after calling end on the pool")
 
 /**
  * A client checked out with `pool.connect()`: one of our pooled connections,
  * held until `release()`. `BEGIN`/`COMMIT` sent on it work as on `pg`; one
- * still open at release is rolled back before the connection is reused.
+ * still open at release is rolled back before the connection is reused. A
+ * `BEGIN` resolves at once and goes out with the next statement, so that it
+ * costs no round trip of its own; if the server refuses it, that statement fails.
  *
  * @since 0.3.0
  */
 export class DalPgClient extends EventEmitter {
   /** The current checkout; `undefined` while the client is back in the pool. */
   private lease: Native.NativeConnection | undefined = undefined
+  /** The last BEGIN held back on the connection (sent, or dropped, with what follows it). */
+  private heldBegin: string | undefined = undefined
 
   constructor(private readonly pool: DalPgPool, readonly driver: Native.NativeConnection["driver"]) {
     super()
@@ -139,12 +153,21 @@ export class DalPgClient extends EventEmitter {
     if (typeof text?.submit === "function") {
       const client = this.lease === undefined ? undefined : pgClientOf(this.driver)
       if (client === undefined) throw new Error("Client was released to the pool: it cannot run a submittable")
+      // a held BEGIN goes first: pg runs its queries in order
+      if (this.driver.dropBegin?.() === true) client.query(this.heldBegin!).catch(() => {})
       return client.query(text)
     }
     const q = queryArgs(text, values, callback)
     return settle(q.callback, (done) => {
       const lease = this.lease
       if (lease === undefined) return done(new Error("Client was released to the pool: it cannot run queries"))
+      if (q.params.length === 0 && lease.driver.deferBegin !== undefined && BEGIN.test(q.sql)) {
+        // held to go out with the transaction's first statement, as our own transactions' BEGIN is:
+        // no round trip of its own (a BEGIN the server refuses fails that statement instead)
+        lease.driver.deferBegin(q.sql)
+        this.heldBegin = q.sql
+        return queueMicrotask(() => done(undefined, beginResult()))
+      }
       this.pool.runner.runCallback(
         () => lease.execute(q.sql, q.params, q.native, q.call),
         (err, result) => done(err === undefined ? undefined : Native.driverError(err), result)

@@ -7,6 +7,7 @@
 import { createPgPool } from "@effect-dal/pg"
 import type { DalPgClient, DalPgPool } from "@effect-dal/pg/PgPool"
 import * as Pg from "pg"
+import Cursor from "pg-cursor"
 import { afterAll, describe, expect, it } from "vitest"
 import { Traffic } from "@effect-dal/testkit"
 import * as Effect from "effect/Effect"
@@ -106,6 +107,43 @@ describe("createPgPool: node-postgres' pool interface", () => {
           }, reject)
         })
       )
+    } finally {
+      await pool.query(`DROP TABLE ${table}`)
+    }
+  })
+
+  it("a client's BEGIN goes out with its first statement: nothing is sent for it alone, a cursor runs inside it, a refused one fails that statement", async () => {
+    const { pool } = make()
+    const table = unique("pgpool_begin")
+    await pool.query(`CREATE TABLE ${table} (id int PRIMARY KEY)`)
+    const state = async (pid: number) =>
+      (await admin((c) => c.query("SELECT state FROM pg_stat_activity WHERE pid = $1", [pid]))).rows[0]?.state
+    try {
+      const client = await pool.connect()
+      const pid = (client as unknown as DalPgClient).processID!
+      const begun = await client.query("BEGIN")
+      expect(begun.command).toBe("BEGIN")
+      // held: the backend has not been asked anything
+      expect(await state(pid)).toBe("idle")
+      await client.query(`INSERT INTO ${table} VALUES ($1)`, [1])
+      expect(await state(pid)).toBe("idle in transaction")
+      await client.query("ROLLBACK")
+
+      // a cursor after a held BEGIN: the BEGIN goes first, and the cursor reads inside the transaction
+      await client.query("BEGIN ISOLATION LEVEL REPEATABLE READ")
+      const cursor = client.query(new Cursor("SELECT current_setting('transaction_isolation') AS level"))
+      const read = await cursor.read(10)
+      await cursor.close()
+      expect(read).toEqual([{ level: "repeatable read" }])
+      expect(await state(pid)).toBe("idle in transaction")
+      await client.query("COMMIT")
+
+      // a BEGIN the server refuses fails the statement it went out with, which never ran
+      await client.query("BEGIN ISOLATION LEVEL NONSENSE")
+      const refused = await client.query(`INSERT INTO ${table} VALUES ($1)`, [2]).catch((e: any) => e)
+      expect(refused.code).toBe("42601")
+      expect((await client.query(`SELECT id FROM ${table}`)).rows).toEqual([])
+      client.release()
     } finally {
       await pool.query(`DROP TABLE ${table}`)
     }

@@ -77,4 +77,23 @@ describe("PostgreSQL: BEGIN pipelined with the first statement", () => {
     }))
     expect(seen).toEqual({ rows: [2], isolation: "serializable", readOnly: "QueryError" })
   })
+
+  it("a first statement without parameters goes in the simple protocol after BEGIN: several statements, and a driver-compatible pool's query", async () => {
+    const table = `${schema}.${unique("simple")}`
+    const seen = await run(Effect.gen(function*() {
+      const db = yield* Db
+      yield* Db.execute(`CREATE TABLE [${table}] (id int PRIMARY KEY)`)
+      // several statements as the transaction's first: each result as outside a transaction
+      const several = yield* Db.withTransaction(Db.execute(`INSERT INTO [${table}] VALUES (1); SELECT count(*)::int AS n FROM [${table}]`))
+      const lease = yield* db.native.checkout
+      // a driver-compatible pool's query after a held BEGIN: its row mode kept, the BEGIN in the same query
+      lease.driver.deferBegin!("BEGIN")
+      const native = yield* lease.execute(`SELECT id FROM ${table.split(".").map((p) => `"${p}"`).join(".")}`, [], { rowMode: "array" })
+      const inside = lease.driver.transactionState()
+      yield* lease.execute("ROLLBACK", [], {})
+      yield* lease.release()
+      return { several, native: (native as { rows: unknown }).rows, inside }
+    }))
+    expect(seen).toEqual({ several: [[], [{ n: 1 }]], native: [[1]], inside: "transaction" })
+  })
 })

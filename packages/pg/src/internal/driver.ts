@@ -119,6 +119,25 @@ interface PgQueryInternals {
 
 const QueryBase = Pg.Query as unknown as new (config: unknown, values: unknown, callback: unknown) => PgQueryInternals
 
+/** Whether a text may hold more than one statement (a `;` before its end; one inside a literal counts too). */
+const severalStatements = (sql: string): boolean => {
+  const end = sql.trimEnd()
+  const semicolon = end.indexOf(";")
+  return semicolon !== -1 && semicolon < end.length - 1
+}
+
+/** A statement as a query config: named when prepared, rows as arrays, a driver-compatible pool's row mode and types. */
+const queryConfig = (sql: string, params: ReadonlyArray<unknown>, name: string | undefined, mode: Driver.QueryMode) => {
+  const config: Pg.QueryConfig & { rowMode?: "array"; types?: Pg.CustomTypesConfig } = { text: sql, values: params as Array<unknown> }
+  if (name !== undefined) config.name = name
+  if (typeof mode === "object") {
+    const native = mode.native as PgNativeOptions
+    if (native.rowMode === "array") config.rowMode = "array"
+    if (native.types !== undefined) config.types = native.types
+  } else if (mode === "values") config.rowMode = "array"
+  return config
+}
+
 /**
  * A statement with its transaction's BEGIN in front: both go out in one flush
  * under one Sync, so a failed BEGIN fails the statement, and the server skips
@@ -274,27 +293,19 @@ class PgConnection implements Driver.DriverConnection {
           }
         }
         const begin = this.pendingBegin
-        if (begin !== undefined && typeof mode !== "object") {
+        if (begin !== undefined) {
           this.pendingBegin = undefined
-          const config: Pg.QueryConfig & { rowMode?: "array" } = { text: sql, values: params as Array<unknown> }
-          if (name !== undefined) config.name = name
-          if (mode === "values") config.rowMode = "array"
-          this.client.query(new AfterBegin(begin, config, callback) as unknown as Pg.Query)
+          if (params.length > 0 || !severalStatements(sql)) {
+            this.client.query(new AfterBegin(begin, queryConfig(sql, params, name, mode), callback) as unknown as Pg.Query)
+            return
+          }
+          // several statements need the simple protocol, which parses the whole text before it runs
+          // any of it: BEGIN goes on its own first, so that it holds whatever the text does
+          this.client.query(begin, (err: Error | null) => (err ? done(Exit.fail(this.failure(err, begin))) : send(retried)))
           return
         }
-        if (typeof mode === "object") {
-          // a driver-compatible pool's query: pg's own row mode and type parsers
-          const native = mode.native as PgNativeOptions
-          const config: Pg.QueryConfig & { rowMode?: "array"; types?: Pg.CustomTypesConfig } = { text: sql, values: params as Array<unknown> }
-          if (name !== undefined) config.name = name
-          if (native.rowMode === "array") config.rowMode = "array"
-          if (native.types !== undefined) config.types = native.types
-          this.client.query(config as Pg.QueryConfig, callback)
-          return
-        }
-        if (mode === "values") {
-          const config = { text: sql, values: params as Array<unknown>, rowMode: "array", ...(name === undefined ? {} : { name }) }
-          this.client.query(config as Pg.QueryConfig, callback)
+        if (typeof mode === "object" || mode === "values") {
+          this.client.query(queryConfig(sql, params, name, mode), callback)
           return
         }
         // text and values rather than a config object, which pg copies property by property on every call
@@ -302,11 +313,7 @@ class PgConnection implements Driver.DriverConnection {
         if (name !== undefined) query.name = name
         this.client.query(query)
       }
-      const begin = this.pendingBegin
-      if (begin === undefined || typeof mode !== "object") return send(false)
-      // a driver-compatible pool's query inside a transaction: BEGIN first, on its own
-      this.pendingBegin = undefined
-      this.client.query(begin, (err: Error | null) => (err ? done(Exit.fail(this.failure(err, begin))) : send(false)))
+      send(false)
     }, onOutcome)
   }
 
