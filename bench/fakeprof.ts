@@ -1,11 +1,12 @@
 /**
- * `node --conditions=dist --cpu-prof --import tsx bench/fakeprof.ts [transfer|point]`:
+ * `node --conditions=dist --cpu-prof --import tsx bench/fakeprof.ts [transfer|point] [effect|promise]`:
  * the whole statement path of effect-dal (pool, breaker, deadlines, metrics,
  * transactions) on an in-memory driver that answers on the next turn of the
  * event loop, so what a profile shows is effect-dal's own cost per operation.
  */
 import { DatabaseConfig, Db, DbModule, Dialect, StatementCache } from "@effect-dal/core"
 import type { Driver } from "@effect-dal/core"
+import { connect } from "@effect-dal/promise"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -45,8 +46,26 @@ const layer = Layer.scoped(Db, Effect.flatMap(
   (config) => DbModule.make(driver, config)
 ))
 const workload = process.argv[2] === "point" ? "point" : "transfer"
-const runtime = ManagedRuntime.make(layer)
 const n = Number(process.env["QUERIES"] ?? 200_000)
+if (process.argv[3] === "promise") {
+  const db = await connect({ layer })
+  const start = performance.now()
+  await Promise.all(Array.from({ length: 20 }, async () => {
+    for (let i = 0; i < n / 20; i++) {
+      if (workload === "point") await db.execute("SELECT id, name, balance FROM [bench_accounts] WHERE id = ?", [i])
+      else {
+        await db.transaction(async (tx) => {
+          await tx.execute("UPDATE [bench_accounts] SET balance = balance - ? WHERE id = ?", [1, i])
+          await tx.execute("UPDATE [bench_accounts] SET balance = balance + ? WHERE id = ?", [1, i + 1])
+        })
+      }
+    }
+  }))
+  console.log(`fake ${workload}, Promise API: ${((performance.now() - start) * 1000 / n).toFixed(2)} µs/op`)
+  await db.close()
+  process.exit(0)
+}
+const runtime = ManagedRuntime.make(layer)
 const start = performance.now()
 await runtime.runPromise(Effect.all(
   Array.from({ length: 20 }, () =>

@@ -61,7 +61,14 @@ export interface Runner {
 }
 
 /** What a failed call rejects with: our typed errors are `Error`s already; anything else is wrapped in one. */
-const failureOf = <E>(cause: Cause.Cause<E>, signal: AbortSignal | undefined): unknown => {
+/**
+ * What a promise rejects with for a failed call: the failure itself (our
+ * errors are `Error`s), a defect as an `Error`, or the signal's reason when
+ * it was aborted.
+ *
+ * @since 0.3.0
+ */
+export const failureOf = <E>(cause: Cause.Cause<E>, signal?: AbortSignal | undefined): unknown => {
   const failure = Cause.failureOption(cause)
   const defect = failure._tag === "Some" ? failure : Cause.dieOption(cause)
   if (defect._tag === "Some") {

@@ -24,9 +24,9 @@ import type {
 } from "@effect-dal/core"
 import { DbError, Metrics, Runner } from "@effect-dal/core"
 import type { Row } from "@effect/sql/SqlConnection"
-import type * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import type * as Layer from "effect/Layer"
 
 /**
@@ -177,28 +177,86 @@ export class Database {
     return this.runner.run((db) => db.withTransaction(this.body(db, f, 0), options), options).catch(unwrap)
   }
 
-  /** The callback as an effect, its handle bound to the transaction's context. */
+  /**
+   * The callback as an effect, its handle bound to the transaction. The
+   * handle's statements run on the transaction's own fiber, one after
+   * another as on its one connection: no fiber of their own, and no context
+   * to carry over. One with a signal runs on a fiber of its own, to be interrupted alone.
+   */
   private body<A>(db: DbService, f: (tx: Transaction) => Promise<A>, depth: number) {
     return Effect.flatMap(Effect.context<never>(), (context) => {
+      type Job = { readonly effect: Effect.Effect<unknown, unknown>; readonly resolve: (a: any) => void; readonly reject: (e: unknown) => void }
       let open = true
-      const inTx = <B, E>(effect: Effect.Effect<B, E>, options?: Runner.CallOptions) =>
-        open ? this.runner.run(() => Effect.provide(effect, context as Context.Context<never>), options) : ended()
+      const jobs: Array<Job> = []
+      let running: Job | undefined
+      let settled: Effect.Effect<A, DbError.DbError | CallbackFailed> | undefined
+      let wake: (() => void) | undefined
+      const notify = () => {
+        const w = wake
+        wake = undefined
+        w?.()
+      }
+      const inTx = <B, E>(effect: Effect.Effect<B, E>, options?: Runner.CallOptions): Promise<B> => {
+        if (!open) return ended()
+        if (options?.signal !== undefined) {
+          return this.runner.run(() => Effect.locally(effect, FiberRef.currentContext, context), options)
+        }
+        return new Promise<B>((resolve, reject) => {
+          jobs.push({ effect, resolve, reject })
+          notify()
+        })
+      }
       const tx: Transaction = {
         depth,
         execute: (sql, params, options) => inTx(db.execute(sql, params, options), options),
         executeMany: (sql, rows, options) => inTx(db.executeMany(sql, rows, options), options),
         insertMany: (table, rows, options) => inTx(db.insertMany(table, rows, options)),
-        transaction: (g) =>
-          open ? inTx(db.withTransaction(this.body(db, g, depth + 1))).catch(unwrap) : ended()
+        transaction: (g) => open ? inTx(db.withTransaction(this.body(db, g, depth + 1))).catch(unwrap) : ended()
       }
+      // our own errors stay ours, so that retries see a serialization failure for what it is
+      const failed = (error: unknown) => Effect.fail(DbError.isDbError(error) ? error : new CallbackFailed({ error }))
+      const start = Effect.sync(() => {
+        try {
+          f(tx).then((a) => {
+            settled = Effect.succeed(a)
+            notify()
+          }, (error) => {
+            settled = failed(error)
+            notify()
+          })
+        } catch (error) {
+          settled = failed(error)
+        }
+      })
+      const nextEvent = Effect.async<void>((resume) => {
+        if (jobs.length > 0 || settled !== undefined) return resume(Effect.void)
+        wake = () => resume(Effect.void)
+      })
+      const serve: Effect.Effect<A, DbError.DbError | CallbackFailed> = Effect.suspend(() => {
+        // once the callback settled, what it did not wait for is refused (below), never run
+        if (settled !== undefined) return settled
+        const job = jobs.shift()
+        if (job !== undefined) {
+          running = job
+          return Effect.zipRight(
+            Effect.map(Effect.exit(job.effect), (exit) => {
+              running = undefined
+              if (exit._tag === "Success") job.resolve(exit.value)
+              else job.reject(Runner.failureOf(exit.cause))
+            }),
+            serve
+          )
+        }
+        return Effect.zipRight(nextEvent, serve)
+      })
       return Effect.ensuring(
-        Effect.tryPromise({
-          try: () => f(tx),
-          // our own errors stay ours, so that retries see a serialization failure for what it is
-          catch: (error) => (DbError.isDbError(error) ? error : new CallbackFailed({ error }))
-        }),
+        Effect.zipRight(start, serve),
         Effect.sync(() => {
           open = false
+          // interrupted with a statement running, or statements the callback did not wait for
+          const left = running === undefined ? jobs : [running, ...jobs]
+          jobs.length = 0
+          for (const job of left) job.reject(new InvalidOptions({ detail: "the transaction ended before this statement ran to its end" }))
         })
       )
     })

@@ -211,6 +211,24 @@ describe.each(engines)("Promise API conformance: $name", (engine) => {
       expect(await db.execute(`SELECT id FROM [${table}]`)).toEqual([])
     }))
 
+  it("a callback's statements sent at once run one after another in the transaction, and one sent before it returned runs before COMMIT", () =>
+    withTable("id int PRIMARY KEY", async (table) => {
+      let unawaited: Promise<unknown> | undefined
+      const counts = await db.transaction(async (tx) => {
+        await Promise.all([1, 2, 3].map((id) => tx.execute(`INSERT INTO [${table}] VALUES (?)`, [id])))
+        const seen = await Promise.all([tx.execute(`SELECT count(*) AS n FROM [${table}]`), tx.execute(`SELECT id FROM [${table}] WHERE id = ?`, [2])])
+        unawaited = tx.execute(`INSERT INTO [${table}] VALUES (?)`, [4])
+        return seen.map((rows) => rows.length)
+      })
+      expect(counts).toEqual([1, 1])
+      // settled already: it ran inside the transaction, which committed after it
+      let done = false
+      void unawaited!.then(() => (done = true))
+      await Promise.resolve()
+      expect(done).toBe(true)
+      expect(await db.execute(`SELECT id FROM [${table}] ORDER BY id`)).toEqual([{ id: 1 }, { id: 2 }, { id: 3 }, { id: 4 }])
+    }))
+
   where(engine.deferredConstraints)("a COMMIT that fails rejects, and nothing is applied", () =>
     withTable("id int PRIMARY KEY, v int UNIQUE DEFERRABLE INITIALLY DEFERRED", async (table) => {
       const failed = db.transaction(async (tx) => {
