@@ -71,6 +71,20 @@ const deliver = (callback: Callback) => (err: unknown, result?: unknown) => {
   callback(null, results, fields)
 }
 
+/** A transaction's start as mysql2 clients send it: `START TRANSACTION` or `BEGIN`, with or without options. */
+const BEGIN = /^\s*(?:begin(?:\s+work)?|start\s+transaction\b[^;]*)\s*;?\s*$/i
+
+/** What mysql2 reports for a START TRANSACTION: an OK packet, inside a transaction now. */
+const beginResult = () => ({
+  fieldCount: 0,
+  affectedRows: 0,
+  insertId: 0,
+  info: "",
+  serverStatus: 3,
+  warningStatus: 0,
+  changedRows: 0
+})
+
 const usedAfterEnd = () => Object.assign(new Error("Pool is closed."), { code: "POOL_CLOSED" })
 
 const needsCallback = (what: string) =>
@@ -79,12 +93,17 @@ const needsCallback = (what: string) =>
 /**
  * A connection checked out with `getConnection`: one of our pooled
  * connections, held until `release()`. `BEGIN`/`COMMIT` work as on mysql2;
- * a transaction still open at release is rolled back before reuse.
+ * a transaction still open at release is rolled back before reuse. `START
+ * TRANSACTION` (or `beginTransaction`) answers at once and goes out in one
+ * query with the next statement, so that it costs no round trip of its own;
+ * if the server refuses it, that statement fails.
  *
  * @since 0.3.0
  */
 export class DalMysqlConnection extends EventEmitter {
   private lease: Native.NativeConnection | undefined = undefined
+  /** The last START TRANSACTION held back on the connection (sent, or dropped, with what follows it). */
+  private heldBegin: string | undefined = undefined
 
   constructor(private readonly pool: DalMysqlPool, readonly driver: Native.NativeConnection["driver"]) {
     super()
@@ -106,6 +125,13 @@ export class DalMysqlConnection extends EventEmitter {
     const done = deliver(q.callback!)
     const lease = this.lease
     if (lease === undefined) return done(new Error("Connection was released to the pool"))
+    if (method === "query" && q.params.length === 0 && lease.driver.deferBegin !== undefined && BEGIN.test(q.sql!)) {
+      // held to go out with the transaction's first statement, in one query, as our own transactions'
+      // START TRANSACTION is: no round trip of its own (if the server refuses it, that statement fails)
+      lease.driver.deferBegin(q.sql!)
+      this.heldBegin = q.sql!
+      return queueMicrotask(() => done(undefined, [beginResult(), undefined]))
+    }
     this.pool.runner.runCallback(() => lease.execute(q.sql!, q.params, q.native, q.call), done)
   }
 
@@ -118,6 +144,8 @@ export class DalMysqlConnection extends EventEmitter {
     if (typeof values === "function" || typeof callback === "function") return this.run("query", sql, values, callback)
     const conn = this.lease === undefined ? undefined : mysqlConnectionOf(this.driver)
     if (conn === undefined) throw new Error("Connection was released to the pool")
+    // a held START TRANSACTION goes first: mysql2 runs its commands in order
+    if (this.driver.dropBegin?.() === true) conn.query(this.heldBegin!, () => {})
     return conn.query(sql, values)
   }
 

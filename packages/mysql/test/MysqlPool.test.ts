@@ -89,6 +89,31 @@ describe("createMysqlPool: mysql2's pool interface", () => {
     expect((await pool.query(`SELECT * FROM ${table}`))[0]).toEqual([{ id: 1 }])
   })
 
+  it("START TRANSACTION goes out with the next statement: a refused one fails that statement, a stream after it reads inside it", async () => {
+    const pool = make()
+    const promised = pool.promise()
+    const table = unique("held")
+    await promised.query(`CREATE TABLE ${table} (id int PRIMARY KEY)`)
+    const conn = await promised.getConnection()
+    // held, not sent: the server has not refused it yet
+    await conn.query("START TRANSACTION NONSENSE")
+    const refused = await conn.query(`INSERT INTO ${table} VALUES (?)`, [1]).catch((e: any) => e)
+    expect(refused.errno).toBe(1064)
+    expect((await promised.query(`SELECT * FROM ${table}`))[0]).toEqual([])
+
+    // a stream (mysql2's own Query) after a held START TRANSACTION runs inside the transaction
+    await conn.query("START TRANSACTION")
+    const raw = (conn as unknown as { connection: { query(sql: string): { stream(): AsyncIterable<any> } } }).connection
+    const streamed: Array<unknown> = []
+    for await (const row of raw.query("SELECT @@in_transaction AS t").stream()) streamed.push(row)
+    expect(streamed).toEqual([{ t: 1 }])
+    await conn.query(`INSERT INTO ${table} VALUES (?)`, [2])
+    expect((await promised.query(`SELECT * FROM ${table}`))[0]).toEqual([])
+    await conn.commit()
+    expect((await promised.query(`SELECT * FROM ${table}`))[0]).toEqual([{ id: 2 }])
+    conn.release()
+  })
+
   it("destroy() closes the connection instead of returning it; events: connection, acquire, release", async () => {
     const pool = make({ pool: { min: 0 } })
     const events: Array<string> = []

@@ -251,11 +251,20 @@ class MysqlConnection implements Driver.DriverConnection {
       // START TRANSACTION and its first statement share a round trip (if it fails, the statement
       // never runs). As text, the statement is what mysql2 would send anyway; one to be prepared
       // goes as text only where the text is equivalent
-      const binary = prepared && params.length > 0 && this.cacheSize > 0
-      if (typeof mode !== "object" && mode !== "values" && (!binary || (this.escapes && inlinable(sql, params)))) {
-        const text = `${begin};\n${params.length === 0 ? sql : this.conn.format(sql, params as Array<any>)}`
-        this.conn.query(text, reply(true))
-        return
+      const text = () => `${begin};\n${params.length === 0 ? sql : this.conn.format(sql, params as Array<any>)}`
+      if (typeof mode === "object") {
+        // a driver-compatible pool's `query` is text already (named placeholders aside), with its options
+        const { method, ...options } = mode.native as MysqlNativeOptions
+        if (method === "query" && options.namedPlaceholders !== true) {
+          this.conn.query({ ...options, sql: text() }, reply(true))
+          return
+        }
+      } else {
+        const binary = prepared && params.length > 0 && this.cacheSize > 0
+        if (mode !== "values" && (!binary || (this.escapes && inlinable(sql, params)))) {
+          this.conn.query(text(), reply(true))
+          return
+        }
       }
       // otherwise START TRANSACTION first, on its own, in the same turn of the gate
       this.conn.query(begin, (err: Mysql.QueryError | null, results: any) => {
