@@ -169,3 +169,46 @@ export const query = (
   timeout?: number | undefined
 ): Effect.Effect<any, DbError> =>
   Effect.suspend(() => fromSend<any, DbError>((done) => conn.send(sql, params, mode, prepared, timeout, done)))
+
+/**
+ * A transaction's BEGIN held back for the next statement, for drivers that
+ * implement `deferBegin`/`dropBegin`: the statement takes it to send with
+ * itself; a use that is not one statement sends it on its own first.
+ *
+ * @since 0.3.0
+ */
+export class HeldBegin {
+  private sql: string | undefined = undefined
+
+  /** Holds `sql` (`deferBegin`). */
+  hold(sql: string): void {
+    this.sql = sql
+  }
+
+  /** Forgets it (`dropBegin`); `true` when one was held, whose transaction never began on the server. */
+  drop(): boolean {
+    const had = this.sql !== undefined
+    this.sql = undefined
+    return had
+  }
+
+  /** Whether one is held. */
+  get held(): boolean {
+    return this.sql !== undefined
+  }
+
+  /** Takes it, to send with a statement now; `undefined` when none is held. */
+  take(): string | undefined {
+    const sql = this.sql
+    this.sql = undefined
+    return sql
+  }
+
+  /** Sends it on its own on `conn`, if one is held. */
+  sendAlone(conn: DriverConnection): Effect.Effect<void, DbError> {
+    return Effect.suspend(() => {
+      const begin = this.take()
+      return begin === undefined ? Effect.void : Effect.asVoid(query(conn, begin, [], "raw", false))
+    })
+  }
+}

@@ -146,7 +146,7 @@ class MysqlConnection implements Driver.DriverConnection {
   private inTransaction: boolean | undefined = undefined
   private readonly gate: CancelGate
   /** A transaction's START TRANSACTION, held to go out with its first statement. */
-  private pendingBegin: string | undefined = undefined
+  private readonly heldBegin = new Driver.HeldBegin()
 
   constructor(
     readonly conn: Mysql.Connection,
@@ -204,23 +204,16 @@ class MysqlConnection implements Driver.DriverConnection {
   }
 
   deferBegin(sql: string): void {
-    this.pendingBegin = sql
+    this.heldBegin.hold(sql)
   }
 
   dropBegin(): boolean {
-    const had = this.pendingBegin !== undefined
-    this.pendingBegin = undefined
-    return had
+    return this.heldBegin.drop()
   }
 
   /** A held-back START TRANSACTION sent on its own, before a stream. */
   private get begun(): Effect.Effect<void, DbError.DbError> {
-    return Effect.suspend(() => {
-      const begin = this.pendingBegin
-      if (begin === undefined) return Effect.void
-      this.pendingBegin = undefined
-      return Effect.asVoid(Driver.query(this, begin, [], "raw", false))
-    })
+    return this.heldBegin.sendAlone(this)
   }
 
   /** Whether mysql2's client-side escaping is right for this session: it escapes with backslashes. */
@@ -244,9 +237,8 @@ class MysqlConnection implements Driver.DriverConnection {
         this.watch?.succeeded()
         done(Exit.succeed(merged ? shape(withoutFirst(results), withoutFirst(fields), mode) : shape(results, fields, mode)))
       }
-      const begin = this.pendingBegin
+      const begin = this.heldBegin.take()
       if (begin === undefined) return this.sendStatement(sql, params, mode, prepared, reply(false), done)
-      this.pendingBegin = undefined
       // MySQL has no pipelining, but one query may hold several statements: the transaction's
       // START TRANSACTION and its first statement share a round trip (if it fails, the statement
       // never runs). As text, the statement is what mysql2 would send anyway; one to be prepared
@@ -401,7 +393,7 @@ class MysqlConnection implements Driver.DriverConnection {
   transactionState() {
     // a START TRANSACTION held for the first statement has begun the transaction for that statement
     // (the DDL guard asks before sending it)
-    if (this.pendingBegin !== undefined) return "transaction" as const
+    if (this.heldBegin.held) return "transaction" as const
     return this.inTransaction === undefined ? "unknown" as const : this.inTransaction ? "transaction" as const : "idle" as const
   }
 

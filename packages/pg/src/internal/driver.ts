@@ -182,7 +182,7 @@ class AfterBegin extends QueryBase {
 class PgConnection implements Driver.DriverConnection {
   private broken = false
   /** A transaction's BEGIN held back for the next statement. */
-  private pendingBegin: string | undefined = undefined
+  private readonly heldBegin = new Driver.HeldBegin()
   /** `host:port` of the server. */
   private readonly at: string
   private readonly gate: CancelGate
@@ -242,23 +242,16 @@ class PgConnection implements Driver.DriverConnection {
   }
 
   deferBegin(sql: string): void {
-    this.pendingBegin = sql
+    this.heldBegin.hold(sql)
   }
 
   dropBegin(): boolean {
-    const had = this.pendingBegin !== undefined
-    this.pendingBegin = undefined
-    return had
+    return this.heldBegin.drop()
   }
 
   /** A held-back BEGIN sent on its own, before a use that is not one statement (a stream, a batch, a COPY). */
   private get begun(): Effect.Effect<void, DbError.DbError> {
-    return Effect.suspend(() => {
-      const begin = this.pendingBegin
-      if (begin === undefined) return Effect.void
-      this.pendingBegin = undefined
-      return Effect.asVoid(this.query(begin, [], "raw", false))
-    })
+    return this.heldBegin.sendAlone(this)
   }
 
   /** The prepared name for `sql`, or `undefined` to send it unnamed. */
@@ -292,9 +285,8 @@ class PgConnection implements Driver.DriverConnection {
             done(Exit.succeed(shape(result, mode)))
           }
         }
-        const begin = this.pendingBegin
+        const begin = this.heldBegin.take()
         if (begin !== undefined) {
-          this.pendingBegin = undefined
           if (params.length > 0 || !severalStatements(sql)) {
             this.client.query(new AfterBegin(begin, queryConfig(sql, params, name, mode), callback) as unknown as Pg.Query)
             return
