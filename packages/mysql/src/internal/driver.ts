@@ -243,20 +243,25 @@ class MysqlConnection implements Driver.DriverConnection {
       // START TRANSACTION and its first statement share a round trip (if it fails, the statement
       // never runs). As text, the statement is what mysql2 would send anyway; one to be prepared
       // goes as text only where the text is equivalent
-      const text = () => `${begin};\n${params.length === 0 ? sql : this.conn.format(sql, params as Array<any>)}`
+      const merged = (options?: Omit<MysqlNativeOptions, "method">) => {
+        let text: string
+        try {
+          text = `${begin};\n${params.length === 0 ? sql : this.conn.format(sql, params as Array<any>)}`
+        } catch (e) {
+          // a value mysql2 cannot render: nothing was sent, not even START TRANSACTION
+          this.heldBegin.hold(begin)
+          return done(Exit.fail(new DbErrors.InvalidQuery({ reason: "invalidArgument", detail: String((e as Error)?.message ?? e), sql })))
+        }
+        if (options === undefined) this.conn.query(text, reply(true))
+        else this.conn.query({ ...options, sql: text }, reply(true))
+      }
       if (typeof mode === "object") {
         // a driver-compatible pool's `query` is text already (named placeholders aside), with its options
         const { method, ...options } = mode.native as MysqlNativeOptions
-        if (method === "query" && options.namedPlaceholders !== true) {
-          this.conn.query({ ...options, sql: text() }, reply(true))
-          return
-        }
+        if (method === "query" && options.namedPlaceholders !== true) return merged(options)
       } else {
         const binary = prepared && params.length > 0 && this.cacheSize > 0
-        if (mode !== "values" && (!binary || (this.escapes && inlinable(sql, params)))) {
-          this.conn.query(text(), reply(true))
-          return
-        }
+        if (mode !== "values" && (!binary || (this.escapes && inlinable(sql, params)))) return merged()
       }
       // otherwise START TRANSACTION first, on its own, in the same turn of the gate
       this.conn.query(begin, (err: Mysql.QueryError | null, results: any) => {
