@@ -138,4 +138,19 @@ describe("MySQL: START TRANSACTION in one query with the first statement", () =>
     expect(seen.committed).toEqual([seen.label])
     expect(seen.after).toEqual([`${seen.label}!`])
   })
+
+  it("a session without backslash escapes has every value bound by the server: insertMany and executeMany store strings exactly", async () => {
+    const labels = [tricky, "back\\slash", "quote ' in the middle", "trailing \\"]
+    const seen = await run(Effect.gen(function*() {
+      yield* Db.withTransaction(Effect.gen(function*() {
+        // the session's mode changes inside the transaction: its connection is closed afterwards
+        yield* Db.execute("SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')")
+        yield* Db.insertMany(table, labels.map((label) => ({ label, n: 1 })))
+        yield* Db.executeMany(`INSERT INTO [${table}] (label, n) VALUES (?, ?)`, labels.map((label) => [label, 2]))
+      }))
+      const rows = yield* Db.execute<{ label: string; n: number }>(`SELECT label, n FROM [${table}] WHERE n IN (1, 2) ORDER BY id`)
+      return rows.filter((r) => labels.includes(r.label))
+    }))
+    expect(seen).toEqual([...labels.map((label) => ({ label, n: 1 })), ...labels.map((label) => ({ label, n: 2 }))])
+  })
 })

@@ -299,8 +299,10 @@ class MysqlConnection implements Driver.DriverConnection {
     const rowsAsArray = mode === "values"
     const values = params as Array<any>
     try {
-      if (prepared && params.length > 0 && this.cacheSize > 0) {
-        this.countLookup(sql, rowsAsArray)
+      // mysql2 escapes values in text with backslashes: a session without backslash escapes has its
+      // values bound by the server instead, whatever was asked
+      if (params.length > 0 && ((prepared && this.cacheSize > 0) || !this.escapes)) {
+        if (this.cacheSize > 0) this.countLookup(sql, rowsAsArray)
         if (rowsAsArray) this.conn.execute({ sql, values, rowsAsArray }, callback)
         else this.conn.execute(sql, values, callback)
       } else if (rowsAsArray) this.conn.query({ sql, values, rowsAsArray }, callback)
@@ -330,6 +332,12 @@ class MysqlConnection implements Driver.DriverConnection {
 
   /** All rows as one multi-statement query per chunk of about 1 MB, values escaped by mysql2. */
   batch(sql: string, rows: ReadonlyArray<ReadonlyArray<unknown>>) {
+    // mysql2's escaping assumes backslash escapes: without them, each row is bound by the server
+    if (!this.escapes) {
+      return Effect.reduce(rows, 0, (sum, row) =>
+        Effect.map(Driver.query(this, sql, row, "result", true) as Effect.Effect<Driver.QueryResult, DbError.DbError>, (r) =>
+          sum + r.affected))
+    }
     const chunks: Array<string> = []
     let current: Array<string> = []
     let size = 0
