@@ -254,8 +254,8 @@ export class Database {
         Effect.sync(() => {
           open = false
           // interrupted with a statement running, or statements the callback did not wait for
-          const left = running === undefined ? jobs : [running, ...jobs]
-          jobs.length = 0
+          const left = jobs.splice(0)
+          if (running !== undefined) left.unshift(running)
           for (const job of left) job.reject(new InvalidOptions({ detail: "the transaction ended before this statement ran to its end" }))
         })
       )

@@ -336,6 +336,23 @@ describe.each(engines)("Promise API conformance: $name", (engine) => {
     expect(await db.execute("SELECT 1 AS ok")).toEqual([{ ok: 1 }])
   })
 
+  where(engine.running !== undefined)("a transaction aborted with a statement running and another queued rejects both: nothing is left waiting", async () => {
+    const controller = new AbortController()
+    let calls: Promise<Array<PromiseSettledResult<unknown>>> | undefined
+    const transaction = db.transaction(async (tx) => {
+      const running = tx.execute(engine.sleep(5))
+      const queued = tx.execute("SELECT 1")
+      calls = Promise.allSettled([running, queued])
+      await running
+    }, { signal: controller.signal })
+    expect(await Traffic.until(async () => (await engine.running!(alias)) === 1, 3_000)).toBe(true)
+    controller.abort(new Error("stop"))
+    await expect(transaction).rejects.toThrow("stop")
+    expect((await calls!).map((outcome) => outcome.status)).toEqual(["rejected", "rejected"])
+    expect(await Traffic.until(async () => (await engine.running!(alias)) === 0, 3_000)).toBe(true)
+    expect(await db.execute("SELECT 1 AS ok")).toEqual([{ ok: 1 }])
+  })
+
   it("retries a transaction's callback only when retry is set", async () => {
     let runs = 0
     const flaky = async () => {
