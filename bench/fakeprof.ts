@@ -13,6 +13,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Stream from "effect/Stream"
+import { dalWorkloads, runCallers } from "./systems.js"
 
 const makeConn = (): Driver.DriverConnection => {
 let inTx = false
@@ -67,20 +68,7 @@ if (process.argv[3] === "promise") {
 }
 const runtime = ManagedRuntime.make(layer)
 const start = performance.now()
-await runtime.runPromise(Effect.all(
-  Array.from({ length: 20 }, () =>
-    Effect.gen(function*() {
-      for (let i = 0; i < n / 20; i++) {
-        if (workload === "point") yield* Db.execute("SELECT id, name, balance FROM [bench_accounts] WHERE id = ?", [i])
-        else {
-          yield* Db.withTransaction(Effect.zipRight(
-            Db.execute("UPDATE [bench_accounts] SET balance = balance - ? WHERE id = ?", [1, i]),
-            Db.execute("UPDATE [bench_accounts] SET balance = balance + ? WHERE id = ?", [1, i + 1])
-          ))
-        }
-      }
-    })),
-  { concurrency: "unbounded", discard: true }
-))
+const ops = dalWorkloads("")
+await runCallers(runtime, n / 20, (i) => workload === "point" ? ops.pointSelect(i) : ops.transfer(i, i + 1, 1))
 console.log(`fake ${workload}: ${((performance.now() - start) * 1000 / n).toFixed(2)} µs/op`)
 await runtime.dispose()

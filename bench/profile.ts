@@ -10,7 +10,7 @@ import { PgDatabase } from "@effect-dal/pg"
 import * as Effect from "effect/Effect"
 import type * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
-import { ACCOUNTS, MYSQL_URL, PG_URL, prepare } from "./systems.js"
+import { ACCOUNTS, dalWorkloads, MYSQL_URL, PG_URL, prepare, runCallers } from "./systems.js"
 
 const engine = process.argv[2] === "mysql" || process.argv[2] === "routed" ? process.argv[2] : "pg"
 const workload = process.argv[3] === "transfer" || process.argv[3] === "batch" ? process.argv[3] : "point"
@@ -39,22 +39,11 @@ const main = async () => {
     console.log(`${engine} batch: ${(n * batch.length / ((performance.now() - start) / 1000)).toFixed(0)} rows/s`)
     return runtime.dispose()
   }
-  await runtime.runPromise(Effect.all(
-    Array.from({ length: 20 }, () =>
-      Effect.gen(function*() {
-        for (let i = 0; i < n / 20; i++) {
-          const id = 1 + Math.floor(Math.random() * (ACCOUNTS - 1))
-          if (workload === "point") yield* Db.execute("SELECT id, name, balance FROM [bench_accounts] WHERE id = ?", [id])
-          else {
-            yield* Db.withTransaction(Effect.zipRight(
-              Db.execute("UPDATE [bench_accounts] SET balance = balance - ? WHERE id = ?", [1, id]),
-              Db.execute("UPDATE [bench_accounts] SET balance = balance + ? WHERE id = ?", [1, id + 1])
-            ))
-          }
-        }
-      })),
-    { concurrency: "unbounded", discard: true }
-  ))
+  const ops = dalWorkloads("")
+  await runCallers(runtime, n / 20, () => {
+    const id = 1 + Math.floor(Math.random() * (ACCOUNTS - 1))
+    return workload === "point" ? ops.pointSelect(id) : ops.transfer(id, id + 1, 1)
+  })
   console.log(`${engine} ${workload}: ${Math.round(n / ((performance.now() - start) / 1000))} ops/s`)
   await runtime.dispose()
 }

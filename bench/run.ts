@@ -6,7 +6,6 @@
  * Environment: BENCH_SECONDS (per system and round, default 2), BENCH_ROUNDS
  * (default 5), BENCH_QUERIES (the memory run, default 1,000,000).
  */
-import type { DbError} from "@effect-dal/core";
 import { Db, Pool } from "@effect-dal/core"
 import { connect } from "@effect-dal/promise"
 import { Sharding } from "@effect-dal/routing"
@@ -15,7 +14,7 @@ import { mkdirSync, writeFileSync } from "node:fs"
 import { cpus, totalmem } from "node:os"
 import { fileURLToPath } from "node:url"
 import type { Engine, Op, System } from "./systems.js"
-import { ACCOUNTS, cacheMakers, cleanup, kyselyMakers, makers, PG_URL, POOL, prepare, promiseMakers, queueMakers, routingMakers, shardMakers } from "./systems.js"
+import { ACCOUNTS, cacheMakers, cleanup, kyselyMakers, makers, PG_URL, POOL, prepare, promiseMakers, queueMakers, routingMakers, runCallers, shardMakers } from "./systems.js"
 
 const SECONDS = Number(process.env["BENCH_SECONDS"] ?? 2)
 const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 5)
@@ -275,43 +274,26 @@ interface MemoryResult {
 
 const POINT = "SELECT id, name, balance FROM [bench_accounts] WHERE id = ?"
 
+/** An Effect system's own point select, 20 callers at a time. */
+const effectTarget = (name: string, system: System, borrowed: () => Promise<number>): MemoryTarget => ({
+  name,
+  run: (perCaller) => runCallers(system.runtime!, perCaller, () => system.workloads.pointSelect(randomId())),
+  borrowed,
+  close: () => system.close()
+})
+
 /** effect-dal pg through its Effect API, through the shard router, and through the Promise API. */
 const memoryTargets: ReadonlyArray<() => Promise<MemoryTarget>> = [
   async () => {
     const system = await makers.pg[makers.pg.length - 1]!()
-    return {
-      name: "effect-dal pg",
-      run: (perCaller) =>
-        system.runtime!.runPromise(Effect.all(
-          Array.from({ length: 20 }, () =>
-            Effect.gen(function*() {
-              for (let i = 0; i < perCaller; i++) yield* Db.execute(POINT, [randomId()])
-            })),
-          { concurrency: "unbounded", discard: true }
-        ).pipe(Effect.catchAll((e: DbError.DbError) => Effect.die(e)))),
-      borrowed: async () => (await system.runtime!.runPromise(Db)).poolStats().active,
-      close: () => system.close()
-    }
+    return effectTarget("effect-dal pg", system, async () => (await system.runtime!.runPromise(Db)).poolStats().active)
   },
   async () => {
     const system = await shardMakers[1]!()
-    const sharded = () => system.runtime!.runPromise(Sharding.Sharding) as Promise<Sharding.Sharded>
-    return {
-      name: "effect-dal pg through the shard router (3 nodes)",
-      run: (perCaller) =>
-        system.runtime!.runPromise(Effect.all(
-          Array.from({ length: 20 }, () =>
-            Effect.gen(function*() {
-              for (let i = 0; i < perCaller; i++) {
-                const id = randomId()
-                yield* Sharding.Sharding.execute(id, POINT, [id])
-              }
-            })),
-          { concurrency: "unbounded", discard: true }
-        ).pipe(Effect.orDie)),
-      borrowed: async () => Object.values((await sharded()).nodes).reduce((n, db) => n + db.poolStats().active, 0),
-      close: () => system.close()
-    }
+    return effectTarget("effect-dal pg through the shard router (3 nodes)", system, async () => {
+      const sharded = await (system.runtime!.runPromise(Sharding.Sharding) as Promise<Sharding.Sharded>)
+      return Object.values(sharded.nodes).reduce((n, db) => n + db.poolStats().active, 0)
+    })
   },
   async () => {
     const db = await connect({ url: PG_URL, alias: "bench_pg_memory_promise", pool: { min: POOL, max: POOL } })

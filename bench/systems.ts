@@ -65,6 +65,20 @@ export interface System {
 }
 
 const promise = (run: () => Promise<unknown>): Op => ({ _tag: "promise", run })
+
+/** 20 callers of `perCaller` ops each, on an Effect system's runtime: how the profiles drive effect-dal. */
+export const runCallers = <R>(
+  runtime: ManagedRuntime.ManagedRuntime<R, unknown>,
+  perCaller: number,
+  next: (i: number) => Op
+): Promise<void> =>
+  runtime.runPromise(Effect.all(
+    Array.from({ length: 20 }, () =>
+      Effect.gen(function*() {
+        for (let i = 0; i < perCaller; i++) yield* (next(i) as Extract<Op, { _tag: "effect" }>).run
+      })),
+    { concurrency: "unbounded", discard: true }
+  ).pipe(Effect.orDie))
 const effect = (run: Effect.Effect<unknown, unknown, any>): Op => ({ _tag: "effect", run: run as Effect.Effect<unknown, unknown> })
 
 // --- PostgreSQL -------------------------------------------------------------------------------
@@ -179,7 +193,8 @@ const AGGREGATE = "SELECT count(*) AS n, sum(balance) AS total, max(name) AS las
 
 const TOP_100 = "SELECT id, name, balance FROM [bench_accounts]"
 
-const dalWorkloads = (sleep5ms: string): Workloads => ({
+/** effect-dal's workloads, through the `Db` API. */
+export const dalWorkloads = (sleep5ms: string): Workloads => ({
   aggregate: (from) => effect(Db.execute(AGGREGATE, [from, from + 1_999])),
   top100: () => effect(Db.execute(`${TOP_100} ORDER BY balance DESC, id ASC LIMIT 100`)),
   pointSelect: (id) => effect(Db.execute("SELECT id, name, balance FROM [bench_accounts] WHERE id = ?", [id])),
