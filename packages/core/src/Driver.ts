@@ -97,14 +97,12 @@ export interface DriverConnection {
     ) => Effect.Effect<number, DbError>)
     | undefined
   /**
-   * Holds a transaction's `BEGIN` to send with the next statement, in its
-   * flush and under its Sync: a failed BEGIN fails that statement, which then
+   * Where a transaction's `BEGIN` waits to go out with the next statement (in
+   * one flush, or one query): a failed BEGIN fails that statement, which then
    * never runs. A use that is not one statement (a stream, a batch, a COPY)
    * sends it on its own first. Where absent, BEGIN is a round trip of its own.
    */
-  readonly deferBegin?: ((sql: string) => void) | undefined
-  /** Forgets a BEGIN not sent yet; `true` when there was one (its transaction never started on the server). */
-  readonly dropBegin?: (() => boolean) | undefined
+  readonly heldBegin?: HeldBegin | undefined
   /** Reads a result incrementally, with back-pressure. */
   readonly stream: (sql: string, params: ReadonlyArray<unknown>, chunkSize: number) => Stream.Stream<any, DbError>
   /** A cheap round trip. */
@@ -171,21 +169,21 @@ export const query = (
   Effect.suspend(() => fromSend<any, DbError>((done) => conn.send(sql, params, mode, prepared, timeout, done)))
 
 /**
- * A transaction's BEGIN held back for the next statement, for drivers that
- * implement `deferBegin`/`dropBegin`: the statement takes it to send with
- * itself; a use that is not one statement sends it on its own first.
+ * A transaction's BEGIN held back for the next statement (a connection's
+ * `heldBegin`): the statement takes it to send with itself; a use that is
+ * not one statement sends it on its own first.
  *
  * @since 0.3.0
  */
 export class HeldBegin {
   private sql: string | undefined = undefined
 
-  /** Holds `sql` (`deferBegin`). */
+  /** Holds `sql`, the transaction's BEGIN. */
   hold(sql: string): void {
     this.sql = sql
   }
 
-  /** Forgets it (`dropBegin`); `true` when one was held, whose transaction never began on the server. */
+  /** Forgets it; `true` when one was held, whose transaction never began on the server. */
   drop(): boolean {
     const had = this.sql !== undefined
     this.sql = undefined

@@ -102,8 +102,6 @@ const needsCallback = (what: string) =>
  */
 export class DalMysqlConnection extends EventEmitter {
   private lease: Native.NativeConnection | undefined = undefined
-  /** The last START TRANSACTION held back on the connection (sent, or dropped, with what follows it). */
-  private heldBegin: string | undefined = undefined
 
   constructor(private readonly pool: DalMysqlPool, readonly driver: Native.NativeConnection["driver"]) {
     super()
@@ -125,11 +123,11 @@ export class DalMysqlConnection extends EventEmitter {
     const done = deliver(q.callback!)
     const lease = this.lease
     if (lease === undefined) return done(new Error("Connection was released to the pool"))
-    if (method === "query" && q.params.length === 0 && lease.driver.deferBegin !== undefined && BEGIN.test(q.sql!)) {
+    const held = lease.driver.heldBegin
+    if (method === "query" && q.params.length === 0 && held !== undefined && BEGIN.test(q.sql!)) {
       // held to go out with the transaction's first statement, in one query, as our own transactions'
       // START TRANSACTION is: no round trip of its own (if the server refuses it, that statement fails)
-      lease.driver.deferBegin(q.sql!)
-      this.heldBegin = q.sql!
+      held.hold(q.sql!)
       return queueMicrotask(() => done(undefined, [beginResult(), undefined]))
     }
     this.pool.runner.runCallback(() => lease.execute(q.sql!, q.params, q.native, q.call), done)
@@ -145,7 +143,8 @@ export class DalMysqlConnection extends EventEmitter {
     const conn = this.lease === undefined ? undefined : mysqlConnectionOf(this.driver)
     if (conn === undefined) throw new Error("Connection was released to the pool")
     // a held START TRANSACTION goes first: mysql2 runs its commands in order
-    if (this.driver.dropBegin?.() === true) conn.query(this.heldBegin!, () => {})
+    const begin = this.driver.heldBegin?.take()
+    if (begin !== undefined) conn.query(begin, () => {})
     return conn.query(sql, values)
   }
 

@@ -44,18 +44,18 @@ describe("MySQL: START TRANSACTION in one query with the first statement", () =>
       const db = yield* Db
       const lease = yield* db.native.checkout
       const driver = lease.driver
-      driver.deferBegin!("START TRANSACTION NONSENSE")
+      driver.heldBegin!.hold("START TRANSACTION NONSENSE")
       const refused = yield* Effect.flip(send(driver, `INSERT INTO ${table} (label) VALUES (?)`, ["refused"], true))
       const afterRefusal = driver.transactionState()
       const before = yield* executed(driver)
-      driver.deferBegin!("START TRANSACTION")
+      driver.heldBegin!.hold("START TRANSACTION")
       const inserted = yield* send(driver, `INSERT INTO ${table} (label, flag, n) VALUES (?, ?, ?)`, [tricky, true, 9_007_199_254_740_991], true)
       const inside = driver.transactionState()
       const merged = (yield* executed(driver)) === before
       const row = yield* send(driver, `SELECT label, flag, n FROM ${table} WHERE id = ?`, [inserted.insertId], true, "rows")
       yield* send(driver, "ROLLBACK", [], false)
-      driver.deferBegin!("START TRANSACTION")
-      const dropped = driver.dropBegin!()
+      driver.heldBegin!.hold("START TRANSACTION")
+      const dropped = driver.heldBegin!.drop()
       const idle = driver.transactionState()
       yield* lease.release()
       const rows = yield* Db.execute<{ label: string }>(`SELECT label FROM [${table}] WHERE label IN ('refused') OR id = ?`, [inserted.insertId])
@@ -82,7 +82,7 @@ describe("MySQL: START TRANSACTION in one query with the first statement", () =>
         [`SELECT count(*) AS c FROM ${table} WHERE id > ?`, [0]]
       ] as const) {
         const before = yield* executed(driver)
-        driver.deferBegin!("START TRANSACTION")
+        driver.heldBegin!.hold("START TRANSACTION")
         yield* send(driver, sql, params, true)
         const state = driver.transactionState()
         results.push({ merged: (yield* executed(driver)) === before, state })
@@ -105,7 +105,7 @@ describe("MySQL: START TRANSACTION in one query with the first statement", () =>
       const driver = lease.driver
       yield* send(driver, "SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')", [], false)
       const before = yield* executed(driver)
-      driver.deferBegin!("START TRANSACTION")
+      driver.heldBegin!.hold("START TRANSACTION")
       const inserted = yield* send(driver, `INSERT INTO ${table} (label) VALUES (?)`, [tricky], true)
       const merged = (yield* executed(driver)) === before
       const row = yield* send(driver, `SELECT label FROM ${table} WHERE id = ?`, [inserted.insertId], true, "rows")

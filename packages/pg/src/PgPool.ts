@@ -121,8 +121,6 @@ const usedAfterEnd = () => new Error("Cannot use a pool after calling end on the
 export class DalPgClient extends EventEmitter {
   /** The current checkout; `undefined` while the client is back in the pool. */
   private lease: Native.NativeConnection | undefined = undefined
-  /** The last BEGIN held back on the connection (sent, or dropped, with what follows it). */
-  private heldBegin: string | undefined = undefined
 
   constructor(private readonly pool: DalPgPool, readonly driver: Native.NativeConnection["driver"]) {
     super()
@@ -154,18 +152,19 @@ export class DalPgClient extends EventEmitter {
       const client = this.lease === undefined ? undefined : pgClientOf(this.driver)
       if (client === undefined) throw new Error("Client was released to the pool: it cannot run a submittable")
       // a held BEGIN goes first: pg runs its queries in order
-      if (this.driver.dropBegin?.() === true) client.query(this.heldBegin!).catch(() => {})
+      const begin = this.driver.heldBegin?.take()
+      if (begin !== undefined) client.query(begin).catch(() => {})
       return client.query(text)
     }
     const q = queryArgs(text, values, callback)
     return settle(q.callback, (done) => {
       const lease = this.lease
       if (lease === undefined) return done(new Error("Client was released to the pool: it cannot run queries"))
-      if (q.params.length === 0 && lease.driver.deferBegin !== undefined && BEGIN.test(q.sql)) {
+      const held = lease.driver.heldBegin
+      if (q.params.length === 0 && held !== undefined && BEGIN.test(q.sql)) {
         // held to go out with the transaction's first statement, as our own transactions' BEGIN is:
         // no round trip of its own (a BEGIN the server refuses fails that statement instead)
-        lease.driver.deferBegin(q.sql)
-        this.heldBegin = q.sql
+        held.hold(q.sql)
         return queueMicrotask(() => done(undefined, beginResult()))
       }
       this.pool.runner.runCallback(

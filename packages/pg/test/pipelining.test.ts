@@ -35,19 +35,19 @@ describe("PostgreSQL: BEGIN pipelined with the first statement", () => {
       const lease = yield* db.native.checkout
       const driver = lease.driver
       // a BEGIN the server refuses: the INSERT behind it, in the same flush, is skipped
-      driver.deferBegin!("BEGIN ISOLATION LEVEL NONSENSE")
+      driver.heldBegin!.hold("BEGIN ISOLATION LEVEL NONSENSE")
       const refused = yield* Effect.flip(send(driver, `INSERT INTO ${quoted} VALUES ($1)`, [1], true))
       const afterRefusal = driver.transactionState()
       // the same prepared statement runs on its own afterwards: it was not left recorded as parsed
       yield* send(driver, `INSERT INTO ${quoted} VALUES ($1)`, [2], true)
       // a good BEGIN: the statement runs inside the transaction it opens
-      driver.deferBegin!("BEGIN")
+      driver.heldBegin!.hold("BEGIN")
       yield* send(driver, `INSERT INTO ${quoted} VALUES ($1)`, [3], true)
       const inside = driver.transactionState()
       yield* send(driver, "ROLLBACK", [], false)
       // held back and dropped: nothing was sent
-      driver.deferBegin!("BEGIN")
-      const dropped = driver.dropBegin!()
+      driver.heldBegin!.hold("BEGIN")
+      const dropped = driver.heldBegin!.drop()
       const idle = driver.transactionState()
       yield* lease.release()
       const rows = yield* Db.execute<{ id: number }>(`SELECT id FROM [${table}] ORDER BY id`)
@@ -87,7 +87,7 @@ describe("PostgreSQL: BEGIN pipelined with the first statement", () => {
       const several = yield* Db.withTransaction(Db.execute(`INSERT INTO [${table}] VALUES (1); SELECT count(*)::int AS n FROM [${table}]`))
       const lease = yield* db.native.checkout
       // a driver-compatible pool's query after a held BEGIN: its row mode kept, the BEGIN in the same query
-      lease.driver.deferBegin!("BEGIN")
+      lease.driver.heldBegin!.hold("BEGIN")
       const native = yield* lease.execute(`SELECT id FROM ${table.split(".").map((p) => `"${p}"`).join(".")}`, [], { rowMode: "array" })
       const inside = lease.driver.transactionState()
       yield* lease.execute("ROLLBACK", [], {})

@@ -247,7 +247,7 @@ export const makeCore = (driver: Driver, config: DatabaseConfig): Effect.Effect<
           recycle: (conn) => {
             // a connection must never come back inside a transaction: roll it back, or destroy it;
             // nor with a BEGIN held back for a statement that will not come
-            conn.driver.dropBegin?.()
+            conn.driver.heldBegin?.drop()
             const settle = conn.driver.settle()
             if (settle === undefined) return needsRollback(conn) ? rollbackOf(conn) : undefined
             return Effect.zipRight(settle, Effect.suspend(() => needsRollback(conn) ? rollbackOf(conn) : Effect.void))

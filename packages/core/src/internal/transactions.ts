@@ -69,7 +69,7 @@ export const makeTransactions = (core: DbCore): Transactions => {
     Effect.suspend(() => {
       invalidator.discarded(conn)
       // a BEGIN still held back: nothing reached the server
-      if (conn.driver.dropBegin?.() === true) return Effect.void
+      if (conn.driver.heldBegin?.drop() === true) return Effect.void
       return conn.driver.settle() === undefined ? rollbackQuietly(conn, rollbackSql) : Effect.void
     })
 
@@ -79,7 +79,7 @@ export const makeTransactions = (core: DbCore): Transactions => {
    */
   const commit = (conn: DalConnection): Effect.Effect<void, DbError> =>
     // a transaction that sent no statement never began on the server: nothing to commit
-    conn.driver.dropBegin?.() === true ? Effect.sync(() => invalidator.committed(conn)) : Effect.catchTag(
+    conn.driver.heldBegin?.drop() === true ? Effect.sync(() => invalidator.committed(conn)) : Effect.catchTag(
       conn.run(dialect.commit, noParams, "raw", false),
       "ConnectionError",
       (error) => Effect.fail(new OutcomeUnknown({ phase: "commit", sql: dialect.commit, cause: error }))
@@ -95,8 +95,9 @@ export const makeTransactions = (core: DbCore): Transactions => {
     invalidator.discarded(conn)
     const statements = dialect.begin(options)
     // where the driver can, BEGIN goes out with the transaction's first statement: no round trip of its own
-    if (statements.length === 1 && conn.driver.deferBegin !== undefined) {
-      conn.driver.deferBegin(statements[0]!)
+    const held = conn.driver.heldBegin
+    if (statements.length === 1 && held !== undefined) {
+      held.hold(statements[0]!)
       return Effect.void
     }
     return statements.length === 1

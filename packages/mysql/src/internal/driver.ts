@@ -146,7 +146,7 @@ class MysqlConnection implements Driver.DriverConnection {
   private inTransaction: boolean | undefined = undefined
   private readonly gate: CancelGate
   /** A transaction's START TRANSACTION, held to go out with its first statement. */
-  private readonly heldBegin = new Driver.HeldBegin()
+  readonly heldBegin = new Driver.HeldBegin()
 
   constructor(
     readonly conn: Mysql.Connection,
@@ -201,19 +201,6 @@ class MysqlConnection implements Driver.DriverConnection {
       this.status = last.serverStatus
       this.inTransaction = (last.serverStatus & SERVER_STATUS_IN_TRANS) !== 0
     }
-  }
-
-  deferBegin(sql: string): void {
-    this.heldBegin.hold(sql)
-  }
-
-  dropBegin(): boolean {
-    return this.heldBegin.drop()
-  }
-
-  /** A held-back START TRANSACTION sent on its own, before a stream. */
-  private get begun(): Effect.Effect<void, DbError.DbError> {
-    return this.heldBegin.sendAlone(this)
   }
 
   /** Whether mysql2's client-side escaping is right for this session: it escapes with backslashes. */
@@ -359,7 +346,7 @@ class MysqlConnection implements Driver.DriverConnection {
 
   stream(sql: string, params: ReadonlyArray<unknown>, chunkSize: number): Stream.Stream<any, DbError.DbError> {
     const conn = this.conn
-    return Stream.unwrap(Effect.as(this.begun, Stream.async<any, DbError.DbError>((emit) => {
+    return Stream.unwrap(Effect.as(this.heldBegin.sendAlone(this), Stream.async<any, DbError.DbError>((emit) => {
       const query = conn.query(sql, params as Array<any>)
       const rows = query.stream({ highWaterMark: chunkSize })
       let buffer: Array<any> = []

@@ -182,7 +182,7 @@ class AfterBegin extends QueryBase {
 class PgConnection implements Driver.DriverConnection {
   private broken = false
   /** A transaction's BEGIN held back for the next statement. */
-  private readonly heldBegin = new Driver.HeldBegin()
+  readonly heldBegin = new Driver.HeldBegin()
   /** `host:port` of the server. */
   private readonly at: string
   private readonly gate: CancelGate
@@ -239,19 +239,6 @@ class PgConnection implements Driver.DriverConnection {
   private lose(): void {
     if (!this.broken) this.watch?.failed()
     this.broken = true
-  }
-
-  deferBegin(sql: string): void {
-    this.heldBegin.hold(sql)
-  }
-
-  dropBegin(): boolean {
-    return this.heldBegin.drop()
-  }
-
-  /** A held-back BEGIN sent on its own, before a use that is not one statement (a stream, a batch, a COPY). */
-  private get begun(): Effect.Effect<void, DbError.DbError> {
-    return this.heldBegin.sendAlone(this)
   }
 
   /** The prepared name for `sql`, or `undefined` to send it unnamed. */
@@ -326,7 +313,7 @@ class PgConnection implements Driver.DriverConnection {
 
   /** Pipelines every row: all Bind/Execute messages go out before the first reply comes back. */
   batch(sql: string, rows: ReadonlyArray<ReadonlyArray<unknown>>) {
-    return Effect.zipRight(this.begun, this.gate.run<number>(sql, undefined, (done) => {
+    return Effect.zipRight(this.heldBegin.sendAlone(this), this.gate.run<number>(sql, undefined, (done) => {
       const client = this.client as unknown as { pipeline: boolean }
       client.pipeline = true
       let pending = rows.length
@@ -362,7 +349,7 @@ class PgConnection implements Driver.DriverConnection {
     columns: ReadonlyArray<string>,
     timeout: number | undefined
   ) {
-    return Effect.zipRight(this.begun, this.gate.run<number>(sql, timeout, (done) => {
+    return Effect.zipRight(this.heldBegin.sendAlone(this), this.gate.run<number>(sql, timeout, (done) => {
       const stream = this.client.query(copyFrom(sql))
       let finished = false
       const finish = (outcome: Exit.Exit<number, DbError.DbError>) => {
@@ -393,7 +380,7 @@ class PgConnection implements Driver.DriverConnection {
 
   stream(sql: string, params: ReadonlyArray<unknown>, chunkSize: number): Stream.Stream<any, DbError.DbError> {
     const client = this.client
-    const begun = this.begun
+    const begun = this.heldBegin.sendAlone(this)
     return Stream.unwrapScoped(Effect.gen(function*() {
       yield* begun
       const cursor = client.query(new Cursor(sql, params as Array<unknown>))
