@@ -60,7 +60,6 @@ export interface Runner {
   readonly closed: () => boolean
 }
 
-/** What a failed call rejects with: our typed errors are `Error`s already; anything else is wrapped in one. */
 /**
  * What a promise rejects with for a failed call: the failure itself (our
  * errors are `Error`s), a defect as an `Error`, or the signal's reason when
