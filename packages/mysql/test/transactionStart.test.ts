@@ -110,11 +110,16 @@ describe("MySQL: START TRANSACTION in one query with the first statement", () =>
       const merged = (yield* executed(driver)) === before
       const row = yield* send(driver, `SELECT label FROM ${table} WHERE id = ?`, [inserted.insertId], true, "rows")
       yield* send(driver, "ROLLBACK", [], false)
+      // one not to be prepared (a multi-row insert's) is not written into the merged text either
+      driver.heldBegin!.hold("START TRANSACTION")
+      const unprepared = yield* send(driver, `INSERT INTO ${table} (label) VALUES (?)`, [tricky], false)
+      const text = yield* send(driver, `SELECT label FROM ${table} WHERE id = ?`, [unprepared.insertId], true, "rows")
+      yield* send(driver, "ROLLBACK", [], false)
       // the session's mode changed: the pool closes it rather than lend it again
       yield* lease.release(true)
-      return { merged, row }
+      return { merged, row, text }
     }))
-    expect(seen).toEqual({ merged: false, row: [{ label: tricky }] })
+    expect(seen).toEqual({ merged: false, row: [{ label: tricky }], text: [{ label: tricky }] })
   })
 
   it("transactions through Db keep their meaning: a failing first statement rolls back, a stream first sends START TRANSACTION on its own", async () => {

@@ -203,6 +203,16 @@ class MysqlConnection implements Driver.DriverConnection {
     }
   }
 
+  /**
+   * Whether a statement's values are bound by the server (a prepared
+   * statement) rather than written into its text by mysql2. mysql2 escapes
+   * with backslashes: a session without backslash escapes has its values
+   * bound by the server, whatever was asked.
+   */
+  private bound(params: ReadonlyArray<unknown>, prepared: boolean): boolean {
+    return params.length > 0 && ((prepared && this.cacheSize > 0) || !this.escapes)
+  }
+
   /** Whether mysql2's client-side escaping is right for this session: it escapes with backslashes. */
   private get escapes(): boolean {
     return this.status !== undefined && (this.status & SERVER_STATUS_NO_BACKSLASH_ESCAPES) === 0
@@ -229,7 +239,8 @@ class MysqlConnection implements Driver.DriverConnection {
       // MySQL has no pipelining, but one query may hold several statements: the transaction's
       // START TRANSACTION and its first statement share a round trip (if it fails, the statement
       // never runs). As text, the statement is what mysql2 would send anyway; one to be prepared
-      // goes as text only where the text is equivalent
+      // goes as text only where the text is equivalent; none with values on a session whose
+      // strings mysql2 would escape wrongly
       const merged = (options?: Omit<MysqlNativeOptions, "method">) => {
         let text: string
         try {
@@ -246,9 +257,8 @@ class MysqlConnection implements Driver.DriverConnection {
         // a driver-compatible pool's `query` is text already (named placeholders aside), with its options
         const { method, ...options } = mode.native as MysqlNativeOptions
         if (method === "query" && options.namedPlaceholders !== true) return merged(options)
-      } else {
-        const binary = prepared && params.length > 0 && this.cacheSize > 0
-        if (mode !== "values" && (!binary || (this.escapes && inlinable(sql, params)))) return merged()
+      } else if (mode !== "values" && (params.length === 0 || (this.escapes && (!this.bound(params, prepared) || inlinable(sql, params))))) {
+        return merged()
       }
       // otherwise START TRANSACTION first, on its own, in the same turn of the gate
       this.conn.query(begin, (err: Mysql.QueryError | null, results: any) => {
@@ -286,9 +296,7 @@ class MysqlConnection implements Driver.DriverConnection {
     const rowsAsArray = mode === "values"
     const values = params as Array<any>
     try {
-      // mysql2 escapes values in text with backslashes: a session without backslash escapes has its
-      // values bound by the server instead, whatever was asked
-      if (params.length > 0 && ((prepared && this.cacheSize > 0) || !this.escapes)) {
+      if (this.bound(params, prepared)) {
         if (this.cacheSize > 0) this.countLookup(sql, rowsAsArray)
         if (rowsAsArray) this.conn.execute({ sql, values, rowsAsArray }, callback)
         else this.conn.execute(sql, values, callback)
