@@ -19,7 +19,7 @@
  * - **Fail-open**: every Redis call has a short timeout and runs behind a
  *   circuit breaker; when Redis is down or slow, reads go to the database.
  *   Invalidations made meanwhile wait in the process and are sent before the
- *   cache is used again.
+ *   cache is used again, and before it closes (up to `closeTimeout`).
  *
  * @since 0.3.0
  */
@@ -72,6 +72,12 @@ export interface DbCacheOptions {
   readonly beta?: number | undefined
   /** The breaker around Redis. */
   readonly breaker?: CircuitBreaker.CircuitBreakerOptions | undefined
+  /**
+   * How long closing the layer waits for invalidations still on their way to
+   * Redis (or waiting for it to come back); default 2 seconds. Other processes
+   * keep serving what a lost one should have dropped, until `ttl`.
+   */
+  readonly closeTimeout?: Duration.DurationInput | undefined
 }
 
 /**
@@ -216,6 +222,7 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
     const lockTtl = millis(options.lockTtl, 5_000)
     const lockWait = millis(options.lockWait, 500)
     const beta = options.beta ?? 1
+    const closeTimeout = millis(options.closeTimeout, 2_000)
     const channel = `${prefix}invalidate`
     const origin = randomUUID()
     const labels: ReadonlyArray<MetricLabel.MetricLabel> = db.metricLabels
@@ -245,11 +252,25 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
       })
     const client = open()
     const subscriber = open()
+    // registered first, so it runs last: no new invalidation comes in while those left are sent
     yield* Effect.addFinalizer(() =>
-      Effect.sync(() => {
-        client.disconnect()
-        subscriber.disconnect()
-      })
+      Effect.flatMap(
+        Effect.promise(async () => {
+          const deadline = Date.now() + closeTimeout
+          while ((pending.length > 0 || sending.size > 0) && Date.now() < deadline) {
+            flushPending()
+            // with nothing under way, wait for the reconnection (an empty race would spin without yielding to I/O)
+            await (sending.size > 0 ? Promise.allSettled(sending) : new Promise((resolve) => setTimeout(resolve, 10)))
+          }
+          client.disconnect()
+          subscriber.disconnect()
+          return pending.length
+        }),
+        (lost) =>
+          lost === 0 ? Effect.void : Effect.logWarning(
+            `cache closed with ${lost} invalidation(s) not sent to Redis; other processes may serve their entries until they expire`
+          ).pipe(Effect.annotateLogs({ alias: db.alias }))
+      )
     )
 
     const breaker = yield* CircuitBreaker.make(`${db.alias}:redis`, {
@@ -292,11 +313,16 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
         if (flight.deps.some((d) => versionKeys.includes(d))) flights.delete(key)
       }
     }
+    /** The generation of the last resubscription: every lookup begun before it may have missed an invalidation. */
+    let resetAt = 0
     const unchangedSince = (deps: ReadonlyArray<string>, since: number) =>
-      deps.every((d) => (generations.get(d) ?? 0) <= since)
-    const clearLocal = () => {
+      resetAt <= since && deps.every((d) => (generations.get(d) ?? 0) <= since)
+    /** Messages may have been lost: nothing kept or under way here can be trusted. */
+    const reset = () => {
+      resetAt = ++generation
       local.clear()
       byDep.clear()
+      flights.clear()
     }
 
     // --- Redis calls: a timeout, the breaker, failures counted -----------------------------------
@@ -317,6 +343,8 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
     const inFlight = new Map<string, number>()
     /** Invalidations that could not be sent: sent before the cache is used again. */
     let pending: Array<{ readonly keys: ReadonlyArray<string>; readonly at: number }> = []
+    /** Sends under way, which closing the cache waits for. */
+    const sending = new Set<Promise<void>>()
 
     /**
      * Bumps the versions and publishes them, in one MULTI. Off the read path,
@@ -331,7 +359,8 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
       const exec = Effect.tryPromise(() => tx.exec()).pipe(
         Effect.timeoutFail({ duration: Math.max(1_000, timeout), onTimeout: () => new RedisTimeout() })
       )
-      return Effect.runPromiseExit(exec).then((exit) => {
+      const sent: Promise<void> = Effect.runPromiseExit(exec).then((exit) => {
+        sending.delete(sent)
         for (const k of versionKeys) {
           const n = inFlight.get(k)! - 1
           if (n === 0) inFlight.delete(k)
@@ -343,13 +372,14 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
           count(metrics.sent)
         }
       })
+      sending.add(sent)
     }
     const flushPending = () => {
       if (pending.length === 0 || client.status !== "ready") return
       const keys = [...new Set(pending.flatMap((p) => p.keys))]
       const at = Math.min(...pending.map((p) => p.at))
       pending = []
-      void send(keys, at)
+      send(keys, at)
     }
     // what could not be sent is sent again as soon as Redis answers
     const retry = setInterval(flushPending, 50)
@@ -358,7 +388,7 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
     const unsubscribe = db.invalidations.subscribe((keys) => {
       const versionKeys = bumps(keys)
       dropLocal(versionKeys)
-      void send(versionKeys, Date.now())
+      send(versionKeys, Date.now())
     })
     yield* Effect.addFinalizer(() => Effect.sync(unsubscribe))
 
@@ -383,7 +413,7 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
     let subscribedOnce = false
     const subscribe = () => {
       subscriber.subscribe(channel).then(() => {
-        if (subscribedOnce) clearLocal()
+        if (subscribedOnce) reset()
         subscribedOnce = true
         subscribed = true
       }, () => {})

@@ -5,7 +5,7 @@
  * it (Redis here keeps its data across the restart: AOF, fsync always).
  */
 import { Db } from "@effect-dal/core"
-import { DbCache } from "@effect-dal/redis"
+import { DbCache, type DbCacheOptions } from "@effect-dal/redis"
 import * as Effect from "effect/Effect"
 import { Redis } from "ioredis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -81,4 +81,45 @@ describe("DbCache fails open", () => {
     await on(app, read(8))
     expect((await stats()).hits).toBe(hitsBefore + 1)
   }, 60_000)
+
+  it("an invalidation still waiting for Redis when the cache closes is sent before it disconnects", async () => {
+    const closing = instance(unique("failopen_close"), { redis: redis.url, prefix: "failopen_close:", closeTimeout: "5 seconds" })
+    await on(closing, DbCache)
+    await redis.kill()
+    await on(closing, Db.execute(`UPDATE [${table}] SET v = v + 1 WHERE id = 3`, [], { invalidates: { [table]: [3] } }))
+    await redis.start()
+    // closed at once: the invalidation waits for the reconnection, which the close waits for
+    await closing.dispose()
+    const probe = new Redis(redis.url)
+    try {
+      expect(await probe.get(`failopen_close:r:${table}:3`)).toBe("1")
+    } finally {
+      probe.disconnect()
+    }
+  }, 30_000)
+
+  it("a lookup begun before the subscription was lost keeps nothing locally: an invalidation may have been missed meanwhile", async () => {
+    const options: DbCacheOptions = { redis: redis.url, prefix: "failopen_resub:", localTtl: "10 seconds" }
+    const reader = instance(unique("failopen_reader"), options)
+    const writer = instance(unique("failopen_writer"), options)
+    try {
+      await Promise.all([on(reader, DbCache), on(writer, DbCache)])
+      const [before] = await on(writer, Db.execute<{ v: number }>(`SELECT v FROM [${table}] WHERE id = 5`))
+      // the read's snapshot is taken before the write below; its rows arrive a second later
+      const slow = `SELECT v FROM [${table}], pg_sleep(1) WHERE id = ?`
+      const lookup = on(reader, DbCache.cached<{ v: number }>(slow, [5], { keys: { [table]: [5] } }))
+      await new Promise((r) => setTimeout(r, 200))
+      const probe = new Redis(redis.url)
+      await probe.client("KILL", "TYPE", "pubsub")
+      probe.disconnect()
+      // published while the reader is not subscribed: the reader never hears of it
+      await on(writer, Db.execute(`UPDATE [${table}] SET v = v + 1 WHERE id = 5`, [], { invalidates: { [table]: [5] } }))
+      expect((await lookup)[0]!.v).toBe(before!.v)
+      expect(await Traffic.until(() => on(reader, Effect.map(DbCache, (c) => c.available())), 10_000)).toBe(true)
+      const [after] = await on(reader, DbCache.cached<{ v: number }>(slow, [5], { keys: { [table]: [5] } }))
+      expect(after!.v).toBe(before!.v + 1)
+    } finally {
+      await Promise.all([reader.dispose(), writer.dispose()])
+    }
+  }, 30_000)
 })
