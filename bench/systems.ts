@@ -532,6 +532,20 @@ export const prepare = async (): Promise<void> => {
   await my.end()
 }
 
+/** Empties the table the inserts fill, so that every batch turn starts on the same table. */
+export const emptyEvents = async (engine: Engine): Promise<void> => {
+  if (engine === "pg") {
+    const pg = new Pg.Client({ connectionString: PG_URL })
+    await pg.connect()
+    await pg.query("TRUNCATE bench_events RESTART IDENTITY")
+    await pg.end()
+  } else {
+    const my = await Mysql.createConnection({ uri: MYSQL_URL })
+    await my.query("TRUNCATE TABLE bench_events")
+    await my.end()
+  }
+}
+
 /** Drops the benchmark's tables. */
 export const cleanup = async (): Promise<void> => {
   const pg = new Pg.Client({ connectionString: PG_URL })

@@ -123,8 +123,8 @@ export interface InsertManyOptions extends ExecuteOptions {
    */
   readonly onConflict?: { readonly keys: ReadonlyArray<string>; readonly action: "ignore" | "update" } | undefined
   /**
-   * Rows from which the engine's bulk load (PostgreSQL's `COPY … FROM STDIN`)
-   * is used, where the driver has one and neither `returning` nor
+   * Rows from which the engine's bulk load (PostgreSQL's `COPY … FROM STDIN`,
+   * MySQL's `LOAD DATA LOCAL INFILE`) is used, where the driver has one and neither `returning` nor
    * `onConflict` is asked; default 3,000. `Infinity` never uses it.
    */
   readonly copyThreshold?: number | undefined

@@ -66,6 +66,8 @@ export interface Dialect {
   readonly twoPhase: TwoPhaseSql
   /** Rows sent as one array per column, where the engine can take them so: a handful of parameters for any number of rows. */
   readonly arrayInsert?: ArrayInsertSql | undefined
+  /** The engine's bulk load of `table (columns)` (already quoted), for drivers that can stream it (`Driver.copyIn`). */
+  readonly bulkLoad?: ((table: string, columns: ReadonlyArray<string>) => string) | undefined
 }
 
 /**
@@ -85,8 +87,6 @@ export interface ArrayInsertSql {
   readonly insert: (head: string, types: ReadonlyArray<string>) => string
   /** Column types whose values go as JSON text. */
   readonly jsonTypes: ReadonlyArray<string>
-  /** The engine's bulk load of `table (columns)` (already quoted), for drivers that can stream it. */
-  readonly copyFrom: (table: string, columns: ReadonlyArray<string>) => string
 }
 
 /**
@@ -169,9 +169,9 @@ export const postgres: Dialect = {
       "(a.attndims > 0 OR t.typcategory = 'A') AS array FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid " +
       "WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped",
     insert: (head, types) => `${head} SELECT * FROM unnest(${types.map((t, i) => `$${i + 1}::${t}[]`).join(", ")})`,
-    jsonTypes: ["json", "jsonb"],
-    copyFrom: (table, columns) => `COPY ${table} (${columns.join(", ")}) FROM STDIN`
-  }
+    jsonTypes: ["json", "jsonb"]
+  },
+  bulkLoad: (table, columns) => `COPY ${table} (${columns.join(", ")}) FROM STDIN`
 }
 
 /**
@@ -202,6 +202,9 @@ export const mysql: Dialect = {
   savepoint: (name) => `SAVEPOINT ${name}`,
   rollbackSavepoint: (name) => `ROLLBACK TO SAVEPOINT ${name}`,
   releaseSavepoint: (name) => `RELEASE SAVEPOINT ${name}`,
+  // the data comes from the client's memory, whatever the file name; the defaults are tab-separated fields, backslash escapes
+  bulkLoad: (table, columns) =>
+    `LOAD DATA LOCAL INFILE 'effect-dal.tsv' INTO TABLE ${table} CHARACTER SET utf8mb4 (${columns.join(", ")})`,
   onConflict: (keys, update) =>
     ` ON DUPLICATE KEY UPDATE ${
       (update === undefined || update.length === 0 ? [keys[0]!] : update).map((c) => `${c} = VALUES(${c})`).join(", ")

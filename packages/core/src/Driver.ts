@@ -85,8 +85,10 @@ export interface DriverConnection {
    */
   readonly batch?: ((sql: string, rows: ReadonlyArray<ReadonlyArray<unknown>>) => Effect.Effect<number, DbError>) | undefined
   /**
-   * Bulk-loads rows with the engine's COPY (`sql` is its `COPY … FROM STDIN`
-   * naming `columns` in that order); returns the rows loaded.
+   * Bulk-loads rows with the engine's bulk load (`sql` is the dialect's
+   * `bulkLoad`, naming `columns` in that order); returns the rows loaded, or
+   * `undefined` when the driver declined them with nothing written (the core
+   * then inserts them with INSERT).
    */
   readonly copyIn?:
     | ((
@@ -94,7 +96,7 @@ export interface DriverConnection {
       rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
       columns: ReadonlyArray<string>,
       timeout: number | undefined
-    ) => Effect.Effect<number, DbError>)
+    ) => Effect.Effect<number | undefined, DbError>)
     | undefined
   /**
    * Where a transaction's `BEGIN` waits to go out with the next statement (in

@@ -274,10 +274,13 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
           head
         )
       }
-      /** A bulk load with the driver's COPY; where the connection's driver has none, the arrays. */
-      const copy = (types: ReadonlyArray<{ readonly type: string; readonly json: boolean }>) => {
-        const sql = dialect.arrayInsert!.copyFrom(quotedTable, columns.map((c) => quoteIdentifier(dialect, c)))
-        const json = columns.filter((_, c) => types[c]!.json)
+      /** A bulk load with the driver's COPY or LOAD DATA; where the driver has none or declines the rows, `otherwise`. */
+      const copy = (
+        types: ReadonlyArray<{ readonly type: string; readonly json: boolean }> | undefined,
+        otherwise: Effect.Effect<InsertManyResult, DbError>
+      ) => {
+        const sql = dialect.bulkLoad!(quotedTable, columns.map((c) => quoteIdentifier(dialect, c)))
+        const json = types === undefined ? [] : columns.filter((_, c) => types[c]!.json)
         // JSON columns go as JSON text (a JavaScript array would otherwise read as a PostgreSQL array)
         const loaded = () =>
           json.length === 0 ? rows : rows.map((row) => {
@@ -289,28 +292,37 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
             return copy
           })
         const timeout = statementTimeout(options)
-        const load = (conn: DalConnection) =>
-          Effect.map(conn.copyIn(sql, loaded(), columns, timeout), (inserted): InsertManyResult => ({ inserted, keys: [] }))
+        const loadedOr = (inserted: number | undefined): Effect.Effect<InsertManyResult, DbError> =>
+          inserted === undefined ? otherwise : Effect.succeed({ inserted, keys: [] })
         return Effect.withFiberRuntime<InsertManyResult, DbError>((fiber) => {
           const tx = currentTx(fiber.currentContext)
           if (tx !== undefined) {
-            return tx[0].driver.copyIn === undefined ? run(arrays(types)) : tagged(fiber, load(tx[0]), options, sql)
+            return tx[0].driver.copyIn === undefined
+              ? otherwise
+              : Effect.flatMap(tagged(fiber, tx[0].copyIn(sql, loaded(), columns, timeout), options, sql), loadedOr)
           }
-          // COPY is atomic by itself, like one INSERT
+          // a bulk load is atomic by itself, like one INSERT
           return Effect.flatMap(acquire, (lease) =>
             lease.conn.driver.copyIn === undefined
-              ? Effect.zipRight(pool.release(lease), run(arrays(types)))
-              : tagged(fiber, Effect.ensuring(load(lease.conn), pool.release(lease)), options, sql))
+              ? Effect.zipRight(pool.release(lease), otherwise)
+              : Effect.flatMap(
+                tagged(fiber, Effect.ensuring(lease.conn.copyIn(sql, loaded(), columns, timeout), pool.release(lease)), options, sql),
+                loadedOr
+              ))
         })
       }
-      if (dialect.arrayInsert === undefined || rows.length < 2) return run(values)
-      const bulk = conflict === undefined && options?.returning === undefined &&
-        rows.length >= (options?.copyThreshold ?? COPY_THRESHOLD)
+      const bulk = dialect.bulkLoad !== undefined && conflict === undefined && options?.returning === undefined &&
+        rows.length >= Math.max(2, options?.copyThreshold ?? COPY_THRESHOLD)
+      if (dialect.arrayInsert === undefined) return bulk ? copy(undefined, run(values)) : run(values)
+      if (rows.length < 2) return run(values)
       return Effect.flatMap(arrayTypes(quotedTable, columns), (types) =>
         types === undefined
           ? run(values)
           // a table altered since its columns were read: read them again next time
-          : Effect.tapError(bulk ? copy(types) : run(arrays(types)), () => Effect.sync(() => catalog.delete(quotedTable))))
+          : Effect.tapError(
+            bulk ? copy(types, run(arrays(types))) : run(arrays(types)),
+            () => Effect.sync(() => catalog.delete(quotedTable))
+          ))
     }), options?.invalidates)
 
   /** Each table's columns, read once from the catalog (again when a column is not known yet). */

@@ -134,13 +134,13 @@ export class DalConnection implements SqlConnection.Connection {
     return this.guarded(sql, () => driver.batch!(sql, rows))
   }
 
-  /** Bulk-loads rows with the driver's COPY, observed like a statement. */
+  /** Bulk-loads rows with the driver's bulk load, observed like a statement; `undefined`: declined. */
   copyIn(
     sql: string,
     rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
     columns: ReadonlyArray<string>,
     timeout: number | undefined
-  ): Effect.Effect<number, DbError> {
+  ): Effect.Effect<number | undefined, DbError> {
     return this.guarded(sql, () => this.driver.copyIn!(sql, rows, columns, timeout))
   }
 

@@ -2,13 +2,16 @@ import type { DatabaseConfig, DbError } from "@effect-dal/core"
 import { CancelGate, DbError as DbErrors, Dialect, Driver, Failover, StatementCache } from "@effect-dal/core"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import * as Statement from "@effect/sql/Statement"
+import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import { replication } from "./replication.js"
 import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Stream from "effect/Stream"
 import * as Mysql from "mysql2"
+import { Readable } from "node:stream"
 import { classify } from "../MysqlErrors.js"
 
 const CLOSE_GRACE_MS = 1_000
@@ -138,11 +141,70 @@ const fits = (role: DatabaseConfig.TargetRole, row: RoleRow | undefined): boolea
   }
 }
 
+/** Refusals of `LOAD DATA LOCAL` (`local_infile` off, or the client's LOCAL_FILES capability): 1148, 3948, 4166. */
+const LOCAL_INFILE_REFUSED = new Set(["1148", "3948", "4166"])
+/** About how much of a `LOAD DATA LOCAL` stream goes in one packet. */
+const LOAD_CHUNK_CHARS = 256 * 1024
+
+const LOAD_SPECIAL = /[\\\n\r\t\0]/
+const LOAD_SPECIALS = /[\\\n\r\t\0]/g
+const loadEscape = (c: string) => (c === "\\" ? "\\\\" : c === "\n" ? "\\n" : c === "\r" ? "\\r" : c === "\t" ? "\\t" : "\\0")
+
+/**
+ * One value as a field of `LOAD DATA`'s default format (tab-separated, `\N`
+ * for NULL, backslash escapes), read by the server as it reads the same
+ * value written into an INSERT by mysql2; `undefined` for a value that has no
+ * such field here (bytes, objects, a fraction mysql2 writes otherwise).
+ */
+const loadField = (value: unknown, escapeDate: (d: Date) => string): string | undefined => {
+  switch (typeof value) {
+    case "string":
+      return LOAD_SPECIAL.test(value) ? value.replace(LOAD_SPECIALS, loadEscape) : value
+    case "number":
+      return Number.isFinite(value) ? String(value) : undefined
+    case "bigint":
+      return String(value)
+    case "boolean":
+      return value ? "1" : "0"
+    case "object":
+      if (value === null) return "\\N"
+      // mysql2's own rendering of a date (its timezone option), without the quotes
+      if (value instanceof Date) return Number.isNaN(value.getTime()) ? undefined : escapeDate(value).slice(1, -1)
+  }
+  return undefined
+}
+
+/** The rows as `LOAD DATA` text in chunks; `undefined` when a value has no field (the rows then go as INSERT). */
+const loadChunks = (
+  rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+  columns: ReadonlyArray<string>,
+  escapeDate: (d: Date) => string
+): Array<Buffer> | undefined => {
+  const chunks: Array<Buffer> = []
+  const last = columns.length - 1
+  let text = ""
+  for (const row of rows) {
+    for (let c = 0; c <= last; c++) {
+      const field = loadField(row[columns[c]!], escapeDate)
+      if (field === undefined) return undefined
+      text += c === last ? field + "\n" : field + "\t"
+    }
+    if (text.length >= LOAD_CHUNK_CHARS) {
+      chunks.push(Buffer.from(text, "utf8"))
+      text = ""
+    }
+  }
+  if (text.length > 0) chunks.push(Buffer.from(text, "utf8"))
+  return chunks
+}
+
 /** A server's refusal to write: `--read-only` (1290), `innodb_read_only` (1836). */
 const READ_ONLY_CODES = new Set(["1290", "1836"])
 
 class MysqlConnection implements Driver.DriverConnection {
   private broken = false
+  /** The server refused `LOAD DATA LOCAL` on this connection: bulk loads go as INSERT. */
+  private localRefused = false
   private inTransaction: boolean | undefined = undefined
   private readonly gate: CancelGate
   /** A transaction's START TRANSACTION, held to go out with its first statement. */
@@ -350,6 +412,56 @@ class MysqlConnection implements Driver.DriverConnection {
     return Effect.reduce(chunks, 0, (sum, chunk) =>
       Effect.map(Driver.query(this, chunk, [], "result", false) as Effect.Effect<Driver.QueryResult, DbError.DbError>, (r) =>
         sum + r.affected))
+  }
+
+  /**
+   * Loads rows with `LOAD DATA LOCAL INFILE` (`sql`), streamed from memory.
+   * With LOCAL the server skips a row it cannot take (a duplicate key, a value
+   * out of range) with a warning instead of failing, so the load runs in a
+   * transaction of its own (a savepoint inside one) and is kept only when
+   * every row went in without a warning; otherwise it is rolled back and
+   * `undefined` returned, and the rows go as INSERT, which fails or warns as
+   * it always does. Likewise where the server refuses LOCAL, the session
+   * escapes without backslashes, or a value has no exact text here.
+   */
+  copyIn(
+    sql: string,
+    rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+    columns: ReadonlyArray<string>,
+    timeout: number | undefined
+  ): Effect.Effect<number | undefined, DbError.DbError> {
+    if (this.localRefused || !this.escapes) return Effect.succeed(undefined)
+    const chunks = loadChunks(rows, columns, (d) => this.conn.escape(d))
+    if (chunks === undefined) return Effect.succeed(undefined)
+    const statement = (text: string) => Effect.asVoid(Driver.query(this, text, [], "raw", false))
+    const inTransaction = this.transactionState() === "transaction"
+    const [open, keep, undo] = inTransaction
+      ? ["SAVEPOINT dal_load", "RELEASE SAVEPOINT dal_load", "ROLLBACK TO SAVEPOINT dal_load"]
+      : ["START TRANSACTION", "COMMIT", "ROLLBACK"]
+    const load = this.gate.run<Header & { readonly warningStatus?: number }>(sql, timeout, (done) => {
+      this.conn.query({ sql, infileStreamFactory: () => Readable.from(chunks) }, (err: Mysql.QueryError | null, result: any) => {
+        if (err) return done(Exit.fail(this.failure(err, sql)))
+        this.track(result)
+        done(Exit.succeed(result))
+      })
+    })
+    return Effect.zipRight(
+      statement(open),
+      Effect.matchCauseEffect(load, {
+        onSuccess: (result) =>
+          result.affectedRows === rows.length && (result.warningStatus ?? 0) === 0
+            ? Effect.as(statement(keep), result.affectedRows)
+            : Effect.as(statement(undo), undefined),
+        onFailure: (cause) => {
+          const failure = Cause.failureOption(cause)
+          const refused = Option.isSome(failure) && failure.value._tag === "QueryError" &&
+            LOCAL_INFILE_REFUSED.has(failure.value.code ?? "")
+          if (refused) this.localRefused = true
+          // undone where the connection still answers; a connection left in a transaction is rolled back when released
+          return Effect.zipRight(Effect.ignore(statement(undo)), refused ? Effect.succeed(undefined) : Effect.failCause(cause))
+        }
+      })
+    )
   }
 
   stream(sql: string, params: ReadonlyArray<unknown>, chunkSize: number): Stream.Stream<any, DbError.DbError> {

@@ -364,13 +364,14 @@ class PgConnection implements Driver.DriverConnection {
       const write = (): void => {
         while (next < rows.length) {
           const end = Math.min(rows.length, next + COPY_ROWS_PER_WRITE)
-          const lines: Array<string> = []
+          // concatenation: V8 builds the text as a rope, faster than joining an array of parts
+          let text = ""
           for (; next < end; next++) {
             const row = rows[next]!
-            for (let c = 0; c < last; c++) lines.push(copyValue(row[columns[c]!]), "\t")
-            lines.push(copyValue(row[columns[last]!]), "\n")
+            for (let c = 0; c < last; c++) text += copyValue(row[columns[c]!]) + "\t"
+            text += copyValue(row[columns[last]!]) + "\n"
           }
-          if (!stream.write(lines.join(""))) return void stream.once("drain", write)
+          if (!stream.write(text)) return void stream.once("drain", write)
         }
         stream.end()
       }
