@@ -179,10 +179,26 @@ export const query = (
  */
 export class HeldBegin {
   private sql: string | undefined = undefined
+  private count = 1
 
-  /** Holds `sql`, the transaction's BEGIN. */
-  hold(sql: string): void {
+  constructor(
+    /**
+     * Whether a BEGIN of several statements (MySQL's `SET TRANSACTION …` and
+     * `START TRANSACTION`) may be held, as one text joined by `;\n`: the
+     * driver sends it as a multi-statement query.
+     */
+    readonly severalStatements = false
+  ) {}
+
+  /** Holds `sql`, the transaction's BEGIN, of `statements` statements. */
+  hold(sql: string, statements = 1): void {
     this.sql = sql
+    this.count = statements
+  }
+
+  /** How many statements the BEGIN held (or last taken) has. */
+  get statements(): number {
+    return this.count
   }
 
   /** Forgets it; `true` when one was held, whose transaction never began on the server. */

@@ -144,6 +144,27 @@ describe("MySQL: START TRANSACTION in one query with the first statement", () =>
     expect(seen.after).toEqual([`${seen.label}!`])
   })
 
+  it("a transaction with an isolation level holds SET TRANSACTION and START TRANSACTION together: the first statement runs at that level", async () => {
+    const label = unique("iso")
+    const seen = await run(Effect.gen(function*() {
+      yield* Db.execute(`INSERT INTO [${table}] (label, n) VALUES (?, 1)`, [label])
+      const read = Db.execute<{ n: number }>(`SELECT n FROM [${table}] WHERE label = '${label}'`)
+      const bump = admin((c) => c.query(`UPDATE ${table} SET n = n + 1 WHERE label = ?`, [label]))
+      const atLevel = (isolation: "read committed" | "repeatable read") =>
+        Db.withTransaction(Effect.gen(function*() {
+          const first = yield* read
+          yield* bump
+          const second = yield* read
+          // the replies of SET TRANSACTION and START TRANSACTION are not in the first statement's result
+          return { first: first.map((r) => Number(r.n)), second: second.map((r) => Number(r.n)) }
+        }), { isolation })
+      return { committed: yield* atLevel("read committed"), repeatable: yield* atLevel("repeatable read") }
+    }))
+    // READ COMMITTED sees the other session's commit inside the transaction; REPEATABLE READ keeps its snapshot
+    expect(seen.committed).toMatchObject({ first: [1], second: [2] })
+    expect(seen.repeatable).toMatchObject({ first: [2], second: [2] })
+  })
+
   it("a session without backslash escapes has every value bound by the server: insertMany and executeMany store strings exactly", async () => {
     const labels = [tricky, "back\\slash", "quote ' in the middle", "trailing \\"]
     const seen = await run(Effect.gen(function*() {

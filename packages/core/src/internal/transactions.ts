@@ -96,8 +96,8 @@ export const makeTransactions = (core: DbCore): Transactions => {
     const statements = dialect.begin(options)
     // where the driver can, BEGIN goes out with the transaction's first statement: no round trip of its own
     const held = conn.driver.heldBegin
-    if (statements.length === 1 && held !== undefined) {
-      held.hold(statements[0]!)
+    if (held !== undefined && (statements.length === 1 || held.severalStatements)) {
+      held.hold(statements.join(";\n"), statements.length)
       return Effect.void
     }
     return statements.length === 1

@@ -81,9 +81,10 @@ const inlinable = (sql: string, params: ReadonlyArray<unknown>): boolean => {
 }
 
 /** A multi-statement result without its first statement's: what the statement alone would have returned. */
-const withoutFirst = (parts: any): any => {
+/** The results (or fields) of a query after its first `count` statements' (a held BEGIN's). */
+const withoutFirst = (parts: any, count: number): any => {
   if (!Array.isArray(parts)) return parts
-  return parts.length === 2 ? parts[1] : parts.slice(1)
+  return parts.length === count + 1 ? parts[count] : parts.slice(count)
 }
 
 const isHeader = (u: unknown): u is Header =>
@@ -208,7 +209,7 @@ class MysqlConnection implements Driver.DriverConnection {
   private inTransaction: boolean | undefined = undefined
   private readonly gate: CancelGate
   /** A transaction's START TRANSACTION, held to go out with its first statement. */
-  readonly heldBegin = new Driver.HeldBegin()
+  readonly heldBegin = new Driver.HeldBegin(true)
 
   constructor(
     readonly conn: Mysql.Connection,
@@ -290,14 +291,16 @@ class MysqlConnection implements Driver.DriverConnection {
   ) {
     return this.gate.send<any>(sql, timeout, (done) => {
       /** `merged`: the reply of START TRANSACTION and the statement, in one query. */
-      const reply = (merged: boolean) => (err: Mysql.QueryError | null, results: any, fields: any) => {
+      const reply = (merged: number) => (err: Mysql.QueryError | null, results: any, fields: any) => {
         if (err) return done(Exit.fail(this.failure(err, sql)))
         this.track(results)
         this.watch?.succeeded()
-        done(Exit.succeed(merged ? shape(withoutFirst(results), withoutFirst(fields), mode) : shape(results, fields, mode)))
+        done(Exit.succeed(merged > 0 ? shape(withoutFirst(results, merged), withoutFirst(fields, merged), mode) : shape(results, fields, mode)))
       }
+      // START TRANSACTION, after SET TRANSACTION where the transaction has an isolation level
+      const statements = this.heldBegin.statements
       const begin = this.heldBegin.take()
-      if (begin === undefined) return this.sendStatement(sql, params, mode, prepared, reply(false), done)
+      if (begin === undefined) return this.sendStatement(sql, params, mode, prepared, reply(0), done)
       // MySQL has no pipelining, but one query may hold several statements: the transaction's
       // START TRANSACTION and its first statement share a round trip (if it fails, the statement
       // never runs). As text, the statement is what mysql2 would send anyway; one to be prepared
@@ -309,11 +312,11 @@ class MysqlConnection implements Driver.DriverConnection {
           text = `${begin};\n${params.length === 0 ? sql : this.conn.format(sql, params as Array<any>)}`
         } catch (e) {
           // a value mysql2 cannot render: nothing was sent, not even START TRANSACTION
-          this.heldBegin.hold(begin)
+          this.heldBegin.hold(begin, statements)
           return done(Exit.fail(new DbErrors.InvalidQuery({ reason: "invalidArgument", detail: String((e as Error)?.message ?? e), sql })))
         }
-        if (options === undefined) this.conn.query(text, reply(true))
-        else this.conn.query({ ...options, sql: text }, reply(true))
+        if (options === undefined) this.conn.query(text, reply(statements))
+        else this.conn.query({ ...options, sql: text }, reply(statements))
       }
       if (typeof mode === "object") {
         // a driver-compatible pool's `query` is text already (named placeholders aside), with its options
@@ -326,7 +329,7 @@ class MysqlConnection implements Driver.DriverConnection {
       this.conn.query(begin, (err: Mysql.QueryError | null, results: any) => {
         if (err) return done(Exit.fail(this.failure(err, begin)))
         this.track(results)
-        this.sendStatement(sql, params, mode, prepared, reply(false), done)
+        this.sendStatement(sql, params, mode, prepared, reply(0), done)
       })
     }, onOutcome)
   }
