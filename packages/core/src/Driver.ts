@@ -86,9 +86,9 @@ export interface DriverConnection {
   readonly batch?: ((sql: string, rows: ReadonlyArray<ReadonlyArray<unknown>>) => Effect.Effect<number, DbError>) | undefined
   /**
    * Bulk-loads rows with the engine's bulk load (`sql` is the dialect's
-   * `bulkLoad`, naming `columns` in that order); returns the rows loaded, or
-   * `undefined` when the driver declined them with nothing written (the core
-   * then inserts them with INSERT).
+   * `bulkLoad`, naming `columns` in that order); returns the rows loaded and
+   * the keys an INSERT would report, or `undefined` when the driver declined
+   * them with nothing written (the core then inserts them with INSERT).
    */
   readonly copyIn?:
     | ((
@@ -96,7 +96,7 @@ export interface DriverConnection {
       rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
       columns: ReadonlyArray<string>,
       timeout: number | undefined
-    ) => Effect.Effect<number | undefined, DbError>)
+    ) => Effect.Effect<Loaded | undefined, DbError>)
     | undefined
   /**
    * Where a transaction's `BEGIN` waits to go out with the next statement (in
@@ -169,6 +169,18 @@ export const query = (
   timeout?: number | undefined
 ): Effect.Effect<any, DbError> =>
   Effect.suspend(() => fromSend<any, DbError>((done) => conn.send(sql, params, mode, prepared, timeout, done)))
+
+/**
+ * What a bulk load (`DriverConnection.copyIn`) wrote: the rows, and the keys
+ * generated for them, in row order, where the engine reports them as it does
+ * for an INSERT.
+ *
+ * @since 0.3.0
+ */
+export interface Loaded {
+  readonly inserted: number
+  readonly keys: ReadonlyArray<unknown>
+}
 
 /**
  * A transaction's BEGIN held back for the next statement (a connection's

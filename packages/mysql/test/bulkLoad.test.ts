@@ -72,6 +72,30 @@ describe("MySQL insertMany: LOAD DATA LOCAL INFILE past copyThreshold", () => {
     expect(same).toBe(true)
   })
 
+  it("reports the auto-increment keys as INSERT does; a table without one reports none and keeps the session's LAST_INSERT_ID()", async () => {
+    const plain = unique("dal_load_plain")
+    const seen = await run(Effect.gen(function*() {
+      yield* clear
+      yield* Db.execute(`CREATE TABLE [${plain}] (k int, label varchar(64))`)
+      const result = yield* Db.insertMany(loaded, rowsOf(3_200))
+      const ids = yield* Db.execute<{ id: number }>(`SELECT id FROM [${loaded}] ORDER BY k`)
+      const [lastBefore, plainKeys, lastAfter] = yield* Db.withTransaction(Effect.gen(function*() {
+        yield* Db.execute(`INSERT INTO [${loaded}] (k) VALUES (-1)`)
+        const last = Db.execute<{ id: number }>("SELECT LAST_INSERT_ID() AS id")
+        const before = Number((yield* last)[0]!.id)
+        const plainResult = yield* Db.insertMany(plain, rowsOf(3_000).map((r) => ({ k: r.k, label: r.label })))
+        return [before, plainResult.keys, Number((yield* last)[0]!.id)] as const
+      }))
+      yield* Db.execute(`DROP TABLE [${plain}]`)
+      return { keys: result.keys, ids: ids.map((r) => r.id), lastBefore, plainKeys, lastAfter }
+    }))
+    expect(seen.keys.length).toBe(3_200)
+    expect(seen.keys).toEqual(seen.ids)
+    expect(seen.plainKeys).toEqual([])
+    expect(seen.lastBefore).toBeGreaterThan(0)
+    expect(seen.lastAfter).toBe(seen.lastBefore)
+  })
+
   it("a duplicate key in the batch fails it with the INSERT's ConstraintViolation, and no row of it stays", async () => {
     const rows = rowsOf(3_500)
     rows[3_000] = { ...rows[3_000]!, k: 7 }

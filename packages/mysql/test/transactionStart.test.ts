@@ -144,6 +144,22 @@ describe("MySQL: START TRANSACTION in one query with the first statement", () =>
     expect(seen.after).toEqual([`${seen.label}!`])
   })
 
+  it("a SELECT merged with START TRANSACTION leaves the connection known to be in the transaction", async () => {
+    const state = await run(Effect.gen(function*() {
+      const db = yield* Db
+      const lease = yield* db.native.checkout
+      const driver = lease.driver
+      driver.heldBegin!.hold("START TRANSACTION")
+      const rows = yield* send(driver, "SELECT 1 AS one", [], false, "rows")
+      const state = driver.transactionState()
+      yield* send(driver, "ROLLBACK", [], false)
+      const after = driver.transactionState()
+      yield* lease.release()
+      return { rows, state, after }
+    }))
+    expect(state).toEqual({ rows: [{ one: 1 }], state: "transaction", after: "idle" })
+  })
+
   it("a transaction with an isolation level holds SET TRANSACTION and START TRANSACTION together: the first statement runs at that level", async () => {
     const label = unique("iso")
     const seen = await run(Effect.gen(function*() {

@@ -292,8 +292,8 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
             return copy
           })
         const timeout = statementTimeout(options)
-        const loadedOr = (inserted: number | undefined): Effect.Effect<InsertManyResult, DbError> =>
-          inserted === undefined ? otherwise : Effect.succeed({ inserted, keys: [] })
+        const loadedOr = (loaded: InsertManyResult | undefined): Effect.Effect<InsertManyResult, DbError> =>
+          loaded === undefined ? otherwise : Effect.succeed(loaded)
         return Effect.withFiberRuntime<InsertManyResult, DbError>((fiber) => {
           const tx = currentTx(fiber.currentContext)
           if (tx !== undefined) {

@@ -6,7 +6,7 @@ import type * as Cause from "effect/Cause"
 import * as Stream from "effect/Stream"
 import type { DbError } from "../DbError.js"
 import type { Keys } from "../Invalidation.js"
-import type { DriverConnection, QueryMode, QueryResult } from "../Driver.js"
+import type { DriverConnection, Loaded, QueryMode, QueryResult } from "../Driver.js"
 import { InvalidQuery } from "../DbError.js"
 import { changesSessionState, unbindableParameter } from "../PortableSql.js"
 import { fromSend } from "./abortable.js"
@@ -140,7 +140,7 @@ export class DalConnection implements SqlConnection.Connection {
     rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
     columns: ReadonlyArray<string>,
     timeout: number | undefined
-  ): Effect.Effect<number | undefined, DbError> {
+  ): Effect.Effect<Loaded | undefined, DbError> {
     return this.guarded(sql, () => this.driver.copyIn!(sql, rows, columns, timeout))
   }
 

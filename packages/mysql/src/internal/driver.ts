@@ -80,8 +80,7 @@ const inlinable = (sql: string, params: ReadonlyArray<unknown>): boolean => {
   return true
 }
 
-/** A multi-statement result without its first statement's: what the statement alone would have returned. */
-/** The results (or fields) of a query after its first `count` statements' (a held BEGIN's). */
+/** A multi-statement result without its first `count` statements' (a held BEGIN's): what the statement alone would have returned. */
 const withoutFirst = (parts: any, count: number): any => {
   if (!Array.isArray(parts)) return parts
   return parts.length === count + 1 ? parts[count] : parts.slice(count)
@@ -155,7 +154,7 @@ const loadEscape = (c: string) => (c === "\\" ? "\\\\" : c === "\n" ? "\\n" : c 
  * One value as a field of `LOAD DATA`'s default format (tab-separated, `\N`
  * for NULL, backslash escapes), read by the server as it reads the same
  * value written into an INSERT by mysql2; `undefined` for a value that has no
- * such field here (bytes, objects, a fraction mysql2 writes otherwise).
+ * such field here (bytes, objects, NaN or an infinity).
  */
 const loadField = (value: unknown, escapeDate: (d: Date) => string): string | undefined => {
   switch (typeof value) {
@@ -204,8 +203,10 @@ const READ_ONLY_CODES = new Set(["1290", "1836"])
 
 class MysqlConnection implements Driver.DriverConnection {
   private broken = false
-  /** The server refused `LOAD DATA LOCAL` on this connection: bulk loads go as INSERT. */
-  private localRefused = false
+  /** The server refused `LOAD DATA LOCAL` on this connection, or numbers its rows non-consecutively: bulk loads go as INSERT. */
+  private loadRefused = false
+  /** `innodb_autoinc_lock_mode`, read with the first bulk load. */
+  private autoincMode: number | undefined = undefined
   private inTransaction: boolean | undefined = undefined
   private readonly gate: CancelGate
   /** A transaction's START TRANSACTION, held to go out with its first statement. */
@@ -257,9 +258,13 @@ class MysqlConnection implements Driver.DriverConnection {
   }
 
   private track(results: unknown): void {
-    const last = Array.isArray(results) && results.length > 0 && isHeader(results[results.length - 1])
-      ? results[results.length - 1]
-      : results
+    // the last status a multi-statement query reported: after `START TRANSACTION; SELECT …`, START TRANSACTION's
+    // (a result set carries none); a single SELECT's rows have none either
+    let last = results
+    if (Array.isArray(results)) {
+      last = undefined
+      for (let i = results.length - 1; i >= 0 && last === undefined; i--) if (isHeader(results[i])) last = results[i]
+    }
     if (isHeader(last) && typeof last.serverStatus === "number") {
       this.status = last.serverStatus
       this.inTransaction = (last.serverStatus & SERVER_STATUS_IN_TRANS) !== 0
@@ -426,21 +431,33 @@ class MysqlConnection implements Driver.DriverConnection {
    * `undefined` returned, and the rows go as INSERT, which fails or warns as
    * it always does. Likewise where the server refuses LOCAL, the session
    * escapes without backslashes, or a value has no exact text here.
+   *
+   * The keys are the auto-increment values, as an INSERT's: consecutive from
+   * the first (`LAST_INSERT_ID()`, set to 0 before the load so that a value
+   * after it is this load's, and given back when the table generated none).
+   * A server that interleaves auto-increment values of bulk inserts
+   * (`innodb_autoinc_lock_mode = 2`) would not number them consecutively:
+   * there the rows go as INSERT.
    */
   copyIn(
     sql: string,
     rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
     columns: ReadonlyArray<string>,
     timeout: number | undefined
-  ): Effect.Effect<number | undefined, DbError.DbError> {
-    if (this.localRefused || !this.escapes) return Effect.succeed(undefined)
+  ): Effect.Effect<Driver.Loaded | undefined, DbError.DbError> {
+    return Effect.suspend(() => this.load(sql, rows, columns, timeout))
+  }
+
+  private load(
+    sql: string,
+    rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+    columns: ReadonlyArray<string>,
+    timeout: number | undefined
+  ): Effect.Effect<Driver.Loaded | undefined, DbError.DbError> {
+    if (this.loadRefused || !this.escapes) return Effect.succeed(undefined)
     const chunks = loadChunks(rows, columns, (d) => this.conn.escape(d))
     if (chunks === undefined) return Effect.succeed(undefined)
-    const statement = (text: string) => Effect.asVoid(Driver.query(this, text, [], "raw", false))
-    const inTransaction = this.transactionState() === "transaction"
-    const [open, keep, undo] = inTransaction
-      ? ["SAVEPOINT dal_load", "RELEASE SAVEPOINT dal_load", "ROLLBACK TO SAVEPOINT dal_load"]
-      : ["START TRANSACTION", "COMMIT", "ROLLBACK"]
+    const raw = (text: string) => Driver.query(this, text, [], "raw", false) as Effect.Effect<Array<any>, DbError.DbError>
     const load = this.gate.run<Header & { readonly warningStatus?: number }>(sql, timeout, (done) => {
       this.conn.query({ sql, infileStreamFactory: () => Readable.from(chunks) }, (err: Mysql.QueryError | null, result: any) => {
         if (err) return done(Exit.fail(this.failure(err, sql)))
@@ -448,23 +465,42 @@ class MysqlConnection implements Driver.DriverConnection {
         done(Exit.succeed(result))
       })
     })
-    return Effect.zipRight(
-      statement(open),
-      Effect.matchCauseEffect(load, {
-        onSuccess: (result) =>
-          result.affectedRows === rows.length && (result.warningStatus ?? 0) === 0
-            ? Effect.as(statement(keep), result.affectedRows)
-            : Effect.as(statement(undo), undefined),
-        onFailure: (cause) => {
-          const failure = Cause.failureOption(cause)
-          const refused = Option.isSome(failure) && failure.value._tag === "QueryError" &&
-            LOCAL_INFILE_REFUSED.has(failure.value.code ?? "")
-          if (refused) this.localRefused = true
-          // undone where the connection still answers; a connection left in a transaction is rolled back when released
-          return Effect.zipRight(Effect.ignore(statement(undo)), refused ? Effect.succeed(undefined) : Effect.failCause(cause))
-        }
+    return Effect.gen(this, function*() {
+      if (this.autoincMode === undefined) {
+        const [row] = yield* raw("SELECT @@innodb_autoinc_lock_mode AS mode")
+        this.autoincMode = Number(row.mode)
+      }
+      if (this.autoincMode >= 2) {
+        this.loadRefused = true
+        return undefined
+      }
+      const [open, keep, undo] = this.transactionState() === "transaction"
+        ? ["SAVEPOINT dal_load", "RELEASE SAVEPOINT dal_load", "ROLLBACK TO SAVEPOINT dal_load"]
+        : ["START TRANSACTION", "COMMIT", "ROLLBACK"]
+      const opened = yield* raw(`${open};\nSELECT LAST_INSERT_ID() AS prev;\nDO LAST_INSERT_ID(0)`)
+      const prev = String(opened[1][0].prev)
+      const giveBack = `;\nDO LAST_INSERT_ID(${prev})`
+      const result = yield* Effect.catchAllCause(load, (cause) => {
+        const failure = Cause.failureOption(cause)
+        const refused = Option.isSome(failure) && failure.value._tag === "QueryError" &&
+          LOCAL_INFILE_REFUSED.has(failure.value.code ?? "")
+        if (refused) this.loadRefused = true
+        // undone where the connection still answers; a connection left in a transaction is rolled back when released
+        return Effect.zipRight(Effect.ignore(raw(undo + giveBack)), refused ? Effect.succeed(undefined) : Effect.failCause(cause))
       })
-    )
+      if (result === undefined) return undefined
+      if (result.affectedRows !== rows.length || (result.warningStatus ?? 0) !== 0) {
+        yield* raw(undo + giveBack)
+        return undefined
+      }
+      const kept = yield* raw(`SELECT LAST_INSERT_ID() AS first;\n${keep}`)
+      const first = Number(kept[0][0].first)
+      if (first === 0) {
+        if (prev !== "0") yield* raw(`DO LAST_INSERT_ID(${prev})`)
+        return { inserted: result.affectedRows, keys: [] }
+      }
+      return { inserted: result.affectedRows, keys: Array.from({ length: result.affectedRows }, (_, k) => first + k) }
+    })
   }
 
   stream(sql: string, params: ReadonlyArray<unknown>, chunkSize: number): Stream.Stream<any, DbError.DbError> {

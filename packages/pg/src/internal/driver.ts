@@ -349,16 +349,17 @@ class PgConnection implements Driver.DriverConnection {
     columns: ReadonlyArray<string>,
     timeout: number | undefined
   ) {
-    return Effect.zipRight(this.heldBegin.sendAlone(this), this.gate.run<number>(sql, timeout, (done) => {
+    // COPY reports no keys: with `returning`, insertMany stays on INSERT
+    return Effect.zipRight(this.heldBegin.sendAlone(this), this.gate.run<Driver.Loaded>(sql, timeout, (done) => {
       const stream = this.client.query(copyFrom(sql))
       let finished = false
-      const finish = (outcome: Exit.Exit<number, DbError.DbError>) => {
+      const finish = (outcome: Exit.Exit<Driver.Loaded, DbError.DbError>) => {
         if (finished) return
         finished = true
         done(outcome)
       }
       stream.on("error", (err: Error) => finish(Exit.fail(this.failure(err, sql))))
-      stream.on("finish", () => finish(Exit.succeed(stream.rowCount)))
+      stream.on("finish", () => finish(Exit.succeed({ inserted: stream.rowCount, keys: [] })))
       const last = columns.length - 1
       let next = 0
       const write = (): void => {
