@@ -326,15 +326,28 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
     }
 
     // --- Redis calls: a timeout, the breaker, failures counted -----------------------------------
+    // one timer per call, no fiber: `Effect.timeoutFail` forks one, which cost more than the Redis call on a busy process
     const call = <A>(run: () => Promise<A>): Effect.Effect<A, RedisTimeout | DbError.CircuitOpen | Error> =>
-      breaker.guard(Effect.suspend(() => {
+      breaker.guard(Effect.async<A, RedisTimeout | Error>((resume) => {
         const start = performance.now()
-        return Effect.tryPromise({ try: run, catch: (e) => (e instanceof Error ? e : new Error(String(e))) }).pipe(
-          Effect.timeoutFail({ duration: timeout, onTimeout: () => new RedisTimeout() }),
-          Effect.tapBoth({
-            onFailure: () => Effect.sync(() => breaker.record(true, performance.now() - start)),
-            onSuccess: () => Effect.sync(() => breaker.record(false, performance.now() - start))
-          })
+        let settled = false
+        const settle = (failed: boolean, outcome: Effect.Effect<A, RedisTimeout | Error>) => {
+          if (settled) return
+          settled = true
+          clearTimeout(timer)
+          breaker.record(failed, performance.now() - start)
+          resume(outcome)
+        }
+        const timer = setTimeout(() => settle(true, Effect.fail(new RedisTimeout())), timeout)
+        let promise: Promise<A>
+        try {
+          promise = run()
+        } catch (e) {
+          return settle(true, Effect.fail(e instanceof Error ? e : new Error(String(e))))
+        }
+        promise.then(
+          (a) => settle(false, Effect.succeed(a)),
+          (e) => settle(true, Effect.fail(e instanceof Error ? e : new Error(String(e))))
         )
       }))
 

@@ -122,4 +122,20 @@ describe("DbCache fails open", () => {
       await Promise.all([reader.dispose(), writer.dispose()])
     }
   }, 30_000)
+
+  it("a Redis that stops answering costs each read its timeout at most: the database answers every read", async () => {
+    const hung = instance(unique("failopen_hung"), { redis: redis.url, prefix: "failopen_hung:", localTtl: 0, timeout: "50 millis" })
+    try {
+      for (let id = 1; id <= 5; id++) await on(hung, read(id))
+      const before = (await on(hung, Effect.map(DbCache, (c) => c.stats()))).bypasses
+      redis.pause()
+      // without the timeout these reads would wait for the stopped server for ever
+      const rows = await Promise.all(Array.from({ length: 40 }, (_, i) => on(hung, read(1 + (i % 5)))))
+      expect(rows.map((r) => r[0]!.id)).toEqual(Array.from({ length: 40 }, (_, i) => 1 + (i % 5)))
+      expect((await on(hung, Effect.map(DbCache, (c) => c.stats()))).bypasses).toBeGreaterThan(before)
+    } finally {
+      redis.resume()
+      await hung.dispose()
+    }
+  }, 30_000)
 })

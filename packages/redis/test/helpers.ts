@@ -87,7 +87,12 @@ export const throwawayRedis = async () => {
         proc.kill("SIGKILL")
       }),
     start,
+    /** SIGSTOP: the server keeps its connections open and answers nothing, as a hung one. */
+    pause: () => void proc?.kill("SIGSTOP"),
+    /** SIGCONT after `pause`. */
+    resume: () => void proc?.kill("SIGCONT"),
     remove: async () => {
+      proc?.kill("SIGCONT")
       if (proc !== undefined && proc.exitCode === null) {
         await new Promise<void>((resolve) => {
           proc!.once("exit", () => resolve())
