@@ -57,6 +57,23 @@ export const makeTransactions = (core: DbCore): Transactions => {
 
   const savepointName = (depth: number) => `dal_sp_${depth}`
 
+  /**
+   * `effect`'s exit, run with `inner` as its context and `outer` restored
+   * after. Only for a region that is already uninterruptible around `effect`:
+   * nothing can stop between the two sets, so this needs none of the
+   * acquire/release machinery of `Effect.locally`, which is a tenth of a
+   * transaction's own cost.
+   */
+  const inContext = <A, E, R>(
+    effect: Effect.Effect<A, E, R>,
+    inner: Context.Context<never>,
+    outer: Context.Context<never>
+  ): Effect.Effect<Exit.Exit<A, E>, never, R> =>
+    Effect.zipRight(
+      FiberRef.set(FiberRef.currentContext, inner),
+      Effect.flatMap(Effect.exit(effect), (exit) => Effect.as(FiberRef.set(FiberRef.currentContext, outer), exit))
+    )
+
   const rollbackQuietly = (conn: DalConnection, sql: string) =>
     Effect.catchAll(conn.run(sql, noParams, "raw", false), () => Effect.void)
 
@@ -79,17 +96,23 @@ export const makeTransactions = (core: DbCore): Transactions => {
    */
   const commit = (conn: DalConnection): Effect.Effect<void, DbError> =>
     // a transaction that sent no statement never began on the server: nothing to commit
-    conn.driver.heldBegin?.drop() === true ? Effect.sync(() => invalidator.committed(conn)) : Effect.catchTag(
-      conn.run(dialect.commit, noParams, "raw", false),
-      "ConnectionError",
-      (error) => Effect.fail(new OutcomeUnknown({ phase: "commit", sql: dialect.commit, cause: error }))
-    ).pipe(Effect.onExit((exit) =>
-      Effect.sync(() =>
-        exit._tag === "Success" || Cause.failureOption(exit.cause).pipe(Option.exists((e) => e._tag === "OutcomeUnknown"))
-          ? invalidator.committed(conn)
-          : invalidator.discarded(conn)
-      )
-    ))
+    conn.driver.heldBegin?.drop() === true ? Effect.sync(() => invalidator.committed(conn)) : Effect.flatMap(
+      // always called within the transaction's uninterruptible region: the exit is seen, whatever it is
+      Effect.exit(conn.run(dialect.commit, noParams, "raw", false)),
+      (exit): Effect.Effect<void, DbError> => {
+        if (exit._tag === "Success") {
+          invalidator.committed(conn)
+          return exit
+        }
+        const error = Cause.failureOption(exit.cause)
+        if (Option.isSome(error) && error.value._tag === "ConnectionError") {
+          invalidator.committed(conn)
+          return Effect.fail(new OutcomeUnknown({ phase: "commit", sql: dialect.commit, cause: error.value }))
+        }
+        invalidator.discarded(conn)
+        return exit
+      }
+    )
 
   const begin = (conn: DalConnection, options: WithTransactionOptions): Effect.Effect<void, DbError> => {
     invalidator.discarded(conn)
@@ -134,7 +157,7 @@ export const makeTransactions = (core: DbCore): Transactions => {
           return conn.run(dialect.savepoint(name), noParams, "raw", false).pipe(
             Effect.mapError(mapError),
             Effect.zipRight(
-              Effect.exit(Effect.locally(restore(effect), FiberRef.currentContext, txContext(context, conn, depth)))
+              inContext(restore(effect), txContext(context, conn, depth), context)
             ),
             Effect.flatMap((exit): Effect.Effect<A, E | E2> =>
               Exit.isSuccess(exit)
@@ -157,7 +180,7 @@ export const makeTransactions = (core: DbCore): Transactions => {
           return typed(begin(conn, options)).pipe(
             Effect.flatMap(() => {
               conn.txDeadline = deadline
-              return Effect.exit(Effect.locally(restore(effect), FiberRef.currentContext, txContext(context, conn, 0)))
+              return inContext(restore(effect), txContext(context, conn, 0), context)
             }),
             Effect.flatMap((exit): Effect.Effect<A, E | E2> => {
               // COMMIT and ROLLBACK are never cut short: a cancelled COMMIT would leave the outcome unknown
@@ -168,10 +191,12 @@ export const makeTransactions = (core: DbCore): Transactions => {
               }
               return Effect.as(typed(commit(conn)), exit.value)
             }),
-            Effect.ensuring(Effect.suspend(() => {
+            // uninterruptible here: the connection goes back whatever the exit, with no finalizer to install
+            Effect.exit,
+            Effect.flatMap((exit) => {
               conn.txDeadline = undefined
-              return pool.release(lease)
-            }))
+              return Effect.zipRight(pool.release(lease), exit)
+            })
           )
         })
       })
