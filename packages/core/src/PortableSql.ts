@@ -42,6 +42,7 @@ const isIdentStart = (c: number): boolean =>
 const isIdentChar = (c: number): boolean => isIdentStart(c) || (c >= 48 && c <= 57) || c === 36
 const isDigit = (c: number): boolean => c >= 48 && c <= 57
 const isSpace = (c: number): boolean => c === 32 || c === 9 || c === 10 || c === 13 || c === 12
+const upper = (c: number): number => (c >= 97 && c <= 122 ? c - 32 : c)
 
 /** `[a]`, `[a.b]`, `[my col]`: letters, digits, `_`, `$`, `.` and spaces, starting with a letter or `_`. */
 const bracketIdentifierEnd = (sql: string, open: number): number => {
@@ -307,12 +308,22 @@ const IMPLICIT_COMMIT = new Set(["CREATE", "ALTER", "DROP", "TRUNCATE", "RENAME"
  * @since 0.1.0
  */
 export const isImplicitCommitDdl = (sql: string): boolean => {
+  let i = 0
+  while (i < sql.length && isSpace(sql.charCodeAt(i))) i++
+  // every statement of a MySQL transaction comes here: a look at the first letter keeps SELECT, INSERT, UPDATE … off the word scan
+  switch (upper(sql.charCodeAt(i))) {
+    case 83: // S
+    case 73: // I
+    case 85: // U
+    case 66: // B
+    case 75: // K
+      return false
+  }
   const [first, second] = leadingWords(sql, 2)
   if (first === undefined || !IMPLICIT_COMMIT.has(first)) return false
   return !((first === "CREATE" || first === "DROP") && second === "TEMPORARY")
 }
 
-const upper = (c: number): number => (c >= 97 && c <= 122 ? c - 32 : c)
 
 /**
  * Whether a statement changes session state that would outlive it and leak

@@ -138,4 +138,36 @@ describe("changesSessionState", () => {
       ]
     ) expect([sql, PortableSql.changesSessionState(sql)]).toEqual([sql, false])
   })
+
+  it("finds the DDL MySQL commits implicitly, past whitespace and comments, and nothing else", () => {
+    for (
+      const sql of [
+        "CREATE TABLE t (id int)",
+        "  alter table t add column b int",
+        "\n\tDROP TABLE t",
+        "truncate t",
+        "RENAME TABLE a TO b",
+        "/* tagged */ CREATE INDEX i ON t (a)",
+        "-- a note\nDROP VIEW v",
+        "(CREATE TABLE t (id int))"
+      ]
+    ) expect([sql, PortableSql.isImplicitCommitDdl(sql)]).toEqual([sql, true])
+    for (
+      const sql of [
+        "SELECT 1",
+        "  select * from created",
+        "INSERT INTO t VALUES (1)",
+        "UPDATE t SET a = 1",
+        "DELETE FROM t",
+        "BEGIN",
+        "COMMIT",
+        "CREATE TEMPORARY TABLE t (id int)",
+        "drop temporary table t",
+        "ROLLBACK",
+        "KILL QUERY 5",
+        "/* DROP */ SELECT 1",
+        ""
+      ]
+    ) expect([sql, PortableSql.isImplicitCommitDdl(sql)]).toEqual([sql, false])
+  })
 })
