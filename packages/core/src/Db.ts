@@ -224,6 +224,12 @@ export interface DbService extends Executor {
     effect: Effect.Effect<A, E, R>,
     options?: WithTransactionOptions
   ) => Effect.Effect<A, E | DbError, R>
+  /**
+   * Whether a fiber's context (`fiber.currentContext`) holds an open
+   * transaction on this database's connections: how a router finds the node
+   * a transaction runs on, with no state of its own to keep in step.
+   */
+  readonly ownsTransaction: (context: Context.Context<never>) => boolean
   /** The `@effect/sql` client over the same pool. */
   readonly sql: SqlClient.SqlClient
   /**
@@ -449,6 +455,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       }),
       transaction: transactions.scoped(handle),
       withTransaction: (effect, options) => transactions.run(effect, options ?? {}, identity),
+      ownsTransaction: (context) => core.currentTx(context) !== undefined,
       sql,
       native: makeNative(core, statements),
       twoPhase: makeTwoPhase(core, statements.executeOn(undefined)),

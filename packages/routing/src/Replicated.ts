@@ -56,9 +56,6 @@ class ReplicaState {
   }
 }
 
-/** The node a router transaction runs on, for the statements inside it. */
-const currentTransactionNode = FiberRef.unsafeMake<DbService | undefined>(undefined)
-
 /** Errors after which a read may run again elsewhere: the replica, or the way to it, failed. */
 const movable = (error: DbErrors.DbError): boolean =>
   error._tag !== "StatementTimeout" && (error.transient || error._tag === "PoolClosed")
@@ -202,7 +199,7 @@ export const make = (options: {
       sql: string,
       run: (db: DbService) => Effect.Effect<A, E, R>
     ): Effect.Effect<A, E, R> => {
-      const node = fiber.getFiberRef(currentTransactionNode)
+      const node = inTransaction(fiber)
       if (node !== undefined) return run(node)
       const mode = fiber.getFiberRef(Replication.currentMode)
       if (mode === "primary") return onPrimary(run, undefined)
@@ -278,7 +275,17 @@ export const make = (options: {
       })
     }
 
-    const inTransaction = (fiber: Fiber.RuntimeFiber<unknown, unknown>) => fiber.getFiberRef(currentTransactionNode)
+    /**
+     * The node whose transaction the fiber is in, if one of this router's:
+     * asked of the nodes, so that another router's transaction (over another
+     * database) never takes this router's statements.
+     */
+    const inTransaction = (fiber: Fiber.RuntimeFiber<unknown, unknown>): DbService | undefined => {
+      const context = fiber.currentContext
+      if (primary.ownsTransaction(context)) return primary
+      for (const replica of replicas) if (replica.db.ownsTransaction(context)) return replica.db
+      return undefined
+    }
 
     /** Work that writes: on the open transaction's node, else on the primary, its position remembered. */
     const writing = <A, E>(run: (db: DbService) => Effect.Effect<A, E>): Effect.Effect<A, E> =>
@@ -307,7 +314,7 @@ export const make = (options: {
           ? draw(usable([]))
           : undefined
         const target = replica?.db ?? primary
-        const run = target.withTransaction(Effect.locally(effect, currentTransactionNode, target), txOptions)
+        const run = target.withTransaction(effect, txOptions)
         return target === primary && !readOnly ? write(run) : run
       })
 
@@ -317,9 +324,7 @@ export const make = (options: {
       return Effect.gen(function*() {
         // added first, so it runs after the COMMIT that the transaction's own finalizer sends
         yield* Effect.addFinalizer((exit) => (exit._tag === "Success" ? recordWrite : Effect.void))
-        const tx = yield* primary.transaction
-        yield* Effect.locallyScoped(currentTransactionNode, primary)
-        return tx
+        return yield* primary.transaction
       })
     })
 
@@ -365,7 +370,7 @@ export const make = (options: {
         Effect.withFiberRuntime<A, E | SqlError, R>((fiber) => {
           const node = inTransaction(fiber)
           if (node !== undefined) return node.sql.withTransaction(effect)
-          return write(primary.sql.withTransaction(Effect.locally(effect, currentTransactionNode, primary)))
+          return write(primary.sql.withTransaction(effect))
         })
     })
 
@@ -459,6 +464,8 @@ export const make = (options: {
       stream,
       transaction,
       withTransaction,
+      ownsTransaction: (context) =>
+        primary.ownsTransaction(context) || replicas.some((r) => r.db.ownsTransaction(context)),
       sql,
       refreshMetrics: Effect.zipRight(
         primary.refreshMetrics,
