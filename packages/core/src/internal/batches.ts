@@ -274,7 +274,10 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
           head
         )
       }
-      /** A bulk load with the driver's COPY or LOAD DATA; where the driver has none or declines the rows, `otherwise`. */
+      /**
+       * A bulk load with the driver's COPY or LOAD DATA; where the driver has none or declines the rows,
+       * `otherwise`, which is suspended: its statement text and parameters are as large as the rows.
+       */
       const copy = (
         types: ReadonlyArray<{ readonly type: string; readonly json: boolean }> | undefined,
         otherwise: Effect.Effect<InsertManyResult, DbError>
@@ -313,14 +316,14 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
       }
       const bulk = dialect.bulkLoad !== undefined && conflict === undefined && options?.returning === undefined &&
         rows.length >= Math.max(2, options?.copyThreshold ?? COPY_THRESHOLD)
-      if (dialect.arrayInsert === undefined) return bulk ? copy(undefined, run(values)) : run(values)
+      if (dialect.arrayInsert === undefined) return bulk ? copy(undefined, Effect.suspend(() => run(values))) : run(values)
       if (rows.length < 2) return run(values)
       return Effect.flatMap(arrayTypes(quotedTable, columns), (types) =>
         types === undefined
           ? run(values)
           // a table altered since its columns were read: read them again next time
           : Effect.tapError(
-            bulk ? copy(types, run(arrays(types))) : run(arrays(types)),
+            bulk ? copy(types, Effect.suspend(() => run(arrays(types)))) : run(arrays(types)),
             () => Effect.sync(() => catalog.delete(quotedTable))
           ))
     }), options?.invalidates)
