@@ -147,8 +147,14 @@ class AfterBegin extends QueryBase {
   private begun = false
   private parsedHere = false
 
-  constructor(private readonly begin: string, config: Pg.QueryConfig, callback: (err: Error | null, result: any) => void) {
-    super(config, undefined, callback)
+  /** `statement`: the text with `values`, or a whole query config (where rows come as arrays or with their own types). */
+  constructor(
+    private readonly begin: string,
+    statement: string | Pg.QueryConfig,
+    values: ReadonlyArray<unknown> | undefined,
+    callback: (err: Error | null, result: any) => void
+  ) {
+    super(statement, values, callback)
   }
 
   override requiresPreparation(): boolean {
@@ -275,7 +281,12 @@ class PgConnection implements Driver.DriverConnection {
         const begin = this.heldBegin.take()
         if (begin !== undefined) {
           if (params.length > 0 || !severalStatements(sql)) {
-            this.client.query(new AfterBegin(begin, queryConfig(sql, params, name, mode), callback) as unknown as Pg.Query)
+            // text and values where they do: pg copies a config object descriptor by descriptor
+            const query = typeof mode === "object" || mode === "values"
+              ? new AfterBegin(begin, queryConfig(sql, params, name, mode), undefined, callback)
+              : new AfterBegin(begin, sql, params, callback)
+            if (name !== undefined) (query as { name?: string }).name = name
+            this.client.query(query as unknown as Pg.Query)
             return
           }
           // several statements need the simple protocol, which parses the whole text before it runs
