@@ -79,6 +79,14 @@ export interface WithTransactionOptions {
   readonly idempotent?: boolean | undefined
   /** A hard timeout for the whole transaction, over the layer's `transactionTimeout`. */
   readonly timeout?: Duration.DurationInput | undefined
+  /**
+   * Called once the COMMIT succeeded, with the primary's commit position
+   * read in the COMMIT's own round trip (PostgreSQL: pipelined behind it).
+   * Not called where the engine cannot pipeline the read, or the
+   * transaction sent nothing: the replica router's read-your-writes then
+   * reads the position when a read first needs it.
+   */
+  readonly onCommitPosition?: ((position: string | undefined) => void) | undefined
 }
 
 /**

@@ -85,6 +85,16 @@ export interface DriverConnection {
    */
   readonly batch?: ((sql: string, rows: ReadonlyArray<ReadonlyArray<unknown>>) => Effect.Effect<number, DbError>) | undefined
   /**
+   * Sends `statement` and then `read` (neither with parameters) in one flush,
+   * each answered on its own: `read` runs whatever `statement`'s outcome, and
+   * its failure cannot fail `statement`. Fails with `statement`'s error; else
+   * succeeds with `read`'s rows, or `undefined` where `read` failed. How a
+   * COMMIT and the read of the commit position share one round trip. Absent
+   * where the engine cannot keep the two outcomes apart (one multi-statement
+   * reply fails as a whole).
+   */
+  readonly sendThenRead?: ((statement: string, read: string) => Effect.Effect<ReadonlyArray<any> | undefined, DbError>) | undefined
+  /**
    * Bulk-loads rows with the engine's bulk load (`sql` is the dialect's
    * `bulkLoad`, naming `columns` in that order); returns the rows loaded and
    * the keys an INSERT would report, or `undefined` when the driver declined

@@ -3,11 +3,12 @@
  * router's statements run on its own database, whatever transaction of the
  * other router the fiber is in.
  */
-import { Db } from "@effect-dal/core"
+import { Db, Metrics, Replication } from "@effect-dal/core"
 import type { DbService } from "@effect-dal/core"
 import { PgDatabase } from "@effect-dal/pg"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
@@ -50,5 +51,62 @@ describe("PostgreSQL: two replica routers over different databases", () => {
     expect(result.seen).toEqual({ inA: "test", inB: "postgres" })
     expect(result.kept).toBe(1)
     expect(result.scoped).toEqual(["test", "postgres"])
+  })
+})
+
+/** Statements the primary of `db` has observed (every duration sample). */
+const observed = (db: DbService) =>
+  Effect.map(Metrics.samples(db.metricLabels), (samples) =>
+    samples
+      .filter((s) => s.name === "db.client.operation.duration")
+      .reduce((n, s) => n + (s.value as { readonly count: number }).count, 0))
+
+describe("PostgreSQL: the commit position of read-your-writes comes back with the COMMIT", () => {
+  it("a routed transaction's commit position comes back with its COMMIT: the fiber's token needs no round trip, and the position is the commit's", async () => {
+    const table = `${schema}.${unique("p")}`
+    const result = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      const db = yield* router(PG_URL)
+      yield* db.execute(`CREATE TABLE [${table}] (id int PRIMARY KEY)`)
+      const lsn = () => Effect.map(db.execute<{ l: string }>("SELECT pg_current_wal_insert_lsn()::text AS l", []), (r) => r[0]!.l)
+      const before = yield* Replication.primary(lsn())
+      let reported: string | undefined
+      yield* db.withTransaction(db.execute(`INSERT INTO [${table}] VALUES (?)`, [1]), { onCommitPosition: (p) => (reported = p) })
+      const mark = (yield* FiberRef.get(Replication.currentWrites)).get(db.alias)
+      const afterCommit = yield* observed(db)
+      // the fiber's commit position is known: its token needs no round trip (it read the position lazily before)
+      const token = yield* db.commitToken
+      const afterToken = yield* observed(db)
+      // read-your-writes: this read sees the insert
+      const rows = yield* db.execute<{ n: number }>(`SELECT count(*)::int AS n FROM [${table}]`)
+      const after = yield* Replication.primary(lsn())
+      return { before, reported, after, token, mark, seen: rows[0]!.n, statementsForTheToken: afterToken - afterCommit }
+    })))
+    expect(result.seen).toBe(1)
+    expect(result.statementsForTheToken).toBe(0)
+    expect(result.mark).toEqual({ pending: false, position: result.reported })
+    expect(result.token).toBe(Replication.encodeToken(result.reported!))
+    expect(result.reported).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/)
+    const value = (lsn: string) => lsn.split("/").reduce((n, part) => n * 2n ** 32n + BigInt(`0x${part}`), 0n)
+    expect(value(result.reported!)).toBeGreaterThan(value(result.before))
+    expect(value(result.reported!)).toBeLessThanOrEqual(value(result.after))
+  })
+
+  it("a COMMIT that fails fails the transaction with its own error; no position is reported, and the pool stays whole", async () => {
+    const table = `${schema}.${unique("d")}`
+    const result = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      const db = yield* router(PG_URL)
+      yield* db.execute(`CREATE TABLE [${table}] (id int, CONSTRAINT u UNIQUE (id) DEFERRABLE INITIALLY DEFERRED)`)
+      let reported = false
+      const failed = yield* Effect.flip(db.withTransaction(
+        Effect.zipRight(db.execute(`INSERT INTO [${table}] VALUES (?)`, [1]), db.execute(`INSERT INTO [${table}] VALUES (?)`, [1])),
+        { onCommitPosition: () => (reported = true) }
+      ))
+      const rows = yield* db.execute<{ n: number }>(`SELECT count(*)::int AS n FROM [${table}]`)
+      // the connections are still good: a transaction after it commits
+      yield* db.withTransaction(db.execute(`INSERT INTO [${table}] VALUES (?)`, [2]))
+      const later = yield* Replication.primary(db.execute<{ n: number }>(`SELECT count(*)::int AS n FROM [${table}]`))
+      return { tag: failed._tag, code: "code" in failed ? failed.code : undefined, reported, n: rows[0]!.n, later: later[0]!.n }
+    })))
+    expect(result).toEqual({ tag: "ConstraintViolation", code: "23505", reported: false, n: 0, later: 1 })
   })
 })

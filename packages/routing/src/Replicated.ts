@@ -164,6 +164,14 @@ export const make = (options: {
       ? Effect.suspend(() => mark({ stickyUntil: Date.now() + stickyMillis }))
       : mark({ pending: true })
 
+    /** A transaction committed at `position` (read with its COMMIT): nothing is pending any more. */
+    const committedAt = (position: string) =>
+      FiberRef.update(Replication.currentWrites, (writes) => {
+        const before = writes.get(alias)
+        const merged = before?.position === undefined ? position : replication.merge(before.position, position)
+        return new Map(writes).set(alias, { ...before, pending: false, position: merged })
+      })
+
     /** The fiber's commit position, read from the primary if a write left it pending. */
     const commitPosition = (written: Replication.WriteMark | undefined): Effect.Effect<string | undefined> => {
       if (written?.pending !== true) return Effect.succeed(written?.position)
@@ -314,8 +322,18 @@ export const make = (options: {
           ? draw(usable([]))
           : undefined
         const target = replica?.db ?? primary
-        const run = target.withTransaction(effect, txOptions)
-        return target === primary && !readOnly ? write(run) : run
+        if (target !== primary || readOnly) return target.withTransaction(effect, txOptions)
+        if (rywMode !== "position") return write(primary.withTransaction(effect, txOptions))
+        // the commit position comes back with the COMMIT (where the driver pipelines it): no read pays for it later
+        let position: string | undefined
+        const run = primary.withTransaction(effect, {
+          ...txOptions,
+          onCommitPosition: (p) => {
+            position = p
+            txOptions?.onCommitPosition?.(p)
+          }
+        })
+        return Effect.tap(run, () => (position === undefined ? recordWrite : committedAt(position)))
       })
 
     const transaction: DbService["transaction"] = Effect.withFiberRuntime((fiber) => {

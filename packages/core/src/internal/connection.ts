@@ -144,6 +144,11 @@ export class DalConnection implements SqlConnection.Connection {
     return this.guarded(sql, () => this.driver.copyIn!(sql, rows, columns, timeout))
   }
 
+  /** `statement` and `read` in one round trip, observed as `statement`; see `DriverConnection.sendThenRead`. */
+  sendThenRead(statement: string, read: string): Effect.Effect<ReadonlyArray<any> | undefined, DbError> {
+    return this.guarded(statement, () => this.driver.sendThenRead!(statement, read))
+  }
+
   /** Reads a result incrementally on this connection. */
   stream(sql: string, params: ReadonlyArray<unknown>, chunkSize: number): Stream.Stream<any, DbError> {
     const settle = this.driver.settle()

@@ -94,11 +94,11 @@ export const makeTransactions = (core: DbCore): Transactions => {
    * A COMMIT whose connection was lost may or may not have been applied. The
    * transaction's invalidations are announced once it committed, or may have.
    */
-  const commit = (conn: DalConnection): Effect.Effect<void, DbError> =>
+  const commit = (conn: DalConnection, onPosition?: (position: string | undefined) => void): Effect.Effect<void, DbError> =>
     // a transaction that sent no statement never began on the server: nothing to commit
     conn.driver.heldBegin?.drop() === true ? Effect.sync(() => invalidator.committed(conn)) : Effect.flatMap(
       // always called within the transaction's uninterruptible region: the exit is seen, whatever it is
-      Effect.exit(conn.run(dialect.commit, noParams, "raw", false)),
+      Effect.exit(sendCommit(conn, onPosition)),
       (exit): Effect.Effect<void, DbError> => {
         if (exit._tag === "Success") {
           invalidator.committed(conn)
@@ -113,6 +113,17 @@ export const makeTransactions = (core: DbCore): Transactions => {
         return exit
       }
     )
+
+  const positionSql = core.driver.replication?.currentPositionSql
+
+  /** COMMIT, with the commit position read in its round trip where asked and the driver can. */
+  const sendCommit = (conn: DalConnection, onPosition: ((position: string | undefined) => void) | undefined) =>
+    onPosition === undefined || positionSql === undefined || conn.driver.sendThenRead === undefined
+      ? conn.run(dialect.commit, noParams, "raw", false)
+      : Effect.map(conn.sendThenRead(dialect.commit, positionSql), (rows) => {
+        const position: unknown = rows?.[0]?.position
+        onPosition(typeof position === "string" && position !== "" ? position : undefined)
+      })
 
   const begin = (conn: DalConnection, options: WithTransactionOptions): Effect.Effect<void, DbError> => {
     invalidator.discarded(conn)
@@ -189,7 +200,7 @@ export const makeTransactions = (core: DbCore): Transactions => {
               if (deadline !== undefined && Date.now() > deadline.at) {
                 return Effect.zipRight(rollbackTop(conn), Effect.fail(mapError(deadline.error())))
               }
-              return Effect.as(typed(commit(conn)), exit.value)
+              return Effect.as(typed(commit(conn, options.onCommitPosition)), exit.value)
             }),
             // uninterruptible here: the connection goes back whatever the exit, with no finalizer to install
             Effect.exit,

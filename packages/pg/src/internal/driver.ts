@@ -350,6 +350,36 @@ class PgConnection implements Driver.DriverConnection {
   }
 
   /**
+   * Two simple queries in pipeline mode and one flush: each is its own Query
+   * message with its own ReadyForQuery, so an error in `read` is `read`'s
+   * alone, and a failed `statement` does not stop `read` (which then runs
+   * outside any transaction).
+   */
+  sendThenRead(statement: string, read: string) {
+    return Effect.zipRight(this.heldBegin.sendAlone(this), this.gate.run<ReadonlyArray<any> | undefined>(statement, undefined, (done) => {
+      const client = this.client as unknown as { pipeline: boolean }
+      const stream = (this.client as unknown as { connection: { stream: { cork(): void; uncork(): void } } }).connection.stream
+      let failure: DbError.DbError | undefined
+      client.pipeline = true
+      stream.cork()
+      try {
+        this.client.query(statement, (err: Error | null) => {
+          if (err) failure = this.failure(err, statement)
+          else this.watch?.succeeded()
+        })
+        this.client.query(read, (err: Error | null, result: Pg.QueryResult) => {
+          client.pipeline = false
+          if (failure !== undefined) return done(Exit.fail(failure))
+          // the read failing costs only its rows: `statement` went through
+          done(Exit.succeed(err ? undefined : result.rows))
+        })
+      } finally {
+        stream.uncork()
+      }
+    }))
+  }
+
+  /**
    * Loads rows with `COPY … FROM STDIN` (text format), each value written as
    * pg writes a parameter's text, so that the server reads what an INSERT of
    * the same values would store. Writes wait for the socket to drain.
