@@ -18,7 +18,6 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type * as Fiber from "effect/Fiber"
-import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as MetricLabel from "effect/MetricLabel"
@@ -195,9 +194,6 @@ export const metrics = {
   moveFreezeMillis: Metric.gauge("dal.sharding.move_freeze_ms"),
   ...twoPhaseMetrics
 } as const
-
-/** The node the fiber's routed work runs on, for the cross-shard check. */
-const currentNode = FiberRef.unsafeMake<string | undefined>(undefined)
 
 /** The default number of virtual shards. @since 0.3.0 */
 export const DEFAULT_VIRTUAL_SHARDS = 64
@@ -530,13 +526,22 @@ export const make = (options: {
   const quiesce = (vshards: ReadonlyArray<number>) =>
     waitWhile(() => fanOutsInFlight > 0 || vshards.some((v) => inFlight[v]! > 0), undefined)
 
-  /** The refusal, when the fiber is inside a transaction on another node than `name`. */
+  /**
+   * The refusal, when the fiber is inside a transaction on another node of
+   * this router than `name`: asked of the nodes, so that a transaction of
+   * any other database (another router's node, one that is no shard) never counts.
+   */
   const crossing = (fiber: Fiber.RuntimeFiber<unknown, unknown>, name: string): CrossShardTransaction | undefined => {
-    const from = fiber.getFiberRef(currentNode)
-    if (from === undefined || from === name) return undefined
-    if (Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)._tag === "None") return undefined
-    count(metrics.crossShardRefusals)
-    return new CrossShardTransaction({ from, to: name })
+    const context = fiber.currentContext
+    if (Context.getOption(context, SqlClient.TransactionConnection)._tag === "None") return undefined
+    if (options.nodes[name]!.ownsTransaction(context)) return undefined
+    for (const from in options.nodes) {
+      if (options.nodes[from]!.ownsTransaction(context)) {
+        count(metrics.crossShardRefusals)
+        return new CrossShardTransaction({ from, to: name })
+      }
+    }
+    return undefined
   }
 
   /** Runs `effect` with node `name` as its `Db` and `SqlClient`; inside another node's transaction, refuses. */
@@ -548,8 +553,7 @@ export const make = (options: {
       const node = options.nodes[name]!
       const provided = effect.pipe(
         Effect.provideService(Db, node),
-        Effect.provideService(SqlClient.SqlClient, node.sql),
-        Effect.locally(currentNode, name)
+        Effect.provideService(SqlClient.SqlClient, node.sql)
       ) as Effect.Effect<A, E, Exclude<R, Db | SqlClient.SqlClient>>
       const atomic = fiber.getFiberRef(currentAtomic)
       // inside an atomic transaction, each node's work runs in that node's branch
@@ -719,7 +723,9 @@ export const make = (options: {
           routed(vshard, (name) =>
             Effect.withFiberRuntime((fiber) => {
               const statement = options.nodes[name]!.execute<any>(sql, params, executeOptions)
-              return fiber.getFiberRef(currentNode) === undefined && fiber.getFiberRef(currentAtomic) === undefined
+              // only a transaction (this router's, or an atomic one) needs the checks of onNode
+              return Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)._tag === "None" &&
+                  fiber.getFiberRef(currentAtomic) === undefined
                 ? statement
                 : onNode(name, statement)
             }))

@@ -122,6 +122,12 @@ export const suite = (profile: ShardingProfile): void => {
       expect([await balance(a), await balance(b)]).toEqual(before)
       // outside a transaction, work on several nodes is fine
       await run(sharded.forKey(a)(Effect.zipRight(Db.execute("SELECT 1"), sharded.execute(b, "SELECT 1"))))
+      // and so it is inside a transaction of a database that is no node of the router (here the oracle's)
+      const both = await run(oracle.withTransaction(sharded.forKey(a)(Effect.zipRight(
+        Db.execute("SELECT 1"),
+        sharded.execute<{ db: string }>(b, profile.currentDatabase)
+      ))))
+      expect(both[0]!.db).toBe(databases[Either.getOrThrow(sharded.nodeOf(b))])
     })
 
     it("fan-out results equal the oracle's over 200 random trials: concatenation, ordered and limited, and aggregates", async () => {
