@@ -234,11 +234,12 @@ export const make = (options: {
       if (mode === "primary") return onPrimary(run, undefined)
       const written = mode === "replica" ? undefined : fiber.getFiberRef(Replication.currentWrites).get(alias)
       if (written === undefined) return attempt(sql, undefined, run, [])
-      // a fiber reading on after one write counts once per write, at most
-      if (readsAfterWrites < writesSeen) readsAfterWrites++
+      // once the position is read, this runs again and counts the read
       if (written.pending === true) {
         return Effect.flatMap(commitPosition(written), () => read(fiber, sql, run))
       }
+      // a fiber reading on after one write counts once per write, at most
+      if (readsAfterWrites < writesSeen) readsAfterWrites++
       if (written.stickyUntil !== undefined && Date.now() < written.stickyUntil) return onPrimary(run, undefined)
       return attempt(sql, rywMode === "position" ? written.position : undefined, run, [])
     }
