@@ -143,8 +143,8 @@ const fits = (role: DatabaseConfig.TargetRole, row: RoleRow | undefined): boolea
 
 /** Refusals of `LOAD DATA LOCAL` (`local_infile` off, or the client's LOCAL_FILES capability): 1148, 3948, 4166. */
 const LOCAL_INFILE_REFUSED = new Set(["1148", "3948", "4166"])
-/** About how much of a `LOAD DATA LOCAL` stream goes in one packet. */
-const LOAD_CHUNK_CHARS = 256 * 1024
+/** About how much of a `LOAD DATA LOCAL` stream goes in one packet: small enough that the server starts early. */
+const LOAD_CHUNK_CHARS = 32 * 1024
 
 const LOAD_SPECIAL = /[\\\n\r\t\0]/
 const LOAD_SPECIALS = /[\\\n\r\t\0]/g
@@ -174,28 +174,51 @@ const loadField = (value: unknown, escapeDate: (d: Date) => string): string | un
   return undefined
 }
 
-/** The rows as `LOAD DATA` text in chunks; `undefined` when a value has no field (the rows then go as INSERT). */
-const loadChunks = (
+/** Whether every value has a `LOAD DATA` field (a check of types only: the text is written as the load reads it). */
+const loadable = (rows: ReadonlyArray<Readonly<Record<string, unknown>>>, columns: ReadonlyArray<string>): boolean => {
+  for (const row of rows) {
+    for (const column of columns) {
+      const value = row[column]
+      switch (typeof value) {
+        case "string":
+        case "bigint":
+        case "boolean":
+          continue
+        case "number":
+          if (Number.isFinite(value)) continue
+          return false
+        case "object":
+          if (value === null || (value instanceof Date && !Number.isNaN(value.getTime()))) continue
+          return false
+        default:
+          return false
+      }
+    }
+  }
+  return true
+}
+
+/**
+ * The rows as `LOAD DATA` text, a chunk at a time as the load reads them:
+ * the server parses the first chunks while the rest are written. Every value
+ * must be `loadable`.
+ */
+function* loadChunks(
   rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
   columns: ReadonlyArray<string>,
   escapeDate: (d: Date) => string
-): Array<Buffer> | undefined => {
-  const chunks: Array<Buffer> = []
+): Generator<Buffer> {
   const last = columns.length - 1
   let text = ""
   for (const row of rows) {
-    for (let c = 0; c <= last; c++) {
-      const field = loadField(row[columns[c]!], escapeDate)
-      if (field === undefined) return undefined
-      text += c === last ? field + "\n" : field + "\t"
-    }
+    for (let c = 0; c < last; c++) text += loadField(row[columns[c]!], escapeDate)! + "\t"
+    text += loadField(row[columns[last]!], escapeDate)! + "\n"
     if (text.length >= LOAD_CHUNK_CHARS) {
-      chunks.push(Buffer.from(text, "utf8"))
+      yield Buffer.from(text, "utf8")
       text = ""
     }
   }
-  if (text.length > 0) chunks.push(Buffer.from(text, "utf8"))
-  return chunks
+  if (text.length > 0) yield Buffer.from(text, "utf8")
 }
 
 /** A server's refusal to write: `--read-only` (1290), `innodb_read_only` (1836). */
@@ -205,8 +228,6 @@ class MysqlConnection implements Driver.DriverConnection {
   private broken = false
   /** The server refused `LOAD DATA LOCAL` on this connection, or numbers its rows non-consecutively: bulk loads go as INSERT. */
   private loadRefused = false
-  /** `innodb_autoinc_lock_mode`, read with the first bulk load. */
-  private autoincMode: number | undefined = undefined
   private inTransaction: boolean | undefined = undefined
   private readonly gate: CancelGate
   /** A transaction's START TRANSACTION, held to go out with its first statement. */
@@ -224,7 +245,13 @@ class MysqlConnection implements Driver.DriverConnection {
     /** `host:port` of the server. */
     private readonly at: string = "",
     /** The server status flags last reported (an OK packet's); from the connection's setup on. */
-    private status: number | undefined = undefined
+    private status: number | undefined = undefined,
+    /**
+     * `innodb_autoinc_lock_mode` by server (`at`), read with a first bulk load and shared by the
+     * driver's connections: it is fixed while a server runs, and reading it per connection cost a
+     * round trip on each one's first load.
+     */
+    private readonly autoincModes: Map<string, number> = new Map()
   ) {
     // KILL QUERY on this exact thread
     this.gate = new CancelGate(
@@ -454,32 +481,36 @@ class MysqlConnection implements Driver.DriverConnection {
     columns: ReadonlyArray<string>,
     timeout: number | undefined
   ): Effect.Effect<Driver.Loaded | undefined, DbError.DbError> {
-    if (this.loadRefused || !this.escapes) return Effect.succeed(undefined)
-    const chunks = loadChunks(rows, columns, (d) => this.conn.escape(d))
-    if (chunks === undefined) return Effect.succeed(undefined)
+    if (this.loadRefused || !this.escapes || !loadable(rows, columns)) return Effect.succeed(undefined)
     const raw = (text: string) => Driver.query(this, text, [], "raw", false) as Effect.Effect<Array<any>, DbError.DbError>
-    const load = this.gate.run<Header & { readonly warningStatus?: number }>(sql, timeout, (done) => {
-      this.conn.query({ sql, infileStreamFactory: () => Readable.from(chunks) }, (err: Mysql.QueryError | null, result: any) => {
-        if (err) return done(Exit.fail(this.failure(err, sql)))
-        this.track(result)
-        done(Exit.succeed(result))
-      })
-    })
     return Effect.gen(this, function*() {
-      if (this.autoincMode === undefined) {
+      let autoincMode = this.autoincModes.get(this.at)
+      if (autoincMode === undefined) {
         const [row] = yield* raw("SELECT @@innodb_autoinc_lock_mode AS mode")
-        this.autoincMode = Number(row.mode)
+        autoincMode = Number(row.mode)
+        this.autoincModes.set(this.at, autoincMode)
       }
-      if (this.autoincMode >= 2) {
+      if (autoincMode >= 2) {
         this.loadRefused = true
         return undefined
       }
-      const [open, keep, undo] = this.transactionState() === "transaction"
+      // a transaction's START TRANSACTION still held goes first, in the same query
+      const begin = this.heldBegin.take()
+      const [open, keep, undo] = begin !== undefined || this.transactionState() === "transaction"
         ? ["SAVEPOINT dal_load", "RELEASE SAVEPOINT dal_load", "ROLLBACK TO SAVEPOINT dal_load"]
         : ["START TRANSACTION", "COMMIT", "ROLLBACK"]
-      const opened = yield* raw(`${open};\nSELECT LAST_INSERT_ID() AS prev;\nDO LAST_INSERT_ID(0)`)
-      const prev = String(opened[1][0].prev)
-      const giveBack = `;\nDO LAST_INSERT_ID(${prev})`
+      // the session's LAST_INSERT_ID() is kept in a variable, to be given back where the load is undone or
+      // generated no key: set to 0, a value after the load is this load's. All of it and the load in one query
+      const text = `${begin === undefined ? "" : `${begin};\n`}SET @dal_load_prev = LAST_INSERT_ID();\n${open};\n` +
+        `DO LAST_INSERT_ID(0);\n${sql}`
+      const giveBack = ";\nDO LAST_INSERT_ID(@dal_load_prev)"
+      const load = this.gate.run<Header & { readonly warningStatus?: number }>(sql, timeout, (done) => {
+        this.conn.query({ sql: text, infileStreamFactory: () => Readable.from(loadChunks(rows, columns, (d) => this.conn.escape(d))) }, (err: Mysql.QueryError | null, results: any) => {
+          if (err) return done(Exit.fail(this.failure(err, sql)))
+          this.track(results)
+          done(Exit.succeed(results[results.length - 1]))
+        })
+      })
       const result = yield* Effect.catchAllCause(load, (cause) => {
         const failure = Cause.failureOption(cause)
         const refused = Option.isSome(failure) && failure.value._tag === "QueryError" &&
@@ -493,12 +524,12 @@ class MysqlConnection implements Driver.DriverConnection {
         yield* raw(undo + giveBack)
         return undefined
       }
-      const kept = yield* raw(`SELECT LAST_INSERT_ID() AS first;\n${keep}`)
+      // where the table generated no key, LAST_INSERT_ID() is the session's again
+      const kept = yield* raw(
+        `SELECT LAST_INSERT_ID() AS first;\nDO LAST_INSERT_ID(IF(LAST_INSERT_ID() = 0, @dal_load_prev, LAST_INSERT_ID()));\n${keep}`
+      )
       const first = Number(kept[0][0].first)
-      if (first === 0) {
-        if (prev !== "0") yield* raw(`DO LAST_INSERT_ID(${prev})`)
-        return { inserted: result.affectedRows, keys: [] }
-      }
+      if (first === 0) return { inserted: result.affectedRows, keys: [] }
       return { inserted: result.affectedRows, keys: Array.from({ length: result.affectedRows }, (_, k) => first + k) }
     })
   }
@@ -635,6 +666,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: Mysql
   const statementCache = StatementCache.makeStats()
   const role = config.targetRole
   const watch = Failover.watch(config, "mysql")
+  const autoincModes = new Map<string, number>()
   // the session's time zone, and where the server stands, in one round trip
   const setup = role === "any" ? "SET time_zone = '+00:00'" : `SET time_zone = '+00:00'; ${ROLE_SQL}`
   /** One server: opened, set up, and kept if it fits `want`. */
@@ -659,7 +691,8 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: Mysql
               role,
               watch,
               `${endpoint.host}:${endpoint.port}`,
-              isHeader(header) ? header.serverStatus : undefined
+              isHeader(header) ? header.serverStatus : undefined,
+              autoincModes
             )
           })
         )
