@@ -298,6 +298,8 @@ export interface NodeStats {
   readonly utilization: number
   /** Reads routed to it. */
   readonly reads: number
+  /** Reads routed to it that have not ended yet (replicas). */
+  readonly readsInFlight?: number | undefined
   /** Reads that could not run on it and went elsewhere. */
   readonly fallbacks: number
 }

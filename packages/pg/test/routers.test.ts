@@ -127,3 +127,27 @@ describe("PostgreSQL: the commit position of read-your-writes comes back with th
     expect(result.position).toMatch(/^[0-9A-F]+\/[0-9A-F]+$/)
   })
 })
+
+describe("PostgreSQL: a routed read that is interrupted", () => {
+  it("is counted out of its replica's reads in flight, which choose the replica of the next read", async () => {
+    const result = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      const db = yield* router(PG_URL)
+      const replica = () => db.replicationStats().find((n) => n.role === "replica")!
+      const usable = replica().usable
+      // each one interrupted while the server sleeps; the statements are cancelled in the background
+      yield* Effect.forEach(
+        Array.from({ length: 6 }, () => Effect.timeout(db.execute("SELECT pg_sleep(2)"), "100 millis")),
+        (read) => Effect.flip(read),
+        { concurrency: 3, discard: true }
+      )
+      const afterInterrupted = replica()
+      const finished = yield* db.execute<{ one: number }>("SELECT 1 AS one")
+      return { usable, afterInterrupted, after: replica(), one: finished[0]!.one }
+    })))
+    expect(result.usable).toBe(true)
+    expect(result.afterInterrupted.reads).toBe(6)
+    expect(result.afterInterrupted.readsInFlight).toBe(0)
+    expect(result.after).toMatchObject({ reads: 7, readsInFlight: 0 })
+    expect(result.one).toBe(1)
+  })
+})

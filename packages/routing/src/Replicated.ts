@@ -280,31 +280,34 @@ export const make = (options: {
       replica.inFlight++
       replica.reads++
       routed(replica.db)
-      // one op on the way back, whatever the outcome
-      return Effect.matchCauseEffect(run(replica.db), {
-        onSuccess: (a) => {
-          replica.inFlight--
-          return Effect.succeed(a)
-        },
-        onFailure: (cause) => {
-          replica.inFlight--
-          const failure = Cause.failureOption(cause)
-          if (failure._tag === "None") return Effect.failCause(cause)
-          const e = failure.value
-          const error = ourError(e)
-          if (error === undefined) return Effect.fail(e)
-          if (replication.isReadOnlyRejection(error)) {
-            // nothing was applied: the statement writes after all, and runs where writes run
+      // one op on the way back, whatever the outcome; uninterruptible around it, so that an
+      // interrupted read is counted out too (a failure handler does not run on an interruption)
+      return Effect.uninterruptibleMask((restore) =>
+        Effect.matchCauseEffect(restore(run(replica.db)), {
+          onSuccess: (a) => {
+            replica.inFlight--
+            return Effect.succeed(a)
+          },
+          onFailure: (cause) => {
+            replica.inFlight--
+            const failure = Cause.failureOption(cause)
+            if (failure._tag === "None") return Effect.failCause(cause)
+            const e = failure.value
+            const error = ourError(e)
+            if (error === undefined) return Effect.fail(e)
+            if (replication.isReadOnlyRejection(error)) {
+              // nothing was applied: the statement writes after all, and runs where writes run
+              replica.fallbacks++
+              return restore(Effect.zipRight(logReadOnly(sql), write(onPrimary(run, "readOnly"))))
+            }
+            if (!movable(error)) return Effect.fail(e)
             replica.fallbacks++
-            return Effect.zipRight(logReadOnly(sql), write(onPrimary(run, "readOnly")))
+            if (unreachable(error)) replica.reachable = false
+            fellBack("replicaFailed")
+            return restore(attempt(sql, token, run, [...tried, replica]))
           }
-          if (!movable(error)) return Effect.fail(e)
-          replica.fallbacks++
-          if (unreachable(error)) replica.reachable = false
-          fellBack("replicaFailed")
-          return attempt(sql, token, run, [...tried, replica])
-        }
-      })
+        })
+      )
     }
 
     /**
@@ -497,6 +500,7 @@ export const make = (options: {
         usable: r.usable(),
         utilization: DbModule.utilizationOf(r.db.poolStats()),
         reads: r.reads,
+        readsInFlight: r.inFlight,
         fallbacks: r.fallbacks
       }))
     ]
