@@ -151,3 +151,33 @@ describe("PostgreSQL: a routed read that is interrupted", () => {
     expect(result.one).toBe(1)
   })
 })
+
+describe("PostgreSQL: the read-your-writes mark of writes in a row", () => {
+  it("stays pending over writes with no read between them, and the read after them waits for a position past the last", async () => {
+    const table = `${schema}.${unique("m")}`
+    const result = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
+      const db = yield* router(PG_URL)
+      yield* db.execute(`CREATE TABLE [${table}] (id int PRIMARY KEY)`)
+      const mark = Effect.map(FiberRef.get(Replication.currentWrites), (writes) => writes.get(db.alias))
+      const lsn = Effect.map(Replication.primary(db.execute<{ l: string }>("SELECT pg_current_wal_insert_lsn()::text AS l")), (r) => r[0]!.l)
+      const count = Effect.map(db.execute<{ n: number }>(`SELECT count(*)::int AS n FROM [${table}]`), (r) => r[0]!.n)
+      yield* db.execute(`INSERT INTO [${table}] VALUES (?)`, [1])
+      yield* count
+      const resolved = yield* mark
+      yield* db.execute(`INSERT INTO [${table}] VALUES (?)`, [2])
+      const afterOne = yield* mark
+      yield* db.execute(`INSERT INTO [${table}] VALUES (?)`, [3])
+      const afterTwo = yield* mark
+      const last = yield* lsn
+      const seen = yield* count
+      return { resolved, afterOne, afterTwo, last, seen, final: yield* mark }
+    })))
+    expect(result.resolved?.pending).toBe(false)
+    expect(result.afterOne?.pending).toBe(true)
+    expect(result.afterTwo?.pending).toBe(true)
+    expect(result.seen).toBe(3)
+    expect(result.final?.pending).toBe(false)
+    expect(value(result.final!.position!)).toBeGreaterThan(value(result.resolved!.position!))
+    expect(value(result.final!.position!)).toBeGreaterThanOrEqual(value(result.last))
+  })
+})
