@@ -205,8 +205,8 @@ const benchEngine = async (
             await emptyEvents(engine)
             // once per turn, not before every batch: a full collection throws away optimized code
             // that holds closures which died in it, and the batch after it pays for compiling it
-            // again (on the 10k MySQL batch, effect-dal's client CPU went from 15 to 40 ms a batch,
-            // raw mysql2's from 8 to 18). An application sees no full collection every 30 ms
+            // again (per 10k-row MariaDB batch, effect-dal's client CPU 9–19 ms without, 26–70 ms
+            // with; raw mysql2's 6–14 and 10–24 ms). An application meets no full collection every 30 ms
             collectGarbage()
             const times: Array<number> = []
             for (let b = 0; b < (workload.batches ?? BATCHES); b++) {
@@ -218,9 +218,7 @@ const benchEngine = async (
             samples.get(s)!.push({ ops: 1000 / ms, p50: ms, p99: Math.max(...times), errors: 0 })
           } else {
             collectGarbage()
-            // untimed: a full collection throws away optimized code holding closures that died in it, and
-            // compiling it again is the forced collection's cost, not the system's (5% of effect-dal's
-            // MySQL point select in two paired runs, nothing of raw mysql2's)
+            // untimed: compiling again what the collection threw away (above) is its cost, not the system's
             await drive(s, () => workload.next(s), workload.concurrency, WARM_SECONDS)
             samples.get(s)!.push(await drive(s, () => workload.next(s), workload.concurrency, SECONDS))
           }
@@ -549,7 +547,6 @@ const main = async () => {
     parts.push(JSON.parse(readFileSync(file, "utf8")) as Part)
     rmSync(file)
   }
-  const all = <K extends keyof Part>(key: K) => parts.flatMap((p) => p[key] as ReadonlyArray<Part[K][number]>)
   console.log("pool micro-benchmark")
   const micro = await poolMicro()
   const meta = {
@@ -558,9 +555,12 @@ const main = async () => {
     seconds: SECONDS,
     rounds: ROUNDS
   }
-  const [results, routing, withoutEffect, sharding, caching, memory] = [
-    all("results"), all("routing"), all("withoutEffect"), all("sharding"), all("caching"), all("memory")
-  ] as const
+  const results = parts.flatMap((p) => p.results)
+  const routing = parts.flatMap((p) => p.routing)
+  const withoutEffect = parts.flatMap((p) => p.withoutEffect)
+  const sharding = parts.flatMap((p) => p.sharding)
+  const caching = parts.flatMap((p) => p.caching)
+  const memory = parts.flatMap((p) => p.memory)
   const md = markdown(results, routing, withoutEffect, sharding, caching, micro, memory, meta)
   writeFileSync(out + "latest.json", JSON.stringify({ meta, results, routing, withoutEffect, sharding, caching, micro, memory }, null, 2))
   writeFileSync(out + "latest.md", md + "\n")
