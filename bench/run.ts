@@ -381,24 +381,40 @@ const sideComparison = (systems: ReadonlyArray<() => Promise<System>>, names: Re
     workloads.filter((w) => names.includes(w.name) && (ONLY === undefined || w.name.includes(ONLY) || ONLY === only))
   )
 
-/** A side comparison's table: every system against effect-dal pg's direct calls, workload by workload. */
-const sideTable = (lines: Array<string>, title: string, results: ReadonlyArray<Result>) => {
+/**
+ * A side comparison's table: every system against effect-dal pg's direct calls, workload by workload,
+ * and, with `against`, the systems after it against that one as well.
+ */
+const sideTable = (lines: Array<string>, title: string, results: ReadonlyArray<Result>, against?: { readonly system: string; readonly label: string }) => {
   if (results.length === 0) return
   lines.push(`**${title}**`)
   lines.push("")
-  lines.push("| workload | system | ops/s | p50 ms | p99 ms | vs direct |")
-  lines.push("|---|---|---:|---:|---:|---:|")
+  lines.push(`| workload | system | ops/s | p50 ms | p99 ms | vs direct |${against === undefined ? "" : ` ${against.label} |`}`)
+  lines.push(`|---|---|---:|---:|---:|---:|${against === undefined ? "" : "---:|"}`)
   for (const name of [...new Set(results.map((r) => r.workload))]) {
     const rows = results.filter((r) => r.workload === name)
     const direct = rows.find((r) => r.system === "effect-dal pg")
-    for (const r of rows) {
-      lines.push(`| ${name} | ${r.system} | ${fmt(r.opsMedian)} | ${fmt(r.p50Median, 2)} | ${fmt(r.p99Median, 2)} | ${
-        direct && direct !== r ? fmt(r.opsMedian / direct.opsMedian, 2) + "×" : ""
-      } |`)
-    }
+    const base = against === undefined ? undefined : rows.findIndex((r) => r.system === against.system)
+    rows.forEach((r, i) => {
+      const vsBase = base === undefined ? "" : ` ${base >= 0 && i > base ? ratioCell(r, rows[base]) : ""} |`
+      lines.push(`| ${name} | ${r.system} | ${fmt(r.opsMedian)} | ${fmt(r.p50Median, 2)} | ${fmt(r.p99Median, 2)} | ${ratioCell(r, direct)} |${vsBase}`)
+    })
   }
   lines.push("")
 }
+
+/**
+ * `r` against `base`, both of one workload: the median of their per-round ratios. A round runs the
+ * systems back to back, while the machine drifts between rounds (the same system's point selects
+ * ranged over 8.5–13.4k/s across one run's rounds here), so pairing within rounds cancels what the
+ * ratio of the medians keeps.
+ */
+const ratio = (r: Result, base: Result): number =>
+  median(r.rounds.map((round, i) => round.ops / base.rounds[i]!.ops))
+
+/** `ratio` as a table cell: `1.04×`, or empty without a base or against itself. */
+const ratioCell = (r: Result, base: Result | undefined): string =>
+  base === undefined || base === r ? "" : fmt(ratio(r, base), 2) + "×"
 
 const markdown = (
   results: ReadonlyArray<Result>,
@@ -411,7 +427,7 @@ const markdown = (
   meta: Record<string, unknown>
 ) => {
   const lines: Array<string> = []
-  lines.push(`Measured ${meta["date"]} with \`npm run bench\` on ${meta["machine"]}; ${ROUNDS} alternating rounds of ${SECONDS} s per system (batch workloads: the median of ${BATCHES} batches per round, each turn on an emptied table), pool ${POOL}. Medians of the rounds.`)
+  lines.push(`Measured ${meta["date"]} with \`npm run bench\` on ${meta["machine"]}; ${ROUNDS} alternating rounds of ${SECONDS} s per system (batch workloads: the median of ${BATCHES} batches per round, each turn on an emptied table), pool ${POOL}. Medians of the rounds; a ratio is the median of the two systems' ratios within each round.`)
   lines.push("")
   for (const engine of ["pg", "mysql"] as const) {
     lines.push(`**${engine === "pg" ? "PostgreSQL" : "MariaDB"}**`)
@@ -426,8 +442,8 @@ const markdown = (
         const ops = r.rowsPerSecond === undefined ? fmt(r.opsMedian) : `${fmt(r.rowsPerSecond)} rows/s`
         lines.push(
           `| ${workload.name} | ${r.system} | ${ops} | ${fmt(r.p50Median, 2)} | ${fmt(r.p99Median, 2)} | ${
-            stock && r.kind === "effect-dal" ? fmt(r.opsMedian / stock.opsMedian, 2) + "×" : ""
-          } | ${raw && r.kind === "effect-dal" ? fmt(r.opsMedian / raw.opsMedian, 2) + "×" : ""} |`
+            r.kind === "effect-dal" ? ratioCell(r, stock) : ""
+          } | ${r.kind === "effect-dal" ? ratioCell(r, raw) : ""} |`
         )
       }
     }
@@ -449,7 +465,7 @@ const markdown = (
       const direct = rows.find((r) => !r.system.includes("routed"))
       const routed = rows.find((r) => r.system.includes("routed"))
       if (direct && routed) {
-        lines.push(`| ${name} | ${fmt(direct.opsMedian)} | ${fmt(routed.opsMedian)} | ${fmt(routed.opsMedian / direct.opsMedian, 2)}× |`)
+        lines.push(`| ${name} | ${fmt(direct.opsMedian)} | ${fmt(routed.opsMedian)} | ${ratioCell(routed, direct)} |`)
       }
     }
     lines.push("")
@@ -465,7 +481,7 @@ const markdown = (
       const kyselyRaw = rows.find((r) => r.system === "Kysely on pg.Pool (raw)")
       const effectApi = rows.find((r) => r.system === "effect-dal pg")
       for (const r of rows) {
-        const vs = (base: Result | undefined) => (base && base !== r ? fmt(r.opsMedian / base.opsMedian, 2) + "×" : "")
+        const vs = (base: Result | undefined) => ratioCell(r, base)
         // Kysely's rows compare with Kysely on raw pg.Pool: the same code on either pool
         const kysely = r.system.startsWith("Kysely")
         lines.push(`| ${name} | ${r.system} | ${fmt(r.opsMedian)} | ${fmt(r.p50Median, 2)} | ${fmt(r.p99Median, 2)} | ${vs(kysely ? kyselyRaw : raw)} | ${kysely ? "" : vs(effectApi)} |`)
@@ -473,7 +489,10 @@ const markdown = (
     }
     lines.push("")
   }
-  sideTable(lines, "Sharding (PostgreSQL: 3 databases on this server, against one database holding every account)", sharding)
+  sideTable(lines, "Sharding (PostgreSQL: 3 databases on this server, against one database holding every account, and against the same 3 nodes routed by the application)", sharding, {
+    system: "effect-dal pg, the same 3 nodes, routed by hand",
+    label: "vs by hand"
+  })
   sideTable(lines, "Caching and async writes (PostgreSQL and Redis on this machine)", caching)
   lines.push(`Pool acquire + release on an in-memory fake driver: **${fmt(micro.medianMicros, 2)} µs** median per cycle (rounds: ${micro.rounds.map((r) => fmt(r, 2)).join(", ")}).`)
   lines.push("")
