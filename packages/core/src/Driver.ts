@@ -161,6 +161,14 @@ export interface Driver {
   readonly shutdown?: Effect.Effect<void> | undefined
   /** Commit and replay positions, for read/write splitting over replicas; absent where the engine has none. */
   readonly replication?: Replication | undefined
+  /**
+   * The latest commit position the server reported with its replies on this
+   * driver's connections, merged over them (MariaDB sends `last_gtid` with
+   * every commit once the session tracks it); `undefined` before any. A
+   * write's position is then known as soon as its reply is in, and
+   * read-your-writes needs no read of the primary's position.
+   */
+  readonly committedPosition?: (() => string | undefined) | undefined
   /** With several hosts: the `host:port` write connections last landed on, the primary as last seen. */
   readonly primaryHost?: (() => string | undefined) | undefined
 }

@@ -78,7 +78,7 @@ export const make = (
   options: MysqlDatabaseOptions
 ): Effect.Effect<{ readonly db: DbModule.DbService; readonly mysql: MysqlClient.MysqlClient }, ConfigError.ConfigError, Scope.Scope> =>
   Effect.gen(function*() {
-    const { config, db: primary, driver } = yield* node(options)
+    const { config, db: primary, driver } = yield* node(options, true)
     const replicas = DatabaseConfig.replicasOf(options, config)
     // each replica is a database of its own (pool, breaker, metrics), routed to by the primary's router
     const db = replicas.length === 0 ? primary : yield* Replicated.make({
@@ -94,14 +94,19 @@ export const make = (
     return { db, mysql: stockClient(db, config, normalize(options)) }
   })
 
-/** One node: its config, driver and `Db`. */
-const node = (options: MysqlDatabaseOptions) =>
+/**
+ * One node: its config, driver and `Db`. A primary whose replicas take reads
+ * by commit position has its commits' GTIDs reported with their replies.
+ */
+const node = (options: MysqlDatabaseOptions, primary = false) =>
   Effect.suspend(() => {
     const o = normalize(options)
     return Effect.flatMap(
       DatabaseConfig.resolve(o, engine, { charset: o.charset, ssl: o.ssl ?? null }),
       (config) => {
-        const driver = makeDriver(config, o)
+        const trackCommitPositions = primary && (options.replication?.readYourWrites ?? "position") === "position" &&
+          DatabaseConfig.replicasOf(options, config).length > 0
+        const driver = makeDriver(config, o, trackCommitPositions)
         return Effect.map(DbModule.make(driver, config), (db) => ({ config, driver, db }))
       }
     )

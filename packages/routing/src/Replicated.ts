@@ -176,9 +176,19 @@ export const make = (options: {
         return new Map(writes).set(alias, { ...before, pending: false, position: merged })
       })
 
-    /** The fiber's commit position, read from the primary if a write left it pending. */
+    /**
+     * The fiber's commit position. A write left pending is at or before the
+     * latest position the primary reported with its replies, where the
+     * driver keeps one (each write's reply is in before the write returns);
+     * else the primary's position is read, which is at or past it too.
+     */
     const commitPosition = (written: Replication.WriteMark | undefined): Effect.Effect<string | undefined> => {
       if (written?.pending !== true) return Effect.succeed(written?.position)
+      const reported = driver.committedPosition?.()
+      if (reported !== undefined) {
+        const merged = written.position === undefined ? reported : replication.merge(written.position, reported)
+        return Effect.as(mark({ pending: false, position: merged }), merged)
+      }
       return Effect.flatMap(
         Effect.either(primary.execute<{ position: string }>(replication.currentPositionSql)),
         (result) => {

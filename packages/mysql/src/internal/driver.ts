@@ -5,7 +5,7 @@ import * as Statement from "@effect/sql/Statement"
 import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
-import { replication } from "./replication.js"
+import { replication, ReportedPositions, TRACK_GTID_SQL, tracksGtid } from "./replication.js"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
@@ -44,6 +44,8 @@ interface Header {
   readonly affectedRows: number
   readonly insertId?: number
   readonly serverStatus?: number
+  /** The session state the server reported changed (mysql2 parses it: the client tracks session state). */
+  readonly stateChanges?: { readonly systemVariables?: Readonly<Record<string, string>> } | undefined
 }
 
 const statementKeys = new Map<string, string>()
@@ -251,7 +253,9 @@ class MysqlConnection implements Driver.DriverConnection {
      * driver's connections: it is fixed while a server runs, and reading it per connection cost a
      * round trip on each one's first load.
      */
-    private readonly autoincModes: Map<string, number> = new Map()
+    private readonly autoincModes: Map<string, number> = new Map(),
+    /** Where the commits' GTIDs that the server reports go, when the session tracks them. */
+    private readonly reported?: ReportedPositions | undefined
   ) {
     // KILL QUERY on this exact thread
     this.gate = new CancelGate(
@@ -295,6 +299,8 @@ class MysqlConnection implements Driver.DriverConnection {
     if (isHeader(last) && typeof last.serverStatus === "number") {
       this.status = last.serverStatus
       this.inTransaction = (last.serverStatus & SERVER_STATUS_IN_TRANS) !== 0
+      const gtid = this.reported === undefined ? undefined : last.stateChanges?.systemVariables?.["last_gtid"]
+      if (typeof gtid === "string" && gtid !== "") this.reported!.report(gtid)
     }
   }
 
@@ -637,7 +643,12 @@ const shape = (results: any, fields: any, mode: Driver.QueryMode): unknown => {
 }
 
 /** @internal */
-export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: MysqlDriverOptions): Driver.Driver => {
+export const makeDriver = (
+  config: DatabaseConfig.DatabaseConfig,
+  options: MysqlDriverOptions,
+  /** A primary whose replicas take reads by commit position: MariaDB then reports each commit's GTID with it. */
+  trackCommitPositions = false
+): Driver.Driver => {
   const connectionOptions: Mysql.ConnectionOptions = {
     ...options.connectionOptions,
     host: config.host,
@@ -667,15 +678,20 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: Mysql
   const role = config.targetRole
   const watch = Failover.watch(config, "mysql")
   const autoincModes = new Map<string, number>()
-  // the session's time zone, and where the server stands, in one round trip
+  const reported = trackCommitPositions ? new ReportedPositions() : undefined
+  // the session's time zone, where the server stands, and the tracking of commits' GTIDs, in one round trip
   const setup = role === "any" ? "SET time_zone = '+00:00'" : `SET time_zone = '+00:00'; ${ROLE_SQL}`
+  const setupOf = (conn: Mysql.Connection) =>
+    reported !== undefined && tracksGtid((conn as unknown as { _handshakePacket?: { serverVersion?: string } })._handshakePacket?.serverVersion)
+      ? `${setup}; ${TRACK_GTID_SQL}`
+      : setup
   /** One server: opened, set up, and kept if it fits `want`. */
   const openOn = (endpoint: { host: string; port: number }, want: DatabaseConfig.TargetRole) =>
     Effect.flatMap(
       Effect.mapError(openConnection({ ...connectionOptions, ...endpoint }), (err) => classify(err, undefined, "connect")),
       (conn) =>
-        plainQuery(conn, setup).pipe(
-          Effect.mapError((err) => classify(err, setup, "connect")),
+        plainQuery(conn, setupOf(conn)).pipe(
+          Effect.mapError((err) => classify(err, setupOf(conn), "connect")),
           Effect.filterOrFail(
             (result) => want === "any" || fits(want, (result as Array<Array<RoleRow>>)[1]?.[0]),
             () => Failover.roleMismatch(want, `${endpoint.host}:${endpoint.port}`)
@@ -692,7 +708,8 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: Mysql
               watch,
               `${endpoint.host}:${endpoint.port}`,
               isHeader(header) ? header.serverStatus : undefined,
-              autoincModes
+              autoincModes,
+              reported
             )
           })
         )
@@ -710,6 +727,7 @@ export const makeDriver = (config: DatabaseConfig.DatabaseConfig, options: Mysql
       : undefined,
     spanAttributes: options.spanAttributes ? Object.entries(options.spanAttributes) : [],
     replication,
+    committedPosition: reported === undefined ? undefined : () => reported.current(),
     primaryHost: watch?.current
   }
 }

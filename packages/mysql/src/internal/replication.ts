@@ -14,6 +14,58 @@ const domains = (position: string): Map<string, { server: string; seq: bigint }>
 }
 
 const GTID_LIST = /^\d+-\d+-\d+(?:,\d+-\d+-\d+)*$/
+const ONE_GTID = /^\d+-\d+-\d+$/
+
+/**
+ * The latest GTID per replication domain that the primary reported with its
+ * commits (`last_gtid`, tracked by the session), over every connection of a
+ * driver. A write's own GTID is in it once the write's reply is: a replica
+ * at this position has the write, and reads need no `@@gtid_binlog_pos`.
+ *
+ * @internal
+ */
+export class ReportedPositions {
+  private readonly byDomain = new Map<string, { readonly gtid: string; readonly seq: bigint }>()
+  private text: string | undefined = undefined
+
+  /** One reported `domain-server-seq`; anything else is ignored. */
+  report(gtid: string): void {
+    if (!ONE_GTID.test(gtid)) return
+    const [domain, , seq] = gtid.split("-") as [string, string, string]
+    const n = BigInt(seq)
+    const before = this.byDomain.get(domain)
+    if (before !== undefined && before.seq >= n) return
+    this.byDomain.set(domain, { gtid, seq: n })
+    this.text = undefined
+  }
+
+  /** The GTID list of every domain's latest; `undefined` before any report. */
+  current(): string | undefined {
+    if (this.text === undefined && this.byDomain.size > 0) {
+      this.text = Array.from(this.byDomain.values(), (d) => d.gtid).join(",")
+    }
+    return this.text
+  }
+}
+
+/**
+ * Makes a MariaDB session report `last_gtid` with each commit's reply.
+ * Appended to the tracked variables (a name given twice is kept once).
+ *
+ * @internal
+ */
+export const TRACK_GTID_SQL =
+  "SET SESSION session_track_system_variables = CONCAT_WS(',', NULLIF(@@session_track_system_variables, ''), 'last_gtid')"
+
+/**
+ * Whether a server can track `last_gtid` (MariaDB 10.3 and later), from its handshake's version.
+ *
+ * @internal
+ */
+export const tracksGtid = (serverVersion: string | undefined): boolean => {
+  const m = /(\d+)\.(\d+)\.\d+-MariaDB/i.exec(serverVersion ?? "")
+  return m !== null && (Number(m[1]) > 10 || (Number(m[1]) === 10 && Number(m[2]) >= 3))
+}
 
 /**
  * MariaDB's replication positions: GTID lists, one `domain-server-seq` per
