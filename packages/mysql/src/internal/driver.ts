@@ -681,17 +681,18 @@ export const makeDriver = (
   const reported = trackCommitPositions ? new ReportedPositions() : undefined
   // the session's time zone, where the server stands, and the tracking of commits' GTIDs, in one round trip
   const setup = role === "any" ? "SET time_zone = '+00:00'" : `SET time_zone = '+00:00'; ${ROLE_SQL}`
-  const setupOf = (conn: Mysql.Connection) =>
-    reported !== undefined && tracksGtid((conn as unknown as { _handshakePacket?: { serverVersion?: string } })._handshakePacket?.serverVersion)
-      ? `${setup}; ${TRACK_GTID_SQL}`
-      : setup
+  /** Sets a new connection's session up; a failure names what was sent. */
+  const setUp = (conn: Mysql.Connection) => {
+    const version = (conn as unknown as { _handshakePacket?: { serverVersion?: string } })._handshakePacket?.serverVersion
+    const sql = reported !== undefined && tracksGtid(version) ? `${setup}; ${TRACK_GTID_SQL}` : setup
+    return Effect.mapError(plainQuery(conn, sql), (err) => classify(err, sql, "connect"))
+  }
   /** One server: opened, set up, and kept if it fits `want`. */
   const openOn = (endpoint: { host: string; port: number }, want: DatabaseConfig.TargetRole) =>
     Effect.flatMap(
       Effect.mapError(openConnection({ ...connectionOptions, ...endpoint }), (err) => classify(err, undefined, "connect")),
       (conn) =>
-        plainQuery(conn, setupOf(conn)).pipe(
-          Effect.mapError((err) => classify(err, setupOf(conn), "connect")),
+        setUp(conn).pipe(
           Effect.filterOrFail(
             (result) => want === "any" || fits(want, (result as Array<Array<RoleRow>>)[1]?.[0]),
             () => Failover.roleMismatch(want, `${endpoint.host}:${endpoint.port}`)
