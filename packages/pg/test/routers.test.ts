@@ -69,6 +69,9 @@ const readsAfterWrites = (db: DbService, table: string) =>
       db.execute(`SELECT count(*) AS n FROM [${table}]`)
     ), { discard: true })
 
+/** The fiber's read-your-writes mark for `db`. */
+const markOf = (db: DbService) => Effect.map(FiberRef.get(Replication.currentWrites), (writes) => writes.get(db.alias))
+
 const value = (lsn: string) => lsn.split("/").reduce((n, part) => n * 2n ** 32n + BigInt(`0x${part}`), 0n)
 
 describe("PostgreSQL: the commit position of read-your-writes comes back with the COMMIT", () => {
@@ -78,7 +81,7 @@ describe("PostgreSQL: the commit position of read-your-writes comes back with th
       const db = yield* router(PG_URL)
       yield* db.execute(`CREATE TABLE [${table}] (id int PRIMARY KEY)`)
       const lsn = () => Effect.map(db.execute<{ l: string }>("SELECT pg_current_wal_insert_lsn()::text AS l"), (r) => r[0]!.l)
-      const mark = Effect.map(FiberRef.get(Replication.currentWrites), (writes) => writes.get(db.alias))
+      const mark = markOf(db)
       // writes no read has followed yet: the COMMIT goes alone, and the position stays to be read
       yield* db.withTransaction(db.execute(`INSERT INTO [${table}] VALUES (?)`, [1]))
       const lazy = yield* mark
@@ -158,7 +161,7 @@ describe("PostgreSQL: the read-your-writes mark of writes in a row", () => {
     const result = await Effect.runPromise(Effect.scoped(Effect.gen(function*() {
       const db = yield* router(PG_URL)
       yield* db.execute(`CREATE TABLE [${table}] (id int PRIMARY KEY)`)
-      const mark = Effect.map(FiberRef.get(Replication.currentWrites), (writes) => writes.get(db.alias))
+      const mark = markOf(db)
       const lsn = Effect.map(Replication.primary(db.execute<{ l: string }>("SELECT pg_current_wal_insert_lsn()::text AS l")), (r) => r[0]!.l)
       const count = Effect.map(db.execute<{ n: number }>(`SELECT count(*)::int AS n FROM [${table}]`), (r) => r[0]!.n)
       yield* db.execute(`INSERT INTO [${table}] VALUES (?)`, [1])
