@@ -17,7 +17,7 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { cpus, tmpdir, totalmem } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
-import type { Engine, Op, System } from "./systems.js"
+import type { Engine, EventRow, Op, System } from "./systems.js"
 import { ACCOUNTS, cacheMakers, cleanup, emptyEvents, kyselyMakers, makers, PG_URL, POOL, prepare, promiseMakers, queueMakers, routingMakers, runCallers, shardMakers } from "./systems.js"
 
 const SECONDS = Number(process.env["BENCH_SECONDS"] ?? 2)
@@ -109,8 +109,9 @@ interface Workload {
   readonly side?: boolean
 }
 
-const batchRows = Array.from({ length: 10_000 }, (_, i) => [1 + (i % ACCOUNTS), `batch ${i}`] as const)
-const bigBatchRows = Array.from({ length: 100_000 }, (_, i) => [1 + (i % ACCOUNTS), `batch ${i}`] as const)
+const eventRows = (n: number): ReadonlyArray<EventRow> => Array.from({ length: n }, (_, i) => ({ account_id: 1 + (i % ACCOUNTS), payload: `batch ${i}` }))
+const batchRows = eventRows(10_000)
+const bigBatchRows = eventRows(100_000)
 
 const workloads: ReadonlyArray<Workload> = [
   { name: "point select by primary key", concurrency: 20, next: (s) => s.workloads.pointSelect(randomId()) },

@@ -39,15 +39,26 @@ export type Op = { readonly _tag: "promise"; readonly run: () => Promise<unknown
   readonly run: Effect.Effect<unknown, unknown>
 }
 
+/**
+ * A row of a batch workload. Every system is given the same records, built
+ * once, and turns them into what its API takes (raw pg: two arrays for
+ * `unnest`; raw mysql2: nested arrays); the records go as they are where an
+ * API takes records.
+ */
+export type EventRow = {
+  readonly account_id: number
+  readonly payload: string
+}
+
 export interface Workloads {
   readonly pointSelect: (id: number) => Op
   readonly insert: (accountId: number) => Op
   readonly transfer: (from: number, to: number, amount: number) => Op
   readonly sleep5ms: () => Op
   /** Inserts `rows` in one go (the system's batch API). */
-  readonly batchInsert: (rows: ReadonlyArray<readonly [number, string]>) => Op
+  readonly batchInsert: (rows: ReadonlyArray<EventRow>) => Op
   /** Inserts `rows` one statement at a time. */
-  readonly loopInsert?: (rows: ReadonlyArray<readonly [number, string]>) => Op
+  readonly loopInsert?: (rows: ReadonlyArray<EventRow>) => Op
   /** A heavier read: an aggregate over 2,000 rows from `from`. */
   readonly aggregate?: (from: number) => Op
   /** The 100 accounts with the highest balance. */
@@ -115,7 +126,7 @@ const pgPoolWorkloads = (pool: Pg.Pool): Workloads => ({
     promise(() =>
       pool.query(
         "INSERT INTO bench_events (account_id, payload) SELECT * FROM unnest($1::int[], $2::text[])",
-        [rows.map((r) => r[0]), rows.map((r) => r[1])]
+        [rows.map((r) => r.account_id), rows.map((r) => r.payload)]
       )
     )
 })
@@ -143,7 +154,7 @@ const postgresJs = async (): Promise<System> => {
         ),
       sleep5ms: () => promise(() => sql.unsafe(pgSql.sleep)),
       batchInsert: (rows) =>
-        promise(() => sql`INSERT INTO bench_events ${sql(rows.map((r) => ({ account_id: r[0], payload: r[1] })))}`)
+        promise(() => sql`INSERT INTO bench_events ${sql(rows)}`)
     },
     close: () => sql.end()
   }
@@ -173,7 +184,7 @@ const stock = async (
         ))),
       sleep5ms: () => effect(sql.unsafe(sleep5ms)),
       batchInsert: (rows) =>
-        effect(sql`INSERT INTO bench_events ${sql.insert(rows.map((r) => ({ account_id: r[0], payload: r[1] })))}`)
+        effect(sql`INSERT INTO bench_events ${sql.insert(rows)}`)
     },
     close: () => runtime.dispose()
   }
@@ -206,11 +217,11 @@ export const dalWorkloads = (sleep5ms: string): Workloads => ({
     ))),
   sleep5ms: () => effect(Db.execute(sleep5ms)),
   batchInsert: (rows) =>
-    effect(Db.insertMany("bench_events", rows.map((r) => ({ account_id: r[0], payload: r[1] })))),
+    effect(Db.insertMany("bench_events", rows)),
   loopInsert: (rows) =>
     effect(Effect.forEach(
       rows,
-      (r) => Db.execute("INSERT INTO [bench_events] (account_id, payload) VALUES (?, ?)", [r[0], r[1]]),
+      (r) => Db.execute("INSERT INTO [bench_events] (account_id, payload) VALUES (?, ?)", [r.account_id, r.payload]),
       { discard: true }
     ))
 })
@@ -273,7 +284,7 @@ const dalPromisePg = async (): Promise<System> => {
           })
         ),
       sleep5ms: () => promise(() => db.execute(pgSql.sleep)),
-      batchInsert: (rows) => promise(() => db.insertMany("bench_events", rows.map((r) => ({ account_id: r[0], payload: r[1] }))))
+      batchInsert: (rows) => promise(() => db.insertMany("bench_events", rows))
     },
     close: () => db.close()
   }
@@ -302,7 +313,7 @@ const kyselyOn = (name: string, kind: System["kind"], pool: Pg.Pool): System => 
           })
         ),
       sleep5ms: () => promise(() => pool.query(pgSql.sleep)),
-      batchInsert: (rows) => promise(() => db.insertInto("bench_events").values(rows.map((r) => ({ account_id: r[0], payload: r[1] }))).execute())
+      batchInsert: (rows) => promise(() => db.insertInto("bench_events").values(rows).execute())
     },
     close: () => db.destroy()
   }
@@ -356,7 +367,7 @@ const rawMysql = async (): Promise<System> => {
           }
         }),
       sleep5ms: () => promise(() => pool.query(mySql.sleep)),
-      batchInsert: (rows) => promise(() => pool.query("INSERT INTO bench_events (account_id, payload) VALUES ?", [rows]))
+      batchInsert: (rows) => promise(() => pool.query("INSERT INTO bench_events (account_id, payload) VALUES ?", [rows.map((r) => [r.account_id, r.payload])]))
     },
     close: () => pool.end()
   }
