@@ -433,18 +433,22 @@ const markdown = (
   for (const engine of ["pg", "mysql"] as const) {
     lines.push(`**${engine === "pg" ? "PostgreSQL" : "MariaDB"}**`)
     lines.push("")
-    lines.push("| workload | system | ops/s | p50 ms | p99 ms | vs stock | vs raw |")
-    lines.push("|---|---|---:|---:|---:|---:|---:|")
+    // PostgreSQL has a second raw client, the fastest one outside Effect: its own column
+    const peer = engine === "pg" ? "postgres.js" : undefined
+    lines.push(`| workload | system | ops/s | p50 ms | p99 ms | vs stock | vs raw |${peer === undefined ? "" : ` vs ${peer} |`}`)
+    lines.push(`|---|---|---:|---:|---:|---:|---:|${peer === undefined ? "" : "---:|"}`)
     for (const workload of workloads) {
       const rows = results.filter((r) => r.engine === engine && r.workload === workload.name)
       const stock = rows.find((r) => r.kind === "stock")
       const raw = rows.find((r) => r.kind === "raw")
+      const peerRow = rows.find((r) => r.system === peer)
       for (const r of rows) {
         const ops = r.rowsPerSecond === undefined ? fmt(r.opsMedian) : `${fmt(r.rowsPerSecond)} rows/s`
+        const vs = (base: Result | undefined) => (r.kind === "effect-dal" ? ratioCell(r, base) : "")
         lines.push(
-          `| ${workload.name} | ${r.system} | ${ops} | ${fmt(r.p50Median, 2)} | ${fmt(r.p99Median, 2)} | ${
-            r.kind === "effect-dal" ? ratioCell(r, stock) : ""
-          } | ${r.kind === "effect-dal" ? ratioCell(r, raw) : ""} |`
+          `| ${workload.name} | ${r.system} | ${ops} | ${fmt(r.p50Median, 2)} | ${fmt(r.p99Median, 2)} | ${vs(stock)} | ${vs(raw)} |${
+            peer === undefined ? "" : ` ${vs(peerRow)} |`
+          }`
         )
       }
     }

@@ -10,7 +10,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
-import { admin, backends, PG_URL, schemaFor, unique } from "./helpers.js"
+import { admin, backends, countingProxy, PG_URL, schemaFor, unique } from "./helpers.js"
 
 const schema = unique("dal_pgdb")
 const { create, drop } = schemaFor(schema)
@@ -267,6 +267,40 @@ describe("PgDatabase: statement cache", () => {
       )
       expect(off).toEqual({ stats: { hits: 0, misses: 0, evictions: 0 }, prepared: 0 })
     }).pipe(Effect.provide(PgDatabase.layer({ url: PG_URL, alias: unique("cache"), statementCacheSize: 2, pool: { min: 0, max: 1 } }))))
+})
+
+describe("PgDatabase: prepared statements on the wire", () => {
+  it.live("a prepared statement is described once per connection; its rows stay right, and a table changed under it is described anew", () => {
+    const { table } = setup()
+    return Effect.scoped(Effect.gen(function*() {
+      const proxy = yield* countingProxy
+      const describes = () => proxy.counts.get("D") ?? 0
+      yield* Effect.gen(function*() {
+        const sql = yield* SqlClient.SqlClient
+        yield* Db.execute(`CREATE TABLE [${table}] (id int PRIMARY KEY, v text)`)
+        yield* Db.execute(`INSERT INTO [${table}] VALUES (1, 'a'), (2, 'b')`)
+        const before = describes()
+        for (const id of [1, 2, 1]) {
+          expect(yield* Db.execute(`SELECT * FROM [${table}] WHERE id = ?`, [id])).toEqual([{ id, v: id === 1 ? "a" : "b" }])
+        }
+        // a statement without rows: NoData is remembered as well
+        for (const v of ["x", "y"]) {
+          expect(yield* Db.execute(`UPDATE [${table}] SET v = ? WHERE id = 2`, [v])).toEqual([])
+        }
+        expect(yield* sql`SELECT id, v FROM ${sql(table)} WHERE id = ${2}`.values).toEqual([[2, "y"]])
+        expect(yield* sql`SELECT id, v FROM ${sql(table)} WHERE id = ${1}`.values).toEqual([[1, "a"]])
+        // first in a transaction: BEGIN goes in front of it, and the description still stands
+        expect(yield* Db.withTransaction(Db.execute(`SELECT * FROM [${table}] WHERE id = ?`, [2]))).toEqual([{ id: 2, v: "y" }])
+        expect(describes() - before).toBe(3)
+        // the server refuses the old statement (0A000): it is prepared and described again, once
+        yield* Db.execute(`ALTER TABLE [${table}] ADD COLUMN w int DEFAULT 7`)
+        for (let i = 0; i < 2; i++) {
+          expect(yield* Db.execute(`SELECT * FROM [${table}] WHERE id = ?`, [1])).toEqual([{ id: 1, v: "a", w: 7 }])
+        }
+        expect(describes() - before).toBe(4)
+      }).pipe(Effect.provide(PgDatabase.layer({ url: proxy.url, alias: unique("described"), pool: { min: 0, max: 1 } })))
+    }))
+  })
 })
 
 describe("PgDatabase: DDL", () => {

@@ -1,6 +1,7 @@
 import { PgDatabase } from "@effect-dal/pg"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Net from "node:net"
 import * as Pg from "pg"
 
 /** The shared local server; tests isolate themselves by schema and alias. */
@@ -54,3 +55,56 @@ export const shardNodeLayer = (
     pool: { min: 1, max: 10 },
     statementTimeout
   })
+
+/**
+ * A TCP proxy to the shared server that counts the frontend messages of
+ * each type (after the startup message), for tests of what goes on the wire.
+ */
+export const countingProxy = Effect.acquireRelease(
+  Effect.async<{
+    readonly url: string
+    readonly counts: Map<string, number>
+    readonly server: Net.Server
+    readonly sockets: Set<Net.Socket>
+  }>((resume) => {
+    const target = new URL(PG_URL)
+    const counts = new Map<string, number>()
+    const sockets = new Set<Net.Socket>()
+    const server = Net.createServer((client) => {
+      const upstream = Net.connect(Number(target.port || 5432), target.hostname)
+      sockets.add(client).add(upstream)
+      let pending = Buffer.alloc(0)
+      let started = false
+      client.on("data", (chunk: Buffer) => {
+        pending = Buffer.concat([pending, chunk])
+        for (;;) {
+          const header = started ? 5 : 4
+          if (pending.length < header) break
+          const length = started ? pending.readInt32BE(1) + 1 : pending.readInt32BE(0)
+          if (pending.length < length) break
+          if (started) {
+            const type = String.fromCharCode(pending[0]!)
+            counts.set(type, (counts.get(type) ?? 0) + 1)
+          }
+          started = true
+          pending = pending.subarray(length)
+        }
+        upstream.write(chunk)
+      })
+      upstream.pipe(client)
+      client.on("error", () => upstream.destroy())
+      upstream.on("error", () => client.destroy())
+      client.on("close", () => upstream.destroy())
+      upstream.on("close", () => client.destroy())
+    })
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as Net.AddressInfo
+      resume(Effect.succeed({ url: `postgres://postgres@127.0.0.1:${port}${target.pathname}`, counts, server, sockets }))
+    })
+  }),
+  ({ server, sockets }) =>
+    Effect.async<void>((resume) => {
+      for (const socket of sockets) socket.destroy()
+      server.close(() => resume(Effect.void))
+    })
+)

@@ -101,23 +101,96 @@ const sendCancel = (endpoint: Endpoint, processID: number, secretKey: number): E
 
 /** The wire-protocol side of a `pg` connection that a Query writes to; pg's types do not describe it. */
 interface PgProtocolConnection {
-  parse(config: { readonly text: string; readonly name: string; readonly types: Array<number> }): void
-  bind(config: { readonly portal: string; readonly statement: string; readonly values: Array<unknown> }): void
+  parse(config: { readonly text: string; readonly name: string | undefined; readonly types: Array<number> | undefined }): void
+  bind(config: {
+    readonly portal: string
+    readonly statement: string | undefined
+    readonly values: Array<unknown>
+    readonly binary?: boolean | undefined
+    readonly valueMapper?: (value: unknown) => unknown
+  }): void
+  describe(config: { readonly type: "P"; readonly name: string }): void
   execute(config: { readonly portal: string; readonly rows: number }): void
+  close(config: { readonly type: "S"; readonly name: string | undefined }): void
+  sync(): void
   readonly parsedStatements: Record<string, string>
+  readonly submittedNamedStatements: Record<string, string>
 }
 
-/** The parts of pg's `Query` (lib/query.js) a pipelined BEGIN builds on. */
+/** A RowDescription message as pg parses it. */
+type RowDescription = { readonly fields: ReadonlyArray<unknown> }
+
+/** The parts of pg's `Query` (lib/query.js) that `Described` and a pipelined BEGIN build on. */
 interface PgQueryInternals {
-  readonly name?: string | undefined
+  name?: string | undefined
+  readonly text: string
+  readonly values: Array<unknown>
+  readonly types: Array<number> | undefined
+  readonly portal: string
+  readonly binary: boolean | undefined
+  readonly rows: number | undefined
   requiresPreparation(): boolean
   prepare(connection: PgProtocolConnection): void
   hasBeenParsed(connection: PgProtocolConnection): boolean
+  handleRowDescription(msg: RowDescription): void
   handleCommandComplete(msg: unknown, connection: PgProtocolConnection): void
   handleError(err: Error, connection: PgProtocolConnection): void
+  _getRows(connection: PgProtocolConnection, rows: number | undefined): void
 }
 
 const QueryBase = Pg.Query as unknown as new (config: unknown, values: unknown, callback: unknown) => PgQueryInternals
+
+/**
+ * A query that describes a prepared statement's result once per connection,
+ * as postgres.js does: pg asks for a RowDescription on every execution, which
+ * costs the server and the client on every point select. A named statement's
+ * result cannot change under it (the server fails it with 0A000, and the
+ * statement cache then prepares it anew under another name), so the first
+ * description stands for the name's lifetime.
+ */
+class Described extends QueryBase {
+  /** The connection's descriptions by statement name (`null`: no rows); unset, pg's own path. */
+  descriptions: Map<string, RowDescription | null> | undefined
+  /** Where to record this execution's description, when it was asked for. */
+  private recordIn: Map<string, RowDescription | null> | undefined
+  private described = false
+
+  override prepare(connection: PgProtocolConnection): void {
+    const name = this.name
+    const known = name === undefined ? undefined : this.descriptions?.get(name)
+    if (name === undefined || this.descriptions === undefined || this.rows !== undefined) return super.prepare(connection)
+    // pg's Query.prepare, less the Describe once the description is known
+    if (!this.hasBeenParsed(connection)) {
+      connection.parse({ text: this.text, name, types: this.types })
+      connection.submittedNamedStatements[name] = this.text
+    }
+    try {
+      connection.bind({ portal: this.portal, statement: name, values: this.values, binary: this.binary, valueMapper: prepareValue })
+    } catch (err) {
+      connection.close({ type: "S", name })
+      connection.sync()
+      this.handleError(err as Error, connection)
+      return
+    }
+    if (known === undefined) {
+      this.recordIn = this.descriptions
+      connection.describe({ type: "P", name: this.portal || "" })
+    } else if (known !== null) super.handleRowDescription(known)
+    this._getRows(connection, undefined)
+  }
+
+  override handleRowDescription(msg: RowDescription): void {
+    this.described = true
+    this.recordIn?.set(this.name!, msg)
+    super.handleRowDescription(msg)
+  }
+
+  override handleCommandComplete(msg: unknown, connection: PgProtocolConnection): void {
+    // NoData (a statement without rows) has no handler in pg: a completion without a description is one
+    if (!this.described) this.recordIn?.set(this.name!, null)
+    super.handleCommandComplete(msg, connection)
+  }
+}
 
 /** Whether a text may hold more than one statement (a `;` before its end; one inside a literal counts too). */
 const severalStatements = (sql: string): boolean => {
@@ -143,7 +216,7 @@ const queryConfig = (sql: string, params: ReadonlyArray<unknown>, name: string |
  * under one Sync, so a failed BEGIN fails the statement, and the server skips
  * the statement (everything up to the Sync) after it.
  */
-class AfterBegin extends QueryBase {
+class AfterBegin extends Described {
   private begun = false
   private parsedHere = false
 
@@ -194,6 +267,8 @@ class PgConnection implements Driver.DriverConnection {
   private readonly gate: CancelGate
   private readonly cache: StatementCache.StatementCache
   private evicted: Array<string> = []
+  /** Each prepared statement's result, as the server first described it (see `Described`). */
+  private readonly descriptions = new Map<string, RowDescription | null>()
 
   constructor(
     readonly client: Pg.Client,
@@ -211,6 +286,7 @@ class PgConnection implements Driver.DriverConnection {
       // connection is idle again (see settle): a second query may not be queued behind one in flight
       delete (client as unknown as { connection: { parsedStatements: Record<string, string> } }).connection
         .parsedStatements[name]
+      this.descriptions.delete(name)
       this.evicted.push(name)
     })
     client.on("error", () => this.lose())
@@ -279,29 +355,25 @@ class PgConnection implements Driver.DriverConnection {
           }
         }
         const begin = this.heldBegin.take()
-        if (begin !== undefined) {
-          if (params.length > 0 || !severalStatements(sql)) {
-            // text and values where they do: pg copies a config object descriptor by descriptor
-            const query = typeof mode === "object" || mode === "values"
-              ? new AfterBegin(begin, queryConfig(sql, params, name, mode), undefined, callback)
-              : new AfterBegin(begin, sql, params, callback)
-            if (name !== undefined) (query as { name?: string }).name = name
-            this.client.query(query as unknown as Pg.Query)
-            return
-          }
+        if (begin !== undefined && params.length === 0 && severalStatements(sql)) {
           // several statements need the simple protocol, which parses the whole text before it runs
           // any of it: BEGIN goes on its own first, so that it holds whatever the text does
           this.client.query(begin, (err: Error | null) => (err ? done(Exit.fail(this.failure(err, begin))) : send(retried)))
           return
         }
-        if (typeof mode === "object" || mode === "values") {
-          this.client.query(queryConfig(sql, params, name, mode), callback)
-          return
+        // text and values where they do: pg copies a config object property by property on every call
+        const query = typeof mode === "object" || mode === "values"
+          ? begin === undefined
+            ? new Described(queryConfig(sql, params, name, mode), undefined, callback)
+            : new AfterBegin(begin, queryConfig(sql, params, name, mode), undefined, callback)
+          : begin === undefined
+          ? new Described(sql, params, callback)
+          : new AfterBegin(begin, sql, params, callback)
+        if (name !== undefined) {
+          query.name = name
+          query.descriptions = this.descriptions
         }
-        // text and values rather than a config object, which pg copies property by property on every call
-        const query = new Pg.Query(sql, params as Array<unknown>, callback as never) as Pg.Query & { name?: string }
-        if (name !== undefined) query.name = name
-        this.client.query(query)
+        this.client.query(query as unknown as Pg.Query)
       }
       send(false)
     }, onOutcome)
