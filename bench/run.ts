@@ -4,9 +4,14 @@
  * medians of the rounds are compared. Each engine runs in a Node process of
  * its own (see `main`). Writes bench/results/latest.{json,md}.
  *
- * Environment: BENCH_SECONDS (per system and round, default 2), BENCH_ROUNDS
- * (default 5), BENCH_BATCHES (per system and round of a batch workload,
- * default 5), BENCH_QUERIES (the memory run, default 1,000,000).
+ * Environment: BENCH_SECONDS (per system and round, default 1), BENCH_ROUNDS
+ * (default 10), BENCH_BATCHES (per system and round of a batch workload,
+ * default 3), BENCH_QUERIES (the memory run, default 1,000,000).
+ *
+ * Many short rounds rather than a few long ones: a ratio pairs the two
+ * systems' turns of one round, and the closer in time they are, the less of
+ * the machine's drift it carries; the median of ten such pairs moves less
+ * than that of five.
  */
 import { Db, Pool } from "@effect-dal/core"
 import { connect } from "@effect-dal/promise"
@@ -20,13 +25,13 @@ import { fileURLToPath } from "node:url"
 import type { Engine, EventRow, Op, System } from "./systems.js"
 import { ACCOUNTS, cacheMakers, cleanup, emptyEvents, kyselyMakers, makers, PG_URL, POOL, prepare, promiseMakers, queueMakers, routingMakers, runCallers, shardMakers } from "./systems.js"
 
-const SECONDS = Number(process.env["BENCH_SECONDS"] ?? 2)
+const SECONDS = Number(process.env["BENCH_SECONDS"] ?? 1)
 /** Untimed, after each turn's collection and before its timed run. */
 const WARM_SECONDS = 0.25
-const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 5)
+const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 10)
 const MEMORY_QUERIES = Number(process.env["BENCH_QUERIES"] ?? 1_000_000)
 /** Batches per system and round, for the batch workloads; the round's figure is their median. */
-const BATCHES = Number(process.env["BENCH_BATCHES"] ?? 5)
+const BATCHES = Number(process.env["BENCH_BATCHES"] ?? 3)
 /** For quick looks while optimizing: only workloads whose name contains this, only these engines. */
 const ONLY = process.env["BENCH_ONLY"]
 const ENGINES = (process.env["BENCH_ENGINES"] ?? "pg,mysql").split(",") as Array<Engine>
@@ -40,7 +45,9 @@ interface Sample {
 
 const median = (xs: ReadonlyArray<number>) => {
   const s = [...xs].sort((a, b) => a - b)
-  return s.length === 0 ? NaN : s[Math.floor(s.length / 2)]!
+  const mid = Math.floor(s.length / 2)
+  // of an even count, the mean of the middle two: the upper one alone would lean every ratio up
+  return s.length === 0 ? NaN : s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
 }
 const quantile = (sorted: ReadonlyArray<number>, q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN
 const randomId = () => 1 + Math.floor(Math.random() * ACCOUNTS)
