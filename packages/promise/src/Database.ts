@@ -24,6 +24,8 @@ import type {
 } from "@effect-dal/core"
 import { DbError, Metrics, Runner } from "@effect-dal/core"
 import type { Row } from "@effect/sql/SqlConnection"
+import type * as Cause from "effect/Cause"
+import type * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as FiberRef from "effect/FiberRef"
@@ -118,6 +120,143 @@ const unwrap = (error: unknown): never => {
 const ended = () =>
   Promise.reject(new InvalidOptions({ detail: "this transaction handle is used after its callback settled" }))
 
+type Job = { readonly effect: Effect.Effect<unknown, unknown>; readonly resolve: (a: any) => void; readonly reject: (e: unknown) => void }
+
+/**
+ * A transaction callback as an effect, with its handle. The handle's
+ * statements run on the transaction's own fiber, one after another as on
+ * its one connection: no fiber of their own, and no context to carry over.
+ * One with a signal runs on a fiber of its own, to be interrupted alone.
+ *
+ * One object per transaction whose steps are shared methods: the state of a
+ * transaction in flight is what a scavenge has to copy, and closures over
+ * it per transaction made the Promise API's transfer spend more on
+ * collections than on its statements.
+ */
+class Served<A> implements Transaction {
+  private open = true
+  private readonly jobs: Array<Job> = []
+  private running: Job | undefined = undefined
+  private settled: Effect.Effect<A, DbError.DbError | CallbackFailed> | undefined = undefined
+  private wake: ((effect: Effect.Effect<void>) => void) | undefined = undefined
+  /** Whether serving already gave the callback one turn of the scheduler since its last statement. */
+  private yielded = false
+  private readonly serve: Effect.Effect<A, DbError.DbError | CallbackFailed>
+  /** The running statement's outcome: to its job, and serving goes on. */
+  private readonly handled: {
+    readonly onSuccess: (value: unknown) => Effect.Effect<A, DbError.DbError | CallbackFailed>
+    readonly onFailure: (cause: Cause.Cause<unknown>) => Effect.Effect<A, DbError.DbError | CallbackFailed>
+  }
+  // own properties rather than methods: a handle's functions may be passed around on their own
+  readonly execute: Transaction["execute"]
+  readonly executeMany: Transaction["executeMany"]
+  readonly insertMany: Transaction["insertMany"]
+  readonly transaction: Transaction["transaction"]
+
+  private constructor(
+    private readonly runner: Runner.Runner,
+    db: DbService,
+    private readonly f: (tx: Transaction) => Promise<A>,
+    readonly depth: number,
+    private readonly context: Context.Context<never>
+  ) {
+    this.serve = Effect.suspend(() => this.step())
+    this.handled = {
+      onSuccess: (value) => {
+        const job = this.running!
+        this.running = undefined
+        job.resolve(value)
+        return this.serve
+      },
+      onFailure: (cause) => {
+        const job = this.running!
+        this.running = undefined
+        job.reject(Runner.failureOf(cause))
+        return this.serve
+      }
+    }
+    this.execute = (sql, params, options) => this.inTx(db.execute(sql, params, options), options)
+    this.executeMany = (sql, rows, options) => this.inTx(db.executeMany(sql, rows, options), options)
+    this.insertMany = (table, rows, options) => this.inTx(db.insertMany(table, rows, options))
+    this.transaction = (g) =>
+      this.open ? this.inTx(db.withTransaction(Served.effect(runner, db, g, depth + 1))).catch(unwrap) : ended()
+  }
+
+  /** `f` served in the transaction the effect runs in. */
+  static effect<A>(runner: Runner.Runner, db: DbService, f: (tx: Transaction) => Promise<A>, depth: number) {
+    return Effect.flatMap(Effect.context<never>(), (context) => {
+      const served = new Served(runner, db, f, depth, context)
+      return Effect.ensuring(Effect.zipRight(Effect.sync(() => served.start()), served.serve), Effect.sync(() => served.end()))
+    })
+  }
+
+  private inTx<B, E>(effect: Effect.Effect<B, E>, options?: Runner.CallOptions): Promise<B> {
+    if (!this.open) return ended()
+    if (options?.signal !== undefined) {
+      return this.runner.run(() => Effect.locally(effect, FiberRef.currentContext, this.context), options)
+    }
+    return new Promise<B>((resolve, reject) => {
+      this.jobs.push({ effect, resolve, reject })
+      this.notify()
+    })
+  }
+
+  private notify(): void {
+    const wake = this.wake
+    this.wake = undefined
+    wake?.(Effect.void)
+  }
+
+  private start(): void {
+    try {
+      this.f(this).then((a) => {
+        this.settled = Effect.succeed(a)
+        this.notify()
+      }, (error) => {
+        this.settled = failed(error)
+        this.notify()
+      })
+    } catch (error) {
+      this.settled = failed(error)
+    }
+  }
+
+  private step(): Effect.Effect<A, DbError.DbError | CallbackFailed> {
+    // once the callback settled, what it did not wait for is refused (see end), never run
+    if (this.settled !== undefined) return this.settled
+    const job = this.jobs.shift()
+    if (job !== undefined) {
+      this.running = job
+      this.yielded = false
+      return Effect.matchCauseEffect(job.effect, this.handled)
+    }
+    // the callback's next statement usually comes in the microtask that its `await` resumes in:
+    // one turn of the scheduler first, and it is served without a wake-up
+    if (!this.yielded) {
+      this.yielded = true
+      return Effect.zipRight(Effect.yieldNow(), this.serve)
+    }
+    return Effect.zipRight(
+      Effect.async<void>((resume) => {
+        if (this.jobs.length > 0 || this.settled !== undefined) return resume(Effect.void)
+        this.wake = resume
+      }),
+      this.serve
+    )
+  }
+
+  private end(): void {
+    this.open = false
+    // interrupted with a statement running, or statements the callback did not wait for
+    const left = this.jobs.splice(0)
+    if (this.running !== undefined) left.unshift(this.running)
+    for (const job of left) job.reject(new InvalidOptions({ detail: "the transaction ended before this statement ran to its end" }))
+  }
+}
+
+// our own errors stay ours, so that retries see a serialization failure for what it is
+const failed = (error: unknown) => Effect.fail(DbError.isDbError(error) ? error : new CallbackFailed({ error }))
+
 /**
  * A connected database.
  *
@@ -174,92 +313,7 @@ export class Database {
    * deadlock or a connection lost before COMMIT, as `Db.withTransaction`.
    */
   transaction<A>(f: (tx: Transaction) => Promise<A>, options?: TransactionOptions): Promise<A> {
-    return this.runner.run((db) => db.withTransaction(this.body(db, f, 0), options), options).catch(unwrap)
-  }
-
-  /**
-   * The callback as an effect, its handle bound to the transaction. The
-   * handle's statements run on the transaction's own fiber, one after
-   * another as on its one connection: no fiber of their own, and no context
-   * to carry over. One with a signal runs on a fiber of its own, to be interrupted alone.
-   */
-  private body<A>(db: DbService, f: (tx: Transaction) => Promise<A>, depth: number) {
-    return Effect.flatMap(Effect.context<never>(), (context) => {
-      type Job = { readonly effect: Effect.Effect<unknown, unknown>; readonly resolve: (a: any) => void; readonly reject: (e: unknown) => void }
-      let open = true
-      const jobs: Array<Job> = []
-      let running: Job | undefined
-      let settled: Effect.Effect<A, DbError.DbError | CallbackFailed> | undefined
-      let wake: (() => void) | undefined
-      const notify = () => {
-        const w = wake
-        wake = undefined
-        w?.()
-      }
-      const inTx = <B, E>(effect: Effect.Effect<B, E>, options?: Runner.CallOptions): Promise<B> => {
-        if (!open) return ended()
-        if (options?.signal !== undefined) {
-          return this.runner.run(() => Effect.locally(effect, FiberRef.currentContext, context), options)
-        }
-        return new Promise<B>((resolve, reject) => {
-          jobs.push({ effect, resolve, reject })
-          notify()
-        })
-      }
-      const tx: Transaction = {
-        depth,
-        execute: (sql, params, options) => inTx(db.execute(sql, params, options), options),
-        executeMany: (sql, rows, options) => inTx(db.executeMany(sql, rows, options), options),
-        insertMany: (table, rows, options) => inTx(db.insertMany(table, rows, options)),
-        transaction: (g) => open ? inTx(db.withTransaction(this.body(db, g, depth + 1))).catch(unwrap) : ended()
-      }
-      // our own errors stay ours, so that retries see a serialization failure for what it is
-      const failed = (error: unknown) => Effect.fail(DbError.isDbError(error) ? error : new CallbackFailed({ error }))
-      const start = Effect.sync(() => {
-        try {
-          f(tx).then((a) => {
-            settled = Effect.succeed(a)
-            notify()
-          }, (error) => {
-            settled = failed(error)
-            notify()
-          })
-        } catch (error) {
-          settled = failed(error)
-        }
-      })
-      const nextEvent = Effect.async<void>((resume) => {
-        if (jobs.length > 0 || settled !== undefined) return resume(Effect.void)
-        wake = () => resume(Effect.void)
-      })
-      const serve: Effect.Effect<A, DbError.DbError | CallbackFailed> = Effect.suspend(() => {
-        // once the callback settled, what it did not wait for is refused (below), never run
-        if (settled !== undefined) return settled
-        const job = jobs.shift()
-        if (job !== undefined) {
-          running = job
-          return Effect.zipRight(
-            Effect.map(Effect.exit(job.effect), (exit) => {
-              running = undefined
-              if (exit._tag === "Success") job.resolve(exit.value)
-              else job.reject(Runner.failureOf(exit.cause))
-            }),
-            serve
-          )
-        }
-        return Effect.zipRight(nextEvent, serve)
-      })
-      return Effect.ensuring(
-        Effect.zipRight(start, serve),
-        Effect.sync(() => {
-          open = false
-          // interrupted with a statement running, or statements the callback did not wait for
-          const left = jobs.splice(0)
-          if (running !== undefined) left.unshift(running)
-          for (const job of left) job.reject(new InvalidOptions({ detail: "the transaction ended before this statement ran to its end" }))
-        })
-      )
-    })
+    return this.runner.run((db) => db.withTransaction(Served.effect(this.runner, db, f, 0), options), options).catch(unwrap)
   }
 
   /** The scaling advisor's report: timeout rate, verdict and capacity arithmetic. */
