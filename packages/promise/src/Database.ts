@@ -133,7 +133,7 @@ type Job = { readonly effect: Effect.Effect<unknown, unknown>; readonly resolve:
  * it per transaction made the Promise API's transfer spend more on
  * collections than on its statements.
  */
-class Served<A> implements Transaction {
+class Served<A> {
   private open = true
   private readonly jobs: Array<Job> = []
   private running: Job | undefined = undefined
@@ -147,39 +147,35 @@ class Served<A> implements Transaction {
     readonly onSuccess: (value: unknown) => Effect.Effect<A, DbError.DbError | CallbackFailed>
     readonly onFailure: (cause: Cause.Cause<unknown>) => Effect.Effect<A, DbError.DbError | CallbackFailed>
   }
-  // own properties rather than methods: a handle's functions may be passed around on their own
-  readonly execute: Transaction["execute"]
-  readonly executeMany: Transaction["executeMany"]
-  readonly insertMany: Transaction["insertMany"]
-  readonly transaction: Transaction["transaction"]
+  /** What the callback gets: a plain object, so that nothing of the serving shows on it. */
+  private readonly handle: Transaction
 
   private constructor(
     private readonly runner: Runner.Runner,
     db: DbService,
     private readonly f: (tx: Transaction) => Promise<A>,
-    readonly depth: number,
+    depth: number,
     private readonly context: Context.Context<never>
   ) {
     this.serve = Effect.suspend(() => this.step())
     this.handled = {
       onSuccess: (value) => {
-        const job = this.running!
-        this.running = undefined
-        job.resolve(value)
+        this.took().resolve(value)
         return this.serve
       },
       onFailure: (cause) => {
-        const job = this.running!
-        this.running = undefined
-        job.reject(Runner.failureOf(cause))
+        this.took().reject(Runner.failureOf(cause))
         return this.serve
       }
     }
-    this.execute = (sql, params, options) => this.inTx(db.execute(sql, params, options), options)
-    this.executeMany = (sql, rows, options) => this.inTx(db.executeMany(sql, rows, options), options)
-    this.insertMany = (table, rows, options) => this.inTx(db.insertMany(table, rows, options))
-    this.transaction = (g) =>
-      this.open ? this.inTx(db.withTransaction(Served.effect(runner, db, g, depth + 1))).catch(unwrap) : ended()
+    this.handle = {
+      depth,
+      execute: (sql, params, options) => this.inTx(db.execute(sql, params, options), options),
+      executeMany: (sql, rows, options) => this.inTx(db.executeMany(sql, rows, options), options),
+      insertMany: (table, rows, options) => this.inTx(db.insertMany(table, rows, options)),
+      transaction: (g) =>
+        this.open ? this.inTx(db.withTransaction(Served.effect(runner, db, g, depth + 1))).catch(unwrap) : ended()
+    }
   }
 
   /** `f` served in the transaction the effect runs in. */
@@ -201,6 +197,13 @@ class Served<A> implements Transaction {
     })
   }
 
+  /** The running statement's job, which its outcome goes to. */
+  private took(): Job {
+    const job = this.running!
+    this.running = undefined
+    return job
+  }
+
   private notify(): void {
     const wake = this.wake
     this.wake = undefined
@@ -209,7 +212,7 @@ class Served<A> implements Transaction {
 
   private start(): void {
     try {
-      this.f(this).then((a) => {
+      this.f(this.handle).then((a) => {
         this.settled = Effect.succeed(a)
         this.notify()
       }, (error) => {

@@ -13,6 +13,10 @@ const domains = (position: string): Map<string, { server: string; seq: bigint }>
   return byDomain
 }
 
+/** A position from its latest GTID per domain. */
+const render = (byDomain: ReadonlyMap<string, { server: string; seq: bigint }>): string =>
+  Array.from(byDomain, ([domain, { server, seq }]) => `${domain}-${server}-${seq}`).join(",")
+
 const GTID_LIST = /^\d+-\d+-\d+(?:,\d+-\d+-\d+)*$/
 const ONE_GTID = /^\d+-\d+-\d+$/
 
@@ -25,25 +29,22 @@ const ONE_GTID = /^\d+-\d+-\d+$/
  * @internal
  */
 export class ReportedPositions {
-  private readonly byDomain = new Map<string, { readonly gtid: string; readonly seq: bigint }>()
+  private readonly byDomain = new Map<string, { server: string; seq: bigint }>()
   private text: string | undefined = undefined
 
   /** One reported `domain-server-seq`; anything else is ignored. */
   report(gtid: string): void {
     if (!ONE_GTID.test(gtid)) return
-    const [domain, , seq] = gtid.split("-") as [string, string, string]
+    const [domain, server, seq] = gtid.split("-") as [string, string, string]
     const n = BigInt(seq)
-    const before = this.byDomain.get(domain)
-    if (before !== undefined && before.seq >= n) return
-    this.byDomain.set(domain, { gtid, seq: n })
+    if ((this.byDomain.get(domain)?.seq ?? -1n) >= n) return
+    this.byDomain.set(domain, { server, seq: n })
     this.text = undefined
   }
 
   /** The GTID list of every domain's latest; `undefined` before any report. */
   current(): string | undefined {
-    if (this.text === undefined && this.byDomain.size > 0) {
-      this.text = Array.from(this.byDomain.values(), (d) => d.gtid).join(",")
-    }
+    if (this.text === undefined && this.byDomain.size > 0) this.text = render(this.byDomain)
     return this.text
   }
 }
@@ -106,7 +107,7 @@ export const replication: Replication.Replication = {
     for (const [domain, gtid] of domains(b)) {
       if ((merged.get(domain)?.seq ?? -1n) < gtid.seq) merged.set(domain, gtid)
     }
-    return Array.from(merged, ([domain, { server, seq }]) => `${domain}-${server}-${seq}`).join(",")
+    return render(merged)
   },
   distance: () => undefined,
   isPosition: (position) => GTID_LIST.test(position),
