@@ -1,12 +1,14 @@
 /**
- * `node --conditions=dist --cpu-prof --import tsx bench/fakeprof.ts [transfer|point] [effect|promise]`:
+ * `node --conditions=dist --cpu-prof --import tsx bench/fakeprof.ts [transfer|point] [effect|promise|routed]`:
  * the whole statement path of effect-dal (pool, breaker, deadlines, metrics,
  * transactions) on an in-memory driver that answers on the next turn of the
  * event loop, so what a profile shows is effect-dal's own cost per operation.
+ * `routed`: behind the replica router, over a primary and one replica.
  */
 import { DatabaseConfig, Db, DbModule, Dialect, StatementCache } from "@effect-dal/core"
 import type { Driver } from "@effect-dal/core"
 import { connect } from "@effect-dal/promise"
+import { Replicated } from "@effect-dal/routing"
 import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -40,12 +42,31 @@ const driver: Driver.Driver = {
   connect: Effect.sync(makeConn),
   compiler: MysqlClient.makeCompiler(),
   spanAttributes: [],
-  statementCache: StatementCache.makeStats()
+  statementCache: StatementCache.makeStats(),
+  // positions that never move: every replica has every write
+  replication: {
+    currentPositionSql: "SELECT 1 AS position",
+    replicaStatus: () => Effect.succeed({ position: "1", lagMillis: 0 }),
+    waitFor: () => Effect.succeed(true),
+    reached: () => true,
+    merge: (a) => a,
+    distance: () => 0,
+    isPosition: () => true,
+    isReadOnlyRejection: () => false
+  }
 }
-const layer = Layer.scoped(Db, Effect.flatMap(
-  DatabaseConfig.resolve({ host: "fake", database: "fake", alias: "fake", statementTimeout: "10 seconds", transactionTimeout: "30 seconds", pool: { min: 20, max: 20 } }, { engine: "mysql", port: 3306, schemes: ["mysql"] }),
-  (config) => DbModule.make(driver, config)
-))
+const node = (alias: string) =>
+  Effect.flatMap(
+    DatabaseConfig.resolve({ host: "fake", database: "fake", alias, statementTimeout: "10 seconds", transactionTimeout: "30 seconds", pool: { min: 20, max: 20 } }, { engine: "mysql", port: 3306, schemes: ["mysql"] }),
+    (config) => DbModule.make(driver, config)
+  )
+const layer = Layer.scoped(
+  Db,
+  process.argv[3] === "routed"
+    ? Effect.flatMap(Effect.all([node("fake"), node("fake_replica")]), ([primary, replica]) =>
+      Replicated.make({ primary, replicas: [{ db: replica, weight: 1 }], driver }))
+    : node("fake")
+)
 const workload = process.argv[2] === "point" ? "point" : "transfer"
 const n = Number(process.env["QUERIES"] ?? 200_000)
 if (process.argv[3] === "promise") {
@@ -70,5 +91,5 @@ const runtime = ManagedRuntime.make(layer)
 const start = performance.now()
 const ops = dalWorkloads("")
 await runCallers(runtime, n / 20, (i) => workload === "point" ? ops.pointSelect(i) : ops.transfer(i, i + 1, 1))
-console.log(`fake ${workload}: ${((performance.now() - start) * 1000 / n).toFixed(2)} µs/op`)
+console.log(`fake ${workload}${process.argv[3] === "routed" ? ", routed" : ""}: ${((performance.now() - start) * 1000 / n).toFixed(2)} µs/op`)
 await runtime.dispose()

@@ -23,7 +23,7 @@ import { cpus, tmpdir, totalmem } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import type { Engine, EventRow, Op, System } from "./systems.js"
-import { ACCOUNTS, cacheMakers, cleanup, emptyEvents, kyselyMakers, makers, PG_URL, POOL, prepare, promiseMakers, queueMakers, routingMakers, runCallers, shardMakers } from "./systems.js"
+import { ACCOUNTS, cacheMakers, cleanup, kyselyMakers, makers, PG_URL, POOL, prepare, promiseMakers, queueMakers, routingMakers, runCallers, settle, shardMakers } from "./systems.js"
 
 const SECONDS = Number(process.env["BENCH_SECONDS"] ?? 1)
 /** Untimed, after each turn's collection and before its timed run. */
@@ -208,9 +208,9 @@ const benchEngine = async (
         // starts on a collected heap, so that none pays for the garbage of the one before
         for (let k = 0; k < eligible.length; k++) {
           const s = eligible[(k + round) % eligible.length]!
+          // every turn on the same tables: the inserts' one empty, the transfers' vacuumed
+          await settle(engine)
           if (workload.rowsPerOp !== undefined) {
-            // every turn loads into the same empty table: a growing one would slow whoever comes later
-            await emptyEvents(engine)
             // once per turn, not before every batch: a full collection throws away optimized code
             // that holds closures which died in it, and the batch after it pays for compiling it
             // again (per 10k-row MariaDB batch, effect-dal's client CPU 9–19 ms without, 26–70 ms
