@@ -331,6 +331,8 @@ export const make = (options: {
      */
     const inTransaction = (fiber: Fiber.RuntimeFiber<unknown, unknown>): DbService | undefined => {
       const context = fiber.currentContext
+      // outside any transaction, as most statements are, no node need be asked
+      if (!context.unsafeMap.has(SqlClient.TransactionConnection.key)) return undefined
       if (primary.ownsTransaction(context)) return primary
       for (const replica of replicas) if (replica.db.ownsTransaction(context)) return replica.db
       return undefined
