@@ -114,7 +114,9 @@ layer(Layer.scoped(Cluster, PgCluster.makeReplicated(PORT, [PORT + 1, PORT + 2])
         expect(stats.map((s) => s.role)).toEqual(["primary", "replica", "replica"])
         expect(stats[1]!.reads + stats[2]!.reads).toBeGreaterThanOrEqual(41)
         yield* Db.execute("DROP TABLE [routing_t]")
-      })))
+        // the reads after the CREATE TABLE wait for a replica to replay it: under the whole suite's
+        // load that took longer than the default 50 ms, and the read went to the primary, as it should
+      }), { waitForReplica: "5 seconds" }))
 
     it.effect("a replica refuses a write it was sent as a read: it runs on the primary and succeeds", () =>
       withDb(Effect.gen(function*() {
