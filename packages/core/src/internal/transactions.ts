@@ -200,8 +200,8 @@ export const makeTransactions = (core: DbCore): Transactions => {
             ? undefined
             : { at: Date.now() + timeout, error: transactionTimedOut(timeout) }
           // the body in the transaction's context, then COMMIT or ROLLBACK with the outer context back:
-          // each outcome handled where it is seen, with no exit values passed along (a transaction's
-          // own steps are a third of a short transfer's client CPU on MariaDB)
+          // each outcome handled where it is seen, with no exit values passed along (the Effect
+          // runtime's steps are about a quarter of a MariaDB transfer's client user CPU)
           const body = () => {
             conn.txDeadline = deadline
             return Effect.zipRight(
