@@ -241,13 +241,13 @@ export interface DbService extends Executor {
   /** The `@effect/sql` client over the same pool. */
   readonly sql: SqlClient.SqlClient
   /**
-   * Inserts rows (objects with the same keys) as multi-row INSERTs, chunked
-   * under the engine's parameter limit: all or nothing (several statements
-   * run in one transaction).
+   * Inserts rows (objects with the same keys, typed with a `type` or an
+   * `interface`) as multi-row INSERTs, chunked under the engine's parameter
+   * limit: all or nothing (several statements run in one transaction).
    */
   readonly insertMany: (
     table: string,
-    rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+    rows: ReadonlyArray<object>,
     options?: InsertManyOptions
   ) => Effect.Effect<InsertManyResult, DbError>
   /**
@@ -340,7 +340,7 @@ export class Db extends Context.Tag("@effect-dal/core/Db")<Db, DbService>() {
   /** Inserts rows as chunked multi-row INSERTs in one transaction. */
   static insertMany = (
     table: string,
-    rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+    rows: ReadonlyArray<object>,
     options?: InsertManyOptions
   ): Effect.Effect<InsertManyResult, DbError, Db> => Effect.flatMap(Db, (db) => db.insertMany(table, rows, options))
 

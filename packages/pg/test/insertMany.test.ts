@@ -24,7 +24,26 @@ const statements = Effect.flatMap(Db, (db) =>
     samples.filter((s) => s.name === "db.client.operation.duration")
       .reduce((n, s) => n + (s.value as { readonly count: number }).count, 0)))
 
+/** A row type declared as an interface: it has no index signature, and `insertMany` takes it as it is. */
+interface Event {
+  readonly id: number
+  readonly v: string
+}
+
 describe("insertMany on PostgreSQL: one array per column", () => {
+  it("takes rows declared with an interface, through the arrays and through COPY", async () => {
+    const table = `${schema}.${unique("iface")}`
+    const events: ReadonlyArray<Event> = Array.from({ length: 4 }, (_, i) => ({ id: i, v: `event ${i}` }))
+    const seen = await run(Effect.gen(function*() {
+      yield* Db.execute(`CREATE TABLE [${table}] (id int PRIMARY KEY, v text NOT NULL)`)
+      const arrays = yield* Db.insertMany(table, events.slice(0, 2), { copyThreshold: Infinity })
+      const copied = yield* Db.insertMany(table, events.slice(2), { copyThreshold: 2 })
+      const rows = yield* Db.execute<Event>(`SELECT id, v FROM [${table}] ORDER BY id`)
+      return { inserted: [arrays.inserted, copied.inserted], rows }
+    }))
+    expect(seen).toEqual({ inserted: [2, 2], rows: events })
+  })
+
   it("100,000 rows go in one statement, whatever the parameter limit; the catalog is read once per table", async () => {
     const table = `${schema}.${unique("big")}`
     const seen = await run(Effect.gen(function*() {

@@ -103,7 +103,7 @@ export interface Transaction {
   readonly executeMany: (sql: string, rows: ReadonlyArray<ReadonlyArray<unknown>>, options?: CallOptions) => Promise<number>
   readonly insertMany: (
     table: string,
-    rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+    rows: ReadonlyArray<object>,
     options?: InsertManyOptions
   ) => Promise<InsertManyResult>
   /** A nested transaction: a savepoint, rolled back alone when its callback throws. */
@@ -291,7 +291,7 @@ export class Database {
   /** Inserts rows as chunked multi-row INSERTs, all or nothing. */
   insertMany(
     table: string,
-    rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+    rows: ReadonlyArray<object>,
     options?: InsertManyOptions & Runner.CallOptions
   ): Promise<InsertManyResult> {
     return this.runner.run((db) => db.insertMany(table, rows, options), options)

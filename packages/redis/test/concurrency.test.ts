@@ -140,7 +140,8 @@ describe("DbCache under concurrency", () => {
     // every process heard the others' invalidations
     for (const who of ["a", "b", "child"]) expect(delays[who]!.length).toBeGreaterThan(10)
     const all = [...delays["a"]!, ...delays["b"]!, ...delays["child"]!]
-    expect(all.length).toBeGreaterThanOrEqual(writes.length)
+    // each cache keeps its last 1,000 delays: on a fast run (3,064 writes once) the three hold 3,000 at most
+    expect(all.length).toBeGreaterThanOrEqual(Math.min(writes.length, 3 * 1_000))
     console.log(
       `cache invalidation delivery across processes: p50 ${quantile(all, 0.5)} ms, p99 ${quantile(all, 0.99)} ms over the last ${all.length} messages, max ${
         Math.max(...Object.values(maxDelay))

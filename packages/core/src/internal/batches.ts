@@ -155,10 +155,12 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
 
   const insertMany = (
     table: string,
-    rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+    objects: ReadonlyArray<object>,
     options?: InsertManyOptions
   ): Effect.Effect<InsertManyResult, DbError> =>
     invalidator.around(Effect.suspend(() => {
+      // an interface's rows have no index signature; their keys are checked below like any others
+      const rows = objects as ReadonlyArray<Readonly<Record<string, unknown>>>
       if (rows.length === 0) return Effect.succeed({ inserted: 0, keys: [] })
       const columns = Object.keys(rows[0]!)
       if (columns.length === 0) {
