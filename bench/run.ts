@@ -435,7 +435,7 @@ const markdown = (
   meta: Record<string, unknown>
 ) => {
   const lines: Array<string> = []
-  lines.push(`Measured ${meta["date"]} with \`npm run bench\` on ${meta["machine"]}; ${ROUNDS} alternating rounds of ${SECONDS} s per system (batch workloads: the median of ${BATCHES} batches per round, each turn on an emptied table), pool ${POOL}. Medians of the rounds; a ratio is the median of the two systems' ratios within each round.`)
+  lines.push(`Measured ${meta["date"]} with \`npm run bench\` on ${meta["machine"]}; ${ROUNDS} alternating rounds of ${SECONDS} s per system (batch workloads: the median of ${BATCHES} batches per round), every turn on settled tables (see \`settle\`), pool ${POOL}. Medians of the rounds; a ratio is the median of the two systems' ratios within each round.`)
   lines.push("")
   for (const engine of ["pg", "mysql"] as const) {
     lines.push(`**${engine === "pg" ? "PostgreSQL" : "MariaDB"}**`)
