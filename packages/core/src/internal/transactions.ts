@@ -58,20 +58,29 @@ export const makeTransactions = (core: DbCore): Transactions => {
   const savepointName = (depth: number) => `dal_sp_${depth}`
 
   /**
-   * `effect`'s exit, run with `inner` as its context and `outer` restored
-   * after. Only for a region that is already uninterruptible around `effect`:
-   * nothing can stop between the two sets, so this needs none of the
-   * acquire/release machinery of `Effect.locally`, which is a tenth of a
-   * transaction's own cost.
+   * `effect` run with `inner` as its context; its outcome goes to `then`
+   * with `outer` set back. Only for a region that is already uninterruptible
+   * around `effect`: nothing can stop between the two sets, so this needs
+   * none of the acquire/release machinery of `Effect.locally`, and each
+   * outcome is handled where it is seen, with no exit value passed along
+   * (the Effect runtime's steps are about a quarter of a MariaDB transfer's
+   * client user CPU).
    */
-  const inContext = <A, E, R>(
+  const inContext = <A, E, R, B, E2>(
     effect: Effect.Effect<A, E, R>,
     inner: Context.Context<never>,
-    outer: Context.Context<never>
-  ): Effect.Effect<Exit.Exit<A, E>, never, R> =>
+    outer: Context.Context<never>,
+    then: {
+      readonly onFailure: (cause: Cause.Cause<E>) => Effect.Effect<B, E2>
+      readonly onSuccess: (a: A) => Effect.Effect<B, E2>
+    }
+  ): Effect.Effect<B, E2, R> =>
     Effect.zipRight(
       FiberRef.set(FiberRef.currentContext, inner),
-      Effect.flatMap(Effect.exit(effect), (exit) => Effect.as(FiberRef.set(FiberRef.currentContext, outer), exit))
+      Effect.matchCauseEffect(effect, {
+        onFailure: (cause) => Effect.zipRight(FiberRef.set(FiberRef.currentContext, outer), then.onFailure(cause)),
+        onSuccess: (a) => Effect.zipRight(FiberRef.set(FiberRef.currentContext, outer), then.onSuccess(a))
+      })
     )
 
   const rollbackQuietly = (conn: DalConnection, sql: string) =>
@@ -178,17 +187,12 @@ export const makeTransactions = (core: DbCore): Transactions => {
           const name = savepointName(depth)
           return conn.run(dialect.savepoint(name), noParams, "raw", false).pipe(
             Effect.mapError(mapError),
-            Effect.zipRight(
-              inContext(restore(effect), txContext(context, conn, depth), context)
-            ),
-            Effect.flatMap((exit): Effect.Effect<A, E | E2> =>
-              Exit.isSuccess(exit)
-                ? Effect.as(
-                  Effect.mapError(conn.run(dialect.releaseSavepoint(name), noParams, "raw", false), mapError),
-                  exit.value
-                )
-                : Effect.zipRight(rollbackQuietly(conn, dialect.rollbackSavepoint(name)), exit)
-            )
+            Effect.zipRight(inContext(restore(effect), txContext(context, conn, depth), context, {
+              onFailure: (cause): Effect.Effect<A, E | E2> =>
+                Effect.zipRight(rollbackQuietly(conn, dialect.rollbackSavepoint(name)), Effect.failCause(cause)),
+              onSuccess: (a): Effect.Effect<A, E | E2> =>
+                Effect.as(Effect.mapError(conn.run(dialect.releaseSavepoint(name), noParams, "raw", false), mapError), a)
+            }))
           )
         }
         // most callers want our errors as they are: no mapping op for them
@@ -199,31 +203,22 @@ export const makeTransactions = (core: DbCore): Transactions => {
           const deadline = timeout === undefined
             ? undefined
             : { at: Date.now() + timeout, error: transactionTimedOut(timeout) }
-          // the body in the transaction's context, then COMMIT or ROLLBACK with the outer context back:
-          // each outcome handled where it is seen, with no exit values passed along (the Effect
-          // runtime's steps are about a quarter of a MariaDB transfer's client user CPU)
+          // the body in the transaction's context, then COMMIT or ROLLBACK with the outer context back
           const body = () => {
             conn.txDeadline = deadline
-            return Effect.zipRight(
-              FiberRef.set(FiberRef.currentContext, txContext(context, conn, 0)),
-              Effect.matchCauseEffect(restore(effect), {
-                onFailure: (cause): Effect.Effect<A, E | E2> => {
-                  conn.txDeadline = undefined
-                  return Effect.zipRight(
-                    FiberRef.set(FiberRef.currentContext, context),
-                    Effect.zipRight(rollbackTop(conn), Effect.failCause(cause))
-                  )
-                },
-                onSuccess: (a): Effect.Effect<A, E | E2> => {
-                  // COMMIT and ROLLBACK are never cut short: a cancelled COMMIT would leave the outcome unknown
-                  conn.txDeadline = undefined
-                  const end = deadline !== undefined && Date.now() > deadline.at
-                    ? Effect.zipRight(rollbackTop(conn), Effect.fail(mapError(deadline.error())))
-                    : typed(commit(conn, options.onCommitPosition, a))
-                  return Effect.zipRight(FiberRef.set(FiberRef.currentContext, context), end)
-                }
-              })
-            )
+            return inContext(restore(effect), txContext(context, conn, 0), context, {
+              onFailure: (cause): Effect.Effect<A, E | E2> => {
+                conn.txDeadline = undefined
+                return Effect.zipRight(rollbackTop(conn), Effect.failCause(cause))
+              },
+              onSuccess: (a): Effect.Effect<A, E | E2> => {
+                // COMMIT and ROLLBACK are never cut short: a cancelled COMMIT would leave the outcome unknown
+                conn.txDeadline = undefined
+                return deadline !== undefined && Date.now() > deadline.at
+                  ? Effect.zipRight(rollbackTop(conn), Effect.fail(mapError(deadline.error())))
+                  : typed(commit(conn, options.onCommitPosition, a))
+              }
+            })
           }
           const begun = begin(conn, options)
           // uninterruptible here: the connection goes back whatever the outcome, with no finalizer to install
