@@ -165,7 +165,9 @@ export const postgres: Dialect = {
     preparedHoldsSession: false
   },
   arrayInsert: {
-    columnsSql: "SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, " +
+    // the type without its modifier: an explicit cast to varchar(n) or char(n) would cut a long value short,
+    // where the INSERT's own assignment to the column fails on it as an INSERT of VALUES does
+    columnsSql: "SELECT a.attname AS name, format_type(a.atttypid, NULL) AS type, " +
       "(a.attndims > 0 OR t.typcategory = 'A') AS array FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid " +
       "WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped",
     insert: (head, types) => `${head} SELECT * FROM unnest(${types.map((t, i) => `$${i + 1}::${t}[]`).join(", ")})`,

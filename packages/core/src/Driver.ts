@@ -96,16 +96,19 @@ export interface DriverConnection {
   readonly sendThenRead?: ((statement: string, read: string) => Effect.Effect<ReadonlyArray<any> | undefined, DbError>) | undefined
   /**
    * Bulk-loads rows with the engine's bulk load (`sql` is the dialect's
-   * `bulkLoad`, naming `columns` in that order); returns the rows loaded and
-   * the keys an INSERT would report, or `undefined` when the driver declined
-   * them with nothing written (the core then inserts them with INSERT).
+   * `bulkLoad`, naming `columns` in that order; `types` their types as the
+   * catalog names them, where the core read them); returns the rows loaded
+   * and the keys an INSERT would report, or `undefined` when the driver
+   * declined them with nothing written (the core then inserts them with
+   * INSERT).
    */
   readonly copyIn?:
     | ((
       sql: string,
       rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
       columns: ReadonlyArray<string>,
-      timeout: number | undefined
+      timeout: number | undefined,
+      types?: ReadonlyArray<string>
     ) => Effect.Effect<Loaded | undefined, DbError>)
     | undefined
   /**

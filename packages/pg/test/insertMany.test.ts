@@ -8,6 +8,7 @@ import { PgDatabase } from "@effect-dal/pg"
 import * as Effect from "effect/Effect"
 import * as Redacted from "effect/Redacted"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
+import { copyData } from "../src/internal/copyData.js"
 import { PG_URL, schemaFor, unique } from "./helpers.js"
 
 const schema = unique("dal_insert")
@@ -95,6 +96,51 @@ describe("insertMany on PostgreSQL: one array per column", () => {
       expect(back.stored.map(({ id: _, ...rest }) => rest)).toEqual(expected)
     })
   }
+
+  it("COPY goes in binary where every column's type and value has an exact binary form, else as text; both store what INSERT stores", async () => {
+    const columns = "s smallint, i integer, b bigint, t text, v varchar(20), ok boolean, d double precision, bin bytea"
+    const long = "é".repeat(40_000) // one row past a 64 KiB chunk
+    const rows = Array.from({ length: 40 }, (_, i) => ({
+      s: i % 5 === 0 ? null : i - 20,
+      i: i % 2 === 0 ? -2_147_483_648 + i : 2_147_483_647 - i,
+      b: i % 3 === 0 ? BigInt("-9223372036854775808") + BigInt(i) : i % 3 === 1 ? Number.MAX_SAFE_INTEGER - i : -i * 4_294_967_297,
+      t: i === 7 ? long : i % 4 === 0 ? null : `text ${i}: ASCII, é, 漢字, 😀, a\ttab`,
+      v: i % 6 === 0 ? "" : `varchar ${i} ☃`,
+      ok: i % 3 === 0 ? null : i % 2 === 0,
+      d: [0.1, Number.NaN, Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, -1e300, 5e-324, 1 / 3][i % 7]! * (i % 2 === 0 ? 1 : -1),
+      bin: i % 5 === 1 ? null : Buffer.from([i, 0, 255, 92, 10])
+    }))
+    const names = ["s", "i", "b", "t", "v", "ok", "d", "bin"]
+    const types = ["smallint", "integer", "bigint", "text", "character varying", "boolean", "double precision", "bytea"]
+    const sql = "COPY t (s, i, b, t, v, ok, d, bin) FROM STDIN"
+    // a -0 (whose text is "0"), or a string for an integer column, leaves the whole load to the text format
+    expect([
+      copyData(sql, rows, names, types).sql,
+      copyData(sql, [...rows, { ...rows[1]!, d: -0 }], names, types).sql,
+      copyData(sql, [...rows, { ...rows[1]!, i: "5" }], names, types).sql,
+      copyData(sql, rows, names, [...types.slice(0, 7), "numeric"]).sql
+    ]).toEqual([`${sql} (FORMAT binary)`, sql, sql, sql])
+    const tables = Array.from({ length: 3 }, () => `${schema}.${unique("binary")}`)
+    const seen = await run(Effect.gen(function*() {
+      for (const table of tables) yield* Db.execute(`CREATE TABLE [${table}] (id serial PRIMARY KEY, ${columns})`)
+      const inserted = yield* Db.insertMany(tables[0]!, rows, { copyThreshold: Infinity })
+      const binary = yield* Db.insertMany(tables[1]!, rows, { copyThreshold: 2 })
+      const text = yield* Db.insertMany(tables[2]!, [...rows, { ...rows[1]!, d: -0 }], { copyThreshold: 2 })
+      const stored = yield* Effect.forEach(tables, (table) => Db.execute(`SELECT ${names.join(", ")} FROM [${table}] ORDER BY id`))
+      // too long for varchar(20): the same typed error as an INSERT's, nothing loaded
+      const tooLong = [...rows, { ...rows[1]!, v: "x".repeat(21) }]
+      const errors = yield* Effect.forEach([Infinity, 2], (copyThreshold) =>
+        Effect.flip(Db.insertMany(tables[0]!, tooLong, { copyThreshold })))
+      const [{ n }] = yield* Db.execute<{ n: string }>(`SELECT count(*) AS n FROM [${tables[0]}]`)
+      return { counts: [inserted.inserted, binary.inserted, text.inserted], stored, errors: errors.map((e) => e._tag), n }
+    }))
+    expect(seen.counts).toEqual([40, 40, 41])
+    expect(seen.stored[1]).toEqual(seen.stored[0])
+    expect(seen.stored[2]).toEqual([...seen.stored[0]!, { ...seen.stored[0]![1], d: 0 }])
+    expect(seen.stored[0]![7]!["t"]).toBe(long)
+    expect(seen.errors[1]).toBe(seen.errors[0])
+    expect(seen.n).toBe("40")
+  })
 
   it("past the threshold, rows are loaded with one COPY; onConflict and returning keep them on INSERT", async () => {
     const table = `${schema}.${unique("copy")}`

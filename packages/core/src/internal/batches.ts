@@ -297,6 +297,7 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
             return copy
           })
         const timeout = statementTimeout(options)
+        const typeNames = types?.map((t) => t.type)
         const loadedOr = (loaded: InsertManyResult | undefined): Effect.Effect<InsertManyResult, DbError> =>
           loaded === undefined ? otherwise : Effect.succeed(loaded)
         return Effect.withFiberRuntime<InsertManyResult, DbError>((fiber) => {
@@ -304,14 +305,14 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
           if (tx !== undefined) {
             return tx[0].driver.copyIn === undefined
               ? otherwise
-              : Effect.flatMap(tagged(fiber, tx[0].copyIn(sql, loaded(), columns, timeout), options, sql), loadedOr)
+              : Effect.flatMap(tagged(fiber, tx[0].copyIn(sql, loaded(), columns, timeout, typeNames), options, sql), loadedOr)
           }
           // a bulk load is atomic by itself, like one INSERT
           return Effect.flatMap(acquire, (lease) =>
             lease.conn.driver.copyIn === undefined
               ? Effect.zipRight(pool.release(lease), otherwise)
               : Effect.flatMap(
-                tagged(fiber, Effect.ensuring(lease.conn.copyIn(sql, loaded(), columns, timeout), pool.release(lease)), options, sql),
+                tagged(fiber, Effect.ensuring(lease.conn.copyIn(sql, loaded(), columns, timeout, typeNames), pool.release(lease)), options, sql),
                 loadedOr
               ))
         })

@@ -139,9 +139,10 @@ export class DalConnection implements SqlConnection.Connection {
     sql: string,
     rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
     columns: ReadonlyArray<string>,
-    timeout: number | undefined
+    timeout: number | undefined,
+    types?: ReadonlyArray<string>
   ): Effect.Effect<Loaded | undefined, DbError> {
-    return this.guarded(sql, () => this.driver.copyIn!(sql, rows, columns, timeout))
+    return this.guarded(sql, () => this.driver.copyIn!(sql, rows, columns, timeout, types))
   }
 
   /** `statement` and `read` in one round trip, observed as `statement`; see `DriverConnection.sendThenRead`. */
