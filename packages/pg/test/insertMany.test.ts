@@ -120,6 +120,12 @@ describe("insertMany on PostgreSQL: one array per column", () => {
       copyData(sql, [...rows, { ...rows[1]!, i: "5" }], names, types).sql,
       copyData(sql, rows, names, [...types.slice(0, 7), "numeric"]).sql
     ]).toEqual([`${sql} (FORMAT binary)`, sql, sql, sql])
+    // each run of a load starts its data afresh
+    const data = copyData(sql, rows, names, types)
+    const bytes = () => Buffer.concat(Array.from({ [Symbol.iterator]: data.chunks }, (c) => Buffer.from(c)))
+    const first = bytes()
+    expect(first.length).toBeGreaterThan(80_000)
+    expect(bytes().equals(first)).toBe(true)
     const tables = Array.from({ length: 3 }, () => `${schema}.${unique("binary")}`)
     const seen = await run(Effect.gen(function*() {
       for (const table of tables) yield* Db.execute(`CREATE TABLE [${table}] (id serial PRIMARY KEY, ${columns})`)

@@ -157,15 +157,14 @@ const TRAILER = Buffer.from([0xff, 0xff])
 const CHUNK_BYTES = 64 * 1024
 
 /**
- * The rows in COPY's binary format, as chunks of about 64 KiB made on
- * demand; `undefined` when a column's type or a value has no exact binary
- * form here.
+ * The binary writers of the columns, or `undefined` when a column's type or
+ * a value has no exact binary form here.
  */
-const binaryChunks = (
+const binaryFields = (
   types: ReadonlyArray<string>,
   rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
   columns: ReadonlyArray<string>
-): Iterator<Buffer> | undefined => {
+): ReadonlyArray<Field> | undefined => {
   const fields: Array<Field> = []
   for (const type of types) {
     const field = fieldOf(type)
@@ -178,10 +177,11 @@ const binaryChunks = (
       if (v !== null && !fields[c]!.fits(v)) return undefined
     }
   }
-  return chunks(fields, rows, columns)
+  return fields
 }
 
-function* chunks(
+/** The rows in COPY's binary format, as chunks of about 64 KiB made on demand. */
+function* binaryChunks(
   fields: ReadonlyArray<Field>,
   rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
   columns: ReadonlyArray<string>
@@ -242,16 +242,17 @@ function* textChunks(rows: ReadonlyArray<Readonly<Record<string, unknown>>>, col
 /**
  * The statement and data of a load of `rows` by `sql` (`COPY t (columns)
  * FROM STDIN`); `types` are the columns' types as the catalog names them,
- * where known. The chunks are made as they are asked for.
+ * where known. `chunks` starts the data afresh on each call (each run of
+ * the load), and makes the chunks as they are asked for.
  */
 export const copyData = (
   sql: string,
   rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
   columns: ReadonlyArray<string>,
   types: ReadonlyArray<string> | undefined
-): { readonly sql: string; readonly chunks: Iterator<Buffer | string> } => {
-  const binary = types === undefined ? undefined : binaryChunks(types, rows, columns)
-  return binary === undefined
-    ? { sql, chunks: textChunks(rows, columns) }
-    : { sql: `${sql} (FORMAT binary)`, chunks: binary }
+): { readonly sql: string; readonly chunks: () => Iterator<Buffer | string> } => {
+  const fields = types === undefined ? undefined : binaryFields(types, rows, columns)
+  return fields === undefined
+    ? { sql, chunks: () => textChunks(rows, columns) }
+    : { sql: `${sql} (FORMAT binary)`, chunks: () => binaryChunks(fields, rows, columns) }
 }

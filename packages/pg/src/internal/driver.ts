@@ -448,8 +448,9 @@ class PgConnection implements Driver.DriverConnection {
       }
       stream.on("error", (err: Error) => finish(Exit.fail(this.failure(err, copy.sql))))
       stream.on("finish", () => finish(Exit.succeed({ inserted: stream.rowCount, keys: [] })))
+      const chunks = copy.chunks()
       const write = (): void => {
-        for (let chunk = copy.chunks.next(); !chunk.done; chunk = copy.chunks.next()) {
+        for (let chunk = chunks.next(); !chunk.done; chunk = chunks.next()) {
           if (!stream.write(chunk.value)) return void stream.once("drain", write)
         }
         stream.end()
