@@ -330,7 +330,7 @@ export const isImplicitCommitDdl = (sql: string): boolean => {
  * to the next borrower of the connection: `SET` (but not `SET LOCAL`,
  * `SET TRANSACTION` or `SET CONSTRAINTS`, which end with the transaction),
  * `RESET`, `CREATE TEMP[ORARY]`, `LISTEN`, `PREPARE` (not `PREPARE TRANSACTION`), `DECLARE … WITH HOLD`,
- * `LOAD` and MySQL's `USE`. It looks at the first words only, so a change made
+ * `LOAD` (PostgreSQL's, not MySQL's `LOAD DATA`) and MySQL's `USE`. It looks at the first words only, so a change made
  * inside a function (`set_config(…, false)`) is not seen.
  *
  * @since 0.1.0
@@ -374,9 +374,11 @@ export const changesSessionState = (sql: string): boolean => {
     case "PREPARE":
       // PREPARE TRANSACTION hands the transaction to the server and leaves the session as it was
       return second !== "TRANSACTION"
+    case "LOAD":
+      // PostgreSQL's LOAD 'library' stays loaded; MySQL's LOAD DATA and LOAD XML only insert rows
+      return second !== "DATA" && second !== "XML"
     case "RESET":
     case "LISTEN":
-    case "LOAD":
     case "USE":
       return true
     case "CREATE":

@@ -134,6 +134,8 @@ describe("changesSessionState", () => {
         "ROLLBACK",
         "RELEASE SAVEPOINT s",
         "LOCK TABLE t",
+        "LOAD DATA LOCAL INFILE 'rows.tsv' INTO TABLE t",
+        "load xml local infile 'rows.xml' into table t",
         "/* SET */ SELECT 1"
       ]
     ) expect([sql, PortableSql.changesSessionState(sql)]).toEqual([sql, false])

@@ -72,6 +72,25 @@ describe("MySQL insertMany: LOAD DATA LOCAL INFILE past copyThreshold", () => {
     expect(same).toBe(true)
   })
 
+  it("a load leaves its connection clean: the pool lends the same connection on, not a new one", async () => {
+    const threads = await Effect.runPromise(Effect.provide(
+      Effect.gen(function*() {
+        yield* clear
+        const connection = Effect.map(Db.execute<{ id: number }>("SELECT CONNECTION_ID() AS id"), (r) => Number(r[0]!.id))
+        const ids = [yield* connection]
+        for (let i = 0; i < 3; i++) {
+          expect((yield* Db.insertMany(loaded, rowsOf(50, i * 50), { copyThreshold: 2 })).inserted).toBe(50)
+          ids.push(yield* connection)
+        }
+        expect(yield* count(loaded)).toBe(150)
+        return ids
+      }),
+      // one connection: a load that left it dirty would have it closed, and the next statement would open another
+      MysqlDatabase.layer({ url: MYSQL_URL, alias: unique("load"), pool: { min: 1, max: 1 } })
+    ))
+    expect(new Set(threads).size).toBe(1)
+  })
+
   it("reports the auto-increment keys as INSERT does; a table without one reports none and keeps the session's LAST_INSERT_ID()", async () => {
     const plain = unique("dal_load_plain")
     const seen = await run(Effect.gen(function*() {

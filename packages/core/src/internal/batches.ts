@@ -53,6 +53,40 @@ const sameColumns = (columns: ReadonlyArray<string>) =>
     sql: undefined
   })
 
+/**
+ * One pass over `insertMany`'s values, allocating nothing per row: their
+ * shape and bindability, and the size of their text and bytes; or what is
+ * wrong with them. A function of the module rather than of each call: V8
+ * compiles the loop once, where a closure made per call was compiled again
+ * (on the stack, ~10 ms) after every full collection.
+ */
+const measureRows = (
+  rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+  columns: ReadonlyArray<string>
+): number | InvalidQuery => {
+  let bytes = 0
+  for (let r = 0; r < rows.length; r++) {
+    const row = rows[r]!
+    let count = 0
+    for (const _ in row) count++
+    if (count !== columns.length) return sameColumns(columns)
+    for (let c = 0; c < columns.length; c++) {
+      const v = row[columns[c]!]
+      const type = typeof v
+      if (type === "string") bytes += (v as string).length
+      else if (type === "object") {
+        if (v instanceof Uint8Array) bytes += v.byteLength
+      } else if (type === "undefined" || type === "function" || type === "symbol") {
+        // a column of another name reads as undefined: the same count, other columns
+        if (!(columns[c]! in row)) return sameColumns(columns)
+        const unbindable = unbindableParameter(columns.map((name) => row[name]))!
+        return new InvalidQuery({ reason: "invalidParameter", detail: `row ${r + 1}: ${unbindable}`, sql: undefined })
+      }
+    }
+  }
+  return bytes
+}
+
 /** How one statement of `insertMany` is written and what it sends. */
 interface Shape {
   readonly perChunk: number
@@ -166,29 +200,8 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
       if (columns.length === 0) {
         return Effect.fail(new InvalidQuery({ reason: "invalidArgument", detail: "rows have no columns", sql: undefined }))
       }
-      // one pass over the values, allocating nothing per row: their shape, bindability and size
-      let bytes = 0
-      for (let r = 0; r < rows.length; r++) {
-        const row = rows[r]!
-        let count = 0
-        for (const _ in row) count++
-        if (count !== columns.length) return Effect.fail(sameColumns(columns))
-        for (let c = 0; c < columns.length; c++) {
-          const v = row[columns[c]!]
-          const type = typeof v
-          if (type === "string") bytes += (v as string).length
-          else if (type === "object") {
-            if (v instanceof Uint8Array) bytes += v.byteLength
-          } else if (type === "undefined" || type === "function" || type === "symbol") {
-            // a column of another name reads as undefined: the same count, other columns
-            if (!(columns[c]! in row)) return Effect.fail(sameColumns(columns))
-            const unbindable = unbindableParameter(columns.map((name) => row[name]))!
-            return Effect.fail(
-              new InvalidQuery({ reason: "invalidParameter", detail: `row ${r + 1}: ${unbindable}`, sql: undefined })
-            )
-          }
-        }
-      }
+      const bytes = measureRows(rows, columns)
+      if (bytes instanceof InvalidQuery) return Effect.fail(bytes)
       const quotedTable = quoteIdentifier(dialect, table)
       const head = `INSERT INTO ${quotedTable} (${columns.map((c) => quoteIdentifier(dialect, c)).join(", ")})`
       const conflict = options?.onConflict
