@@ -298,7 +298,11 @@ export interface NodeStats {
   readonly utilization: number
   /** Reads routed to it. */
   readonly reads: number
-  /** Reads routed to it that have not ended yet (replicas). */
+  /**
+   * Statements in flight on it (replicas): its pool's connections in use and
+   * the callers waiting for one, that is its reads and lag checks; a
+   * cancelled read counts until its connection is free again.
+   */
   readonly readsInFlight?: number | undefined
   /** Reads that could not run on it and went elsewhere. */
   readonly fallbacks: number

@@ -40,7 +40,6 @@ export interface Replica {
 type FallbackReason = "noReplica" | "lag" | "readOnly" | "replicaFailed"
 
 class ReplicaState {
-  inFlight = 0
   reads = 0
   fallbacks = 0
   position: string | undefined = undefined
@@ -55,6 +54,13 @@ class ReplicaState {
     return this.reachable && !this.lagging && this.db.breaker?.state() !== "open"
   }
 }
+
+/**
+ * Statements in flight on a node: its pool's connections in use and the
+ * callers waiting for one. On a replica these are its reads (and the lag
+ * checks), a cancelled read counted until its connection is free again.
+ */
+const inFlightOf = (stats: { readonly active: number; readonly pending: number }): number => stats.active + stats.pending
 
 /** Errors after which a read may run again elsewhere: the replica, or the way to it, failed. */
 const movable = (error: DbErrors.DbError): boolean =>
@@ -110,7 +116,10 @@ export const make = (options: {
       Metrics.metrics.routingFallbacks.unsafeUpdate(1, labels)
     }
 
-    // a replica chosen by weight among two drawn, the one with fewer reads in flight per weight
+    /** A replica's load: the statements in flight on it, per weight. */
+    const load = (r: ReplicaState): number => inFlightOf(r.db.poolStats()) / (r.weight || 1)
+
+    // a replica chosen by weight among two drawn, the less loaded of the two
     const draw = (candidates: ReadonlyArray<ReplicaState>): ReplicaState | undefined => {
       if (candidates.length <= 1) return candidates[0]
       const total = candidates.reduce((sum, r) => sum + r.weight, 0)
@@ -122,12 +131,19 @@ export const make = (options: {
       }
       const a = one()
       const b = one()
-      return a.inFlight / (a.weight || 1) <= b.inFlight / (b.weight || 1) ? a : b
+      return a === b || load(a) <= load(b) ? a : b
     }
 
     let noReplicaLogged = false
-    const usable = (exclude: ReadonlyArray<ReplicaState>): Array<ReplicaState> => {
-      const found = replicas.filter((r) => r.usable() && !exclude.includes(r))
+    const usable = (exclude: ReadonlyArray<ReplicaState>): ReadonlyArray<ReplicaState> => {
+      // most reads find every replica usable: no array is made for them
+      let found: ReadonlyArray<ReplicaState> = replicas
+      for (const r of replicas) {
+        if (!r.usable() || exclude.includes(r)) {
+          found = replicas.filter((r) => r.usable() && !exclude.includes(r))
+          break
+        }
+      }
       if (exclude.length === 0 && (found.length === 0) !== noReplicaLogged) {
         // logged once per change, not per read
         noReplicaLogged = found.length === 0
@@ -153,20 +169,23 @@ export const make = (options: {
       FiberRef.update(Replication.currentWrites, (writes) => new Map(writes).set(alias, { ...writes.get(alias), ...patch }))
 
     /**
-     * Remembers that this fiber wrote. In `position` mode the write only
-     * leaves a mark: the position is read from the primary when a read (or
-     * `commitToken`) first needs it, so writes pay no round trip, and a
+     * Remembers that `fiber` wrote: the mark to set, if any, to run in the
+     * continuation of the write (on that fiber). In `position` mode the write
+     * only leaves a mark: the position is read from the primary when a read
+     * (or `commitToken`) first needs it, so writes pay no round trip, and a
      * position read after the commit is at or past it.
      */
-    const recordWrite: Effect.Effect<void> = rywMode === false
-      ? Effect.void
-      : rywMode === "delay"
-      ? Effect.suspend(() => mark({ stickyUntil: Date.now() + stickyMillis }))
+    const markWrite = (fiber: Fiber.RuntimeFiber<unknown, unknown>): Effect.Effect<void> | undefined => {
+      if (rywMode === "delay") return mark({ stickyUntil: Date.now() + stickyMillis })
       // a fiber that keeps writing with no read in between is marked already: setting the same
       // mark again (a copied map, a fiber ref set) was a tenth of a routed transfer's own cost
-      : Effect.withFiberRuntime((fiber) =>
-        fiber.getFiberRef(Replication.currentWrites).get(alias)?.pending === true ? Effect.void : mark({ pending: true })
-      )
+      return fiber.getFiberRef(Replication.currentWrites).get(alias)?.pending === true ? undefined : mark({ pending: true })
+    }
+
+    /** `markWrite` for work whose fiber is not in hand (a scoped transaction's finalizer). */
+    const recordWrite: Effect.Effect<void> = rywMode === false
+      ? Effect.void
+      : Effect.withFiberRuntime((fiber) => markWrite(fiber) ?? Effect.void)
 
     /** A transaction committed at `position` (read with its COMMIT): nothing is pending any more. */
     const committedAt = (position: string) =>
@@ -219,11 +238,11 @@ export const make = (options: {
     }
     const readsFollowWrites = () => readsAfterWrites * 2 > writesSeen
 
-    /** A write outside a transaction, on the primary; its position is remembered once it succeeded. */
-    const write = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    /** A write outside a transaction, on the primary, by `fiber`; its position is remembered once it succeeded. */
+    const write = <A, E, R>(fiber: Fiber.RuntimeFiber<unknown, unknown>, effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
       rywMode === false ? effect : Effect.tap(effect, () => {
         wrote()
-        return recordWrite
+        return markWrite(fiber)
       })
 
     const onPrimary = <A, E, R>(run: (db: DbService) => Effect.Effect<A, E, R>, reason: FallbackReason | undefined) => {
@@ -247,7 +266,7 @@ export const make = (options: {
       const mode = fiber.getFiberRef(Replication.currentMode)
       if (mode === "primary") return onPrimary(run, undefined)
       const written = mode === "replica" ? undefined : fiber.getFiberRef(Replication.currentWrites).get(alias)
-      if (written === undefined) return attempt(sql, undefined, run, [])
+      if (written === undefined) return attempt(fiber, sql, undefined, run, [])
       // once the position is read, this runs again and counts the read
       if (written.pending === true) {
         return Effect.flatMap(commitPosition(written), () => read(fiber, sql, run))
@@ -255,10 +274,11 @@ export const make = (options: {
       // a fiber reading on after one write counts once per write, at most
       if (readsAfterWrites < writesSeen) readsAfterWrites++
       if (written.stickyUntil !== undefined && Date.now() < written.stickyUntil) return onPrimary(run, undefined)
-      return attempt(sql, rywMode === "position" ? written.position : undefined, run, [])
+      return attempt(fiber, sql, rywMode === "position" ? written.position : undefined, run, [])
     }
 
     const attempt = <A, E, R>(
+      fiber: Fiber.RuntimeFiber<unknown, unknown>,
       sql: string,
       token: string | undefined,
       run: (db: DbService) => Effect.Effect<A, E, R>,
@@ -269,7 +289,7 @@ export const make = (options: {
       const caughtUp = token === undefined
         ? candidates
         : candidates.filter((r) => r.position !== undefined && replication.reached(r.position, token))
-      if (caughtUp.length > 0) return on(draw(caughtUp)!, sql, token, run, tried)
+      if (caughtUp.length > 0) return on(fiber, draw(caughtUp)!, sql, token, run, tried)
       // none is known to have the write yet: one is asked to wait a little for it
       const replica = draw(candidates)!
       return Effect.flatMap(
@@ -277,7 +297,7 @@ export const make = (options: {
         (reached) => {
           if (Either.isRight(reached) && reached.right) {
             replica.position = replica.position === undefined ? token : replication.merge(replica.position, token!)
-            return on(replica, sql, token, run, tried)
+            return on(fiber, replica, sql, token, run, tried)
           }
           return onPrimary(run, "lag")
         }
@@ -285,43 +305,34 @@ export const make = (options: {
     }
 
     const on = <A, E, R>(
+      fiber: Fiber.RuntimeFiber<unknown, unknown>,
       replica: ReplicaState,
       sql: string,
       token: string | undefined,
       run: (db: DbService) => Effect.Effect<A, E, R>,
       tried: ReadonlyArray<ReplicaState>
     ): Effect.Effect<A, E, R> => {
-      replica.inFlight++
       replica.reads++
       routed(replica.db)
-      // one op on the way back, whatever the outcome; uninterruptible around it, so that an
-      // interrupted read is counted out too (a failure handler does not run on an interruption)
-      return Effect.uninterruptibleMask((restore) =>
-        Effect.matchCauseEffect(restore(run(replica.db)), {
-          onSuccess: (a) => {
-            replica.inFlight--
-            return Effect.succeed(a)
-          },
-          onFailure: (cause) => {
-            replica.inFlight--
-            const failure = Cause.failureOption(cause)
-            if (failure._tag === "None") return Effect.failCause(cause)
-            const e = failure.value
-            const error = ourError(e)
-            if (error === undefined) return Effect.fail(e)
-            if (replication.isReadOnlyRejection(error)) {
-              // nothing was applied: the statement writes after all, and runs where writes run
-              replica.fallbacks++
-              return restore(Effect.zipRight(logReadOnly(sql), write(onPrimary(run, "readOnly"))))
-            }
-            if (!movable(error)) return Effect.fail(e)
-            replica.fallbacks++
-            if (unreachable(error)) replica.reachable = false
-            fellBack("replicaFailed")
-            return restore(attempt(sql, token, run, [...tried, replica]))
-          }
-        })
-      )
+      // a failure handler only: counting the read out on every exit took an uninterruptible
+      // region around it, which cost a routed point select as much as the rest of routing
+      return Effect.catchAllCause(run(replica.db), (cause) => {
+        const failure = Cause.failureOption(cause)
+        if (failure._tag === "None") return Effect.failCause(cause)
+        const e = failure.value
+        const error = ourError(e)
+        if (error === undefined) return Effect.fail(e)
+        if (replication.isReadOnlyRejection(error)) {
+          // nothing was applied: the statement writes after all, and runs where writes run
+          replica.fallbacks++
+          return Effect.zipRight(logReadOnly(sql), write(fiber, onPrimary(run, "readOnly")))
+        }
+        if (!movable(error)) return Effect.fail(e)
+        replica.fallbacks++
+        if (unreachable(error)) replica.reachable = false
+        fellBack("replicaFailed")
+        return attempt(fiber, sql, token, run, [...tried, replica])
+      })
     }
 
     /**
@@ -342,18 +353,21 @@ export const make = (options: {
     const writing = <A, E>(run: (db: DbService) => Effect.Effect<A, E>): Effect.Effect<A, E> =>
       Effect.withFiberRuntime((fiber) => {
         const node = inTransaction(fiber)
-        return node !== undefined ? run(node) : write(run(primary))
+        return node !== undefined ? run(node) : write(fiber, run(primary))
       })
 
     const execute = <A extends object>(
       sql: string,
       params?: ReadonlyArray<unknown>,
       executeOptions?: ExecuteOptions
-    ): Effect.Effect<ReadonlyArray<A>, DbErrors.DbError> => {
-      const run = (db: DbService) => db.execute<A>(sql, params, executeOptions)
-      // reads outside a transaction are routed; inside one, `read` keeps them on the transaction's node
-      return Replication.isReplicaRead(sql) ? Effect.withFiberRuntime((fiber) => read(fiber, sql, run)) : writing(run)
-    }
+    ): Effect.Effect<ReadonlyArray<A>, DbErrors.DbError> =>
+      Effect.withFiberRuntime((fiber) => {
+        const run = (db: DbService) => db.execute<A>(sql, params, executeOptions)
+        // inside a transaction, every statement stays on its node, unclassified
+        const node = inTransaction(fiber)
+        if (node !== undefined) return run(node)
+        return Replication.isReplicaRead(sql) ? read(fiber, sql, run) : write(fiber, run(primary))
+      })
 
     const withTransaction: DbService["withTransaction"] = (effect, txOptions) =>
       Effect.withFiberRuntime((fiber) => {
@@ -366,7 +380,7 @@ export const make = (options: {
           : undefined
         const target = replica?.db ?? primary
         if (target !== primary || readOnly) return target.withTransaction(effect, txOptions)
-        if (rywMode !== "position" || !readsFollowWrites()) return write(primary.withTransaction(effect, txOptions))
+        if (rywMode !== "position" || !readsFollowWrites()) return write(fiber, primary.withTransaction(effect, txOptions))
         // the commit position comes back with the COMMIT (where the driver pipelines it): the read after it pays nothing
         let position: string | undefined
         const run = primary.withTransaction(effect, {
@@ -378,7 +392,8 @@ export const make = (options: {
         })
         return Effect.tap(run, () => {
           wrote()
-          return position === undefined ? recordWrite : committedAt(position)
+          if (position === undefined) return markWrite(fiber)
+          return committedAt(position)
         })
       })
 
@@ -409,7 +424,7 @@ export const make = (options: {
       Effect.withFiberRuntime((fiber) => {
         const reserved = (db: DbService) => Effect.scoped(Effect.flatMap(db.sql.reserve, f))
         if (Replication.isReplicaRead(sql)) return read(fiber, sql, reserved)
-        return write(reserved(primary))
+        return write(fiber, reserved(primary))
       })
     const connection: SqlConnection.Connection = {
       execute: (sql, params, transformRows) => sqlOn(sql, (c) => c.execute(sql, params, transformRows)),
@@ -434,7 +449,7 @@ export const make = (options: {
         Effect.withFiberRuntime<A, E | SqlError, R>((fiber) => {
           const node = inTransaction(fiber)
           if (node !== undefined) return node.sql.withTransaction(effect)
-          return write(primary.sql.withTransaction(effect))
+          return write(fiber, primary.sql.withTransaction(effect))
         })
     })
 
@@ -516,7 +531,7 @@ export const make = (options: {
         usable: r.usable(),
         utilization: DbModule.utilizationOf(r.db.poolStats()),
         reads: r.reads,
-        readsInFlight: r.inFlight,
+        readsInFlight: inFlightOf(r.db.poolStats()),
         fallbacks: r.fallbacks
       }))
     ]
