@@ -519,7 +519,19 @@ export const make = (options: {
       // checked and counted in one synchronous step: a freeze sees every call that got past it
       if (frozen.has(vshard)) return Effect.zipRight(waitWhile(() => frozen.has(vshard), vshard), run)
       inFlight[vshard]!++
-      return Effect.ensuring(f(map.assignment[vshard]!), Effect.sync(() => inFlight[vshard]!--))
+      // counted out on every exit, interruption too: `Effect.ensuring` by hand, with no finalizer effect to run
+      return Effect.uninterruptibleMask((restore) =>
+        Effect.matchCauseEffect(restore(f(map.assignment[vshard]!)), {
+          onFailure: (cause) => {
+            inFlight[vshard]!--
+            return Effect.failCause(cause)
+          },
+          onSuccess: (a) => {
+            inFlight[vshard]!--
+            return Effect.succeed(a)
+          }
+        })
+      )
     })
     return run
   }
@@ -724,7 +736,7 @@ export const make = (options: {
             Effect.withFiberRuntime((fiber) => {
               const statement = options.nodes[name]!.execute<any>(sql, params, executeOptions)
               // only a transaction (this router's, or an atomic one) needs the checks of onNode
-              return Context.getOption(fiber.currentContext, SqlClient.TransactionConnection)._tag === "None" &&
+              return !fiber.currentContext.unsafeMap.has(SqlClient.TransactionConnection.key) &&
                   fiber.getFiberRef(currentAtomic) === undefined
                 ? statement
                 : onNode(name, statement)
