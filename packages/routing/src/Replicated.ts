@@ -262,14 +262,22 @@ export const make = (options: {
       run: (db: DbService) => Effect.Effect<A, E, R>
     ): Effect.Effect<A, E, R> => {
       const node = inTransaction(fiber)
-      if (node !== undefined) return run(node)
+      return node !== undefined ? run(node) : readOutside(fiber, sql, run)
+    }
+
+    /** `read` for a fiber known to be outside any transaction of this router's nodes. */
+    const readOutside = <A, E, R>(
+      fiber: Fiber.RuntimeFiber<unknown, unknown>,
+      sql: string,
+      run: (db: DbService) => Effect.Effect<A, E, R>
+    ): Effect.Effect<A, E, R> => {
       const mode = fiber.getFiberRef(Replication.currentMode)
       if (mode === "primary") return onPrimary(run, undefined)
       const written = mode === "replica" ? undefined : fiber.getFiberRef(Replication.currentWrites).get(alias)
       if (written === undefined) return attempt(fiber, sql, undefined, run, [])
       // once the position is read, this runs again and counts the read
       if (written.pending === true) {
-        return Effect.flatMap(commitPosition(written), () => read(fiber, sql, run))
+        return Effect.flatMap(commitPosition(written), () => readOutside(fiber, sql, run))
       }
       // a fiber reading on after one write counts once per write, at most
       if (readsAfterWrites < writesSeen) readsAfterWrites++
@@ -366,7 +374,7 @@ export const make = (options: {
         // inside a transaction, every statement stays on its node, unclassified
         const node = inTransaction(fiber)
         if (node !== undefined) return run(node)
-        return Replication.isReplicaRead(sql) ? read(fiber, sql, run) : write(fiber, run(primary))
+        return Replication.isReplicaRead(sql) ? readOutside(fiber, sql, run) : write(fiber, run(primary))
       })
 
     const withTransaction: DbService["withTransaction"] = (effect, txOptions) =>
@@ -413,7 +421,7 @@ export const make = (options: {
         if (node !== undefined) return Effect.succeed(node.stream(sql, params, streamOptions))
         if (!Replication.isReplicaRead(sql)) return Effect.succeed(primary.stream(sql, params, streamOptions))
         // a stream does not move once it started: its node is chosen as a read's would be
-        return read(fiber, sql, (db) => Effect.succeed(db.stream(sql, params, streamOptions)))
+        return readOutside(fiber, sql, (db) => Effect.succeed(db.stream(sql, params, streamOptions)))
       }))
 
     // `sql` templates: the same rules, statement by statement, through each node's own connections
@@ -523,17 +531,20 @@ export const make = (options: {
         reads: primaryReads,
         fallbacks: 0
       },
-      ...replicas.map((r): NodeStats => ({
-        alias: r.db.alias,
-        role: "replica",
-        lagBytes: r.lagBytes,
-        lagMillis: r.lagMillis,
-        usable: r.usable(),
-        utilization: DbModule.utilizationOf(r.db.poolStats()),
-        reads: r.reads,
-        readsInFlight: inFlightOf(r.db.poolStats()),
-        fallbacks: r.fallbacks
-      }))
+      ...replicas.map((r): NodeStats => {
+        const pool = r.db.poolStats()
+        return {
+          alias: r.db.alias,
+          role: "replica",
+          lagBytes: r.lagBytes,
+          lagMillis: r.lagMillis,
+          usable: r.usable(),
+          utilization: DbModule.utilizationOf(pool),
+          reads: r.reads,
+          readsInFlight: inFlightOf(pool),
+          fallbacks: r.fallbacks
+        }
+      })
     ]
 
     const service: DbService = {
