@@ -85,13 +85,12 @@ export interface DriverConnection {
    */
   readonly batch?: ((sql: string, rows: ReadonlyArray<ReadonlyArray<unknown>>) => Effect.Effect<number, DbError>) | undefined
   /**
-   * Sends `statement` and then `read` (neither with parameters) in one flush,
-   * each answered on its own: `read` runs whatever `statement`'s outcome, and
-   * its failure cannot fail `statement`. Fails with `statement`'s error; else
-   * succeeds with `read`'s rows, or `undefined` where `read` failed. How a
-   * COMMIT and the read of the commit position share one round trip. Absent
-   * where the engine cannot keep the two outcomes apart (one multi-statement
-   * reply fails as a whole).
+   * Sends `statement` and then `read` (neither with parameters) in one round
+   * trip: `read` runs once `statement` went through, and its failure cannot
+   * fail `statement`. Fails with `statement`'s error; else succeeds with
+   * `read`'s rows, or `undefined` where `read` failed. How a COMMIT and the
+   * read of the commit position share one round trip. Absent where the
+   * engine cannot keep the two outcomes apart.
    */
   readonly sendThenRead?: ((statement: string, read: string) => Effect.Effect<ReadonlyArray<any> | undefined, DbError>) | undefined
   /**

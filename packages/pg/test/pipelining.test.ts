@@ -96,4 +96,50 @@ describe("PostgreSQL: BEGIN pipelined with the first statement", () => {
     }))
     expect(seen).toEqual({ several: [[], [{ n: 1 }]], native: [[1]], inside: "transaction" })
   })
+
+  it("COMMIT and the read after it go in one query: a failed read costs only its rows, a failed COMMIT fails alone and skips the read", async () => {
+    const table = `${schema}.${unique("then")}`
+    const seen = await run(Effect.gen(function*() {
+      const db = yield* Db
+      yield* Db.execute(`CREATE TABLE [${table}] (id int, CONSTRAINT u UNIQUE (id) DEFERRABLE INITIALLY DEFERRED)`)
+      const quoted = table.split(".").map((p) => `"${p}"`).join(".")
+      const lease = yield* db.native.checkout
+      const driver = lease.driver
+      // a read that succeeds: its rows
+      yield* send(driver, "BEGIN", [], false)
+      yield* send(driver, `INSERT INTO ${quoted} VALUES ($1)`, [1], true)
+      const read = yield* driver.sendThenRead!("COMMIT", "SELECT 42 AS answer")
+      // a read that fails after a COMMIT that went through: no rows, no error, and the insert stays
+      yield* send(driver, "BEGIN", [], false)
+      yield* send(driver, `INSERT INTO ${quoted} VALUES ($1)`, [2], true)
+      const failedRead = yield* driver.sendThenRead!("COMMIT", "SELECT 1 / 0 AS never")
+      const afterFailedRead = driver.transactionState()
+      // a COMMIT that fails (a deferred unique violation): its own error, and the read never ran
+      yield* send(driver, "BEGIN", [], false)
+      yield* send(driver, `INSERT INTO ${quoted} VALUES ($1)`, [3], true)
+      yield* send(driver, `INSERT INTO ${quoted} VALUES ($1)`, [3], true)
+      const failedCommit = yield* Effect.flip(driver.sendThenRead!("COMMIT", `INSERT INTO ${quoted} VALUES (4) RETURNING id`))
+      const afterFailedCommit = driver.transactionState()
+      yield* lease.release()
+      const rows = yield* Db.execute<{ id: number }>(`SELECT id FROM [${table}] ORDER BY id`)
+      return {
+        read,
+        failedRead,
+        afterFailedRead,
+        failedCommit: (failedCommit as { _tag: string; code?: string })._tag,
+        code: (failedCommit as { code?: string }).code,
+        afterFailedCommit,
+        rows: rows.map((r) => r.id)
+      }
+    }))
+    expect(seen).toEqual({
+      read: [{ answer: 42 }],
+      failedRead: undefined,
+      afterFailedRead: "idle",
+      failedCommit: "ConstraintViolation",
+      code: "23505",
+      afterFailedCommit: "idle",
+      rows: [1, 2]
+    })
+  })
 })
