@@ -5,16 +5,14 @@
  * its own (see `main`). Writes bench/results/latest.{json,md}.
  *
  * Environment: BENCH_SECONDS (per system and round, default 1), BENCH_ROUNDS
- * (default 10), BENCH_LAYER_ROUNDS (the layer comparisons: routing, the
- * Promise API and Kysely, sharding; default twice BENCH_ROUNDS), BENCH_BATCHES (per system and round of a batch workload,
+ * (default 20), BENCH_BATCHES (per system and round of a batch workload,
  * default 3), BENCH_QUERIES (the memory run, default 1,000,000).
  *
  * Many short rounds rather than a few long ones: a ratio pairs the two
  * systems' turns of one round, and the closer in time they are, the less of
- * the machine's drift it carries; the median of ten such pairs moves less
- * than that of five. The layer comparisons take twice as many: what they
- * measure is an overhead of a few percent, and in the runs of 2026-11-30 the
- * median of ten rounds of the same two systems moved by ±6% from run to run.
+ * the machine's drift it carries; the median of twenty such pairs moves
+ * less than that of ten (two runs of 2026-11-30 on the same code, ten
+ * rounds each, put the MariaDB transfer at 1.08× and 0.88× of raw).
  */
 import { Db, Pool } from "@effect-dal/core"
 import { connect } from "@effect-dal/promise"
@@ -31,9 +29,7 @@ import { ACCOUNTS, cacheMakers, cleanup, kyselyMakers, makers, PG_URL, POOL, pre
 const SECONDS = Number(process.env["BENCH_SECONDS"] ?? 1)
 /** Untimed, after each turn's collection and before its timed run. */
 const WARM_SECONDS = 0.25
-const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 10)
-/** Rounds of the layer comparisons (routing, the Promise API, sharding): margins of a few percent take more pairs. */
-const LAYER_ROUNDS = Number(process.env["BENCH_LAYER_ROUNDS"] ?? 2 * ROUNDS)
+const ROUNDS = Number(process.env["BENCH_ROUNDS"] ?? 20)
 const MEMORY_QUERIES = Number(process.env["BENCH_QUERIES"] ?? 1_000_000)
 /** Batches per system and round, for the batch workloads; the round's figure is their median. */
 const BATCHES = Number(process.env["BENCH_BATCHES"] ?? 3)
@@ -196,8 +192,7 @@ interface Result {
 const benchEngine = async (
   engine: Engine,
   systemMakers: ReadonlyArray<() => Promise<System>> = makers[engine],
-  selected: ReadonlyArray<Workload> = workloads.filter((w) => !w.side && (ONLY === undefined || w.name.includes(ONLY))),
-  rounds: number = ROUNDS
+  selected: ReadonlyArray<Workload> = workloads.filter((w) => !w.side && (ONLY === undefined || w.name.includes(ONLY)))
 ): Promise<Array<Result>> => {
   const results: Array<Result> = []
   if (selected.length === 0) return results
@@ -209,7 +204,7 @@ const benchEngine = async (
       const samples = new Map<System, Array<Sample>>(eligible.map((s) => [s, []]))
       // warm up: prepare statements, fill the pools
       for (const s of eligible) await drive(s, () => workload.next(s), workload.concurrency, Math.min(0.5, SECONDS))
-      for (let round = 0; round < rounds; round++) {
+      for (let round = 0; round < ROUNDS; round++) {
         // each round starts with another system, so that none always follows the same one; and each
         // starts on a collected heap, so that none pays for the garbage of the one before
         for (let k = 0; k < eligible.length; k++) {
@@ -388,12 +383,11 @@ const ROUTED_WORKLOADS = ["point select by primary key", "transfer transaction (
 const PROMISE_WORKLOADS = ROUTED_WORKLOADS
 
 /** A side comparison on PostgreSQL (`only`: the BENCH_ONLY value that runs it alone). */
-const sideComparison = (systems: ReadonlyArray<() => Promise<System>>, names: ReadonlyArray<string>, only: string, rounds = ROUNDS) =>
+const sideComparison = (systems: ReadonlyArray<() => Promise<System>>, names: ReadonlyArray<string>, only: string) =>
   benchEngine(
     "pg",
     systems,
-    workloads.filter((w) => names.includes(w.name) && (ONLY === undefined || w.name.includes(ONLY) || ONLY === only)),
-    rounds
+    workloads.filter((w) => names.includes(w.name) && (ONLY === undefined || w.name.includes(ONLY) || ONLY === only))
   )
 
 /**
@@ -442,7 +436,7 @@ const markdown = (
   meta: Record<string, unknown>
 ) => {
   const lines: Array<string> = []
-  lines.push(`Measured ${meta["date"]} with \`npm run bench\` on ${meta["machine"]}; ${ROUNDS} alternating rounds of ${SECONDS} s per system (batch workloads: the median of ${BATCHES} batches per round; the layer comparisons of routing, the Promise API and Kysely, and sharding: ${LAYER_ROUNDS} rounds), every turn on settled tables (see \`settle\`), pool ${POOL}. Medians of the rounds; a ratio is the median of the two systems' ratios within each round.`)
+  lines.push(`Measured ${meta["date"]} with \`npm run bench\` on ${meta["machine"]}; ${ROUNDS} alternating rounds of ${SECONDS} s per system (batch workloads: the median of ${BATCHES} batches per round), every turn on settled tables (see \`settle\`), pool ${POOL}. Medians of the rounds; a ratio is the median of the two systems' ratios within each round.`)
   lines.push("")
   for (const engine of ["pg", "mysql"] as const) {
     lines.push(`**${engine === "pg" ? "PostgreSQL" : "MariaDB"}**`)
@@ -539,17 +533,12 @@ const runPart = async (engine: Engine): Promise<Part> => {
     const results = await benchEngine(engine)
     if (engine === "mysql") return { results, routing: [], withoutEffect: [], sharding: [], caching: [], memory: [] }
     // on their own, after the others closed: the routed system holds a second pool of 20
-    const routing = await sideComparison(routingMakers, ROUTED_WORKLOADS, "routed", LAYER_ROUNDS)
+    const routing = await sideComparison(routingMakers, ROUTED_WORKLOADS, "routed")
     const withoutEffect = [
-      ...await sideComparison(promiseMakers, PROMISE_WORKLOADS, "promise", LAYER_ROUNDS),
-      ...await sideComparison(kyselyMakers, PROMISE_WORKLOADS, "promise", LAYER_ROUNDS)
+      ...await sideComparison(promiseMakers, PROMISE_WORKLOADS, "promise"),
+      ...await sideComparison(kyselyMakers, PROMISE_WORKLOADS, "promise")
     ]
-    const sharding = await sideComparison(
-      shardMakers,
-      ["point select by primary key", "top 100 by balance (fan-out over the shards)"],
-      "shard",
-      LAYER_ROUNDS
-    )
+    const sharding = await sideComparison(shardMakers, ["point select by primary key", "top 100 by balance (fan-out over the shards)"], "shard")
     const caching = [
       ...await sideComparison(cacheMakers, ["point select by primary key", "aggregate over 2,000 rows (100 distinct)"], "cache"),
       ...await sideComparison(queueMakers, ["single-row insert"], "cache")
@@ -598,8 +587,7 @@ const main = async () => {
     date: new Date().toISOString().slice(0, 10),
     machine: `${cpus().length} cores (${cpus()[0]?.model ?? "cpu"}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}, loopback`,
     seconds: SECONDS,
-    rounds: ROUNDS,
-    layerRounds: LAYER_ROUNDS
+    rounds: ROUNDS
   }
   const results = parts.flatMap((p) => p.results)
   const routing = parts.flatMap((p) => p.routing)
