@@ -338,7 +338,11 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
           breaker.record(failed, performance.now() - start)
           resume(outcome)
         }
-        const timer = setTimeout(() => settle(true, Effect.fail(new RedisTimeout())), timeout)
+        // the timeout is decided after the event loop's next poll for I/O (`setImmediate`): on a busy
+        // process one turn of the loop can outlast the timeout, and the timers of the next run before
+        // its poll reads a reply that came long before. Without this, Redis reads of the bench's
+        // cached systems timed out under load until the breaker opened, a few times a run
+        const timer = setTimeout(() => setImmediate(() => settle(true, Effect.fail(new RedisTimeout()))), timeout)
         let promise: Promise<A>
         try {
           promise = run()

@@ -60,6 +60,26 @@ describe("DbCache", () => {
     }
   })
 
+  it("a reply that came while the process was busy past the timeout is a hit, not a timeout: the timeout waits for the loop's next poll", async () => {
+    const busy = instance(unique("cache_busy"), { prefix, localTtl: 0 })
+    try {
+      await on(busy, read(7))
+      const before = await on(busy, Effect.map(DbCache, (c) => c.stats()))
+      const pending = on(busy, read(7))
+      // the lookup is on the wire; the process stays busy past the 50 ms timeout while Redis answers
+      const until = Date.now() + 150
+      while (Date.now() < until) {
+        // a synchronous stall, as a long collection or a burst of work makes one
+      }
+      const rows = await pending
+      const after = await on(busy, Effect.map(DbCache, (c) => c.stats()))
+      expect(rows.map((r) => r.id)).toEqual([7])
+      expect({ hits: after.hits - before.hits, bypasses: after.bypasses - before.bypasses }).toEqual({ hits: 1, bypasses: 0 })
+    } finally {
+      await busy.dispose()
+    }
+  })
+
   it("reads through: a miss fills the entry, the next read is a hit in this and the other instance", async () => {
     const first = await on(a, read(1))
     expect(first).toEqual([{ id: 1, v: 0, note: "row 1" }])
