@@ -11,8 +11,8 @@
  * Many short rounds rather than a few long ones: a ratio pairs the two
  * systems' turns of one round, and the closer in time they are, the less of
  * the machine's drift it carries; the median of twenty such pairs moves
- * less than that of ten (two runs of 2026-11-30 on the same code, ten
- * rounds each, put the MariaDB transfer at 1.08× and 0.88× of raw).
+ * less than that of ten (two runs of 2026-11-30 with the same MariaDB
+ * code, ten rounds each, put its transfer at 1.08× and 0.88× of raw).
  */
 import { Db, Pool } from "@effect-dal/core"
 import { connect } from "@effect-dal/promise"

@@ -409,7 +409,7 @@ class PgConnection implements Driver.DriverConnection {
    * went through, and `ThenRead` counts the completions, so that an error in
    * `read` is not taken for `statement`'s. (As two pipelined Query messages,
    * each with its own ReadyForQuery, the read cost a raw pg transfer 15% of
-   * its throughput, against 8% this way: `bench/` by hand, 20 callers.)
+   * its throughput, against 8% this way: a throwaway script, 20 callers.)
    */
   sendThenRead(statement: string, read: string) {
     return Effect.zipRight(this.heldBegin.sendAlone(this), this.gate.run<ReadonlyArray<any> | undefined>(statement, undefined, (done) => {
