@@ -338,10 +338,10 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
           breaker.record(failed, performance.now() - start)
           resume(outcome)
         }
-        // the timeout is decided after the event loop's next poll for I/O (`setImmediate`): on a busy
-        // process one turn of the loop can outlast the timeout, and the timers of the next run before
-        // its poll reads a reply that came long before. Without this, Redis reads of the bench's
-        // cached systems timed out under load until the breaker opened, a few times a run
+        // the timeout is decided after the event loop's next poll for I/O (`setImmediate`): when one
+        // turn of the loop outlasts the timeout (a long collection, a burst of work), the timers of the
+        // next run before its poll reads a reply that may have come long before, and the read was
+        // bypassed as timed out (see the test "a reply that came while the process was busy …")
         const timer = setTimeout(() => setImmediate(() => settle(true, Effect.fail(new RedisTimeout()))), timeout)
         let promise: Promise<A>
         try {
