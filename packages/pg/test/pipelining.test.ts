@@ -142,4 +142,31 @@ describe("PostgreSQL: BEGIN pipelined with the first statement", () => {
       rows: [1, 2]
     })
   })
+
+  it("a server's error is reported once the server is ready again: the transaction state is the one after the failure, every time", async () => {
+    const table = `${schema}.${unique("ready")}`
+    const seen = await run(Effect.gen(function*() {
+      const db = yield* Db
+      yield* Db.execute(`CREATE TABLE [${table}] (id int, CONSTRAINT r UNIQUE (id) DEFERRABLE INITIALLY DEFERRED)`)
+      const quoted = table.split(".").map((p) => `"${p}"`).join(".")
+      const lease = yield* db.native.checkout
+      const driver = lease.driver
+      const states = new Map<string, number>()
+      const count = (state: string) => states.set(state, (states.get(state) ?? 0) + 1)
+      // the server flushes an error at once and sends its ReadyForQuery after the abort: often a later packet
+      for (let i = 0; i < 200; i++) {
+        yield* send(driver, "BEGIN", [], false)
+        yield* Effect.flip(send(driver, "SELECT 1 / $1::int", [0], true))
+        count(`inside: ${driver.transactionState()}`)
+        yield* send(driver, "ROLLBACK", [], false)
+        yield* send(driver, "BEGIN", [], false)
+        yield* send(driver, `INSERT INTO ${quoted} VALUES ($1), ($1)`, [i], true)
+        yield* Effect.flip(send(driver, "COMMIT", [], false))
+        count(`commit: ${driver.transactionState()}`)
+      }
+      yield* lease.release()
+      return Object.fromEntries(states)
+    }))
+    expect(seen).toEqual({ "inside: failed": 200, "commit: idle": 200 })
+  })
 })

@@ -251,6 +251,8 @@ class PgConnection implements Driver.DriverConnection {
   private evicted: Array<string> = []
   /** Each prepared statement's result, as the server first described it (see `Described`). */
   private readonly descriptions = new Map<string, RowDescription | null>()
+  /** A server error's report, held until the ReadyForQuery after it (see `afterReady`). */
+  private heldReport: (() => void) | undefined = undefined
 
   constructor(
     readonly client: Pg.Client,
@@ -273,6 +275,15 @@ class PgConnection implements Driver.DriverConnection {
     })
     client.on("error", () => this.lose())
     client.on("end", () => this.lose())
+    // registered after pg's own listeners, so the transaction status is recorded first
+    const connection = (client as unknown as { connection: NodeJS.EventEmitter }).connection
+    const report = () => {
+      const held = this.heldReport
+      this.heldReport = undefined
+      held?.()
+    }
+    connection.on("readyForQuery", report)
+    connection.on("end", report)
     const keys = client as unknown as { processID?: number; secretKey?: number }
     this.gate = new CancelGate(
       () =>
@@ -298,6 +309,19 @@ class PgConnection implements Driver.DriverConnection {
     this.lose()
     this.watch?.refused(this.at)
     return Failover.refusedWrite(error)
+  }
+
+  /**
+   * pg calls back with a server's error as soon as it reads the
+   * ErrorResponse, before the ReadyForQuery that follows, which the server
+   * may send in a later packet (it flushes errors at once). Reporting the
+   * failure only then makes `transactionState` the one after it (idle after
+   * a failed COMMIT, failed inside a transaction) when the caller resumes,
+   * and spares a needless ROLLBACK on the way back to the pool.
+   */
+  private afterReady(err: Error, report: () => void): void {
+    if (err instanceof Pg.DatabaseError && !this.broken) this.heldReport = report
+    else report()
   }
 
   private lose(): void {
@@ -330,7 +354,7 @@ class PgConnection implements Driver.DriverConnection {
               this.cache.invalidate(sql)
               if (!retried && this.client.getTransactionStatus() === "I") return send(true)
             }
-            done(Exit.fail(error))
+            this.afterReady(err, () => done(Exit.fail(error)))
           } else {
             this.watch?.succeeded()
             done(Exit.succeed(shape(result, mode)))
@@ -340,7 +364,11 @@ class PgConnection implements Driver.DriverConnection {
         if (begin !== undefined && params.length === 0 && severalStatements(sql)) {
           // several statements need the simple protocol, which parses the whole text before it runs
           // any of it: BEGIN goes on its own first, so that it holds whatever the text does
-          this.client.query(begin, (err: Error | null) => (err ? done(Exit.fail(this.failure(err, begin))) : send(retried)))
+          this.client.query(begin, (err: Error | null) => {
+            if (!err) return send(retried)
+            const error = this.failure(err, begin)
+            this.afterReady(err, () => done(Exit.fail(error)))
+          })
           return
         }
         // text and values where they do: pg copies a config object property by property on every call
@@ -414,10 +442,17 @@ class PgConnection implements Driver.DriverConnection {
   sendThenRead(statement: string, read: string) {
     return Effect.zipRight(this.heldBegin.sendAlone(this), this.gate.run<ReadonlyArray<any> | undefined>(statement, undefined, (done) => {
       const query = new ThenRead(`${statement};\n${read}`, undefined, (err: Error | null, results: ReadonlyArray<Pg.QueryResult>) => {
-        if (err && query.completed === 0) return done(Exit.fail(this.failure(err, statement)))
+        if (!err) {
+          this.watch?.succeeded()
+          return done(Exit.succeed(results[1]?.rows))
+        }
+        if (query.completed === 0) {
+          const error = this.failure(err, statement)
+          return this.afterReady(err, () => done(Exit.fail(error)))
+        }
         this.watch?.succeeded()
         // the read failing costs only its rows: `statement` went through
-        done(Exit.succeed(err ? undefined : results[1]?.rows))
+        this.afterReady(err, () => done(Exit.succeed(undefined)))
       })
       this.client.query(query as unknown as Pg.Query)
     }))
