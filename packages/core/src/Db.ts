@@ -61,6 +61,24 @@ export interface ExecuteOptions {
 }
 
 /**
+ * A router's admission of one statement (see `DbService.executeAdmitted`).
+ *
+ * @since 0.3.0
+ */
+export interface Admission<A, E> {
+  /**
+   * Called synchronously as each attempt is about to wait for a connection:
+   * `true` admits it, and `leave` then follows exactly once, when the
+   * attempt is over, however it ends.
+   */
+  readonly enter: () => boolean
+  /** An admitted attempt is over. */
+  readonly leave: () => void
+  /** What runs in place of an attempt that was not admitted. */
+  readonly instead: () => Effect.Effect<ReadonlyArray<A>, E>
+}
+
+/**
  * Options of `withTransaction`. Isolation, read-only, retry and timeout apply
  * to a top-level transaction; a nested one becomes a savepoint of its parent.
  *
@@ -240,6 +258,19 @@ export interface DbService extends Executor {
   readonly ownsTransaction: (context: Context.Context<never>) => boolean
   /** The `@effect/sql` client over the same pool. */
   readonly sql: SqlClient.SqlClient
+  /**
+   * `execute` under a router's admission: each attempt is admitted and let
+   * go in the same synchronous steps that send it and see it end, so that a
+   * router counts what it has in flight (the shard router, for a move's
+   * freeze) with no uninterruptible region of its own per call. Absent where
+   * the service is itself a router.
+   */
+  readonly executeAdmitted?: (<A extends object, E>(
+    admission: Admission<A, E>,
+    sql: string,
+    params?: ReadonlyArray<unknown>,
+    options?: ExecuteOptions
+  ) => Effect.Effect<ReadonlyArray<A>, DbError | E>) | undefined
   /**
    * Inserts rows (objects with the same keys, typed with a `type` or an
    * `interface`) as multi-row INSERTs, chunked under the engine's parameter
@@ -447,6 +478,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       slowQueries: health.slowQueries,
       refreshMetrics: health.refreshMetrics,
       execute: statements.executeOn(undefined),
+      executeAdmitted: statements.executeAdmitted,
       executeMany: batches.executeManyOn(undefined),
       insertMany: batches.insertMany,
       stream: batches.stream,

@@ -14,6 +14,7 @@ export * as DatabaseConfig from "./DatabaseConfig.js"
 export { Db } from "./Db.js"
 /** @since 0.1.0 */
 export type {
+  Admission,
   DbService,
   ExecuteOptions,
   Executor,

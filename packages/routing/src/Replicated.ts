@@ -550,6 +550,8 @@ export const make = (options: {
     const service: DbService = {
       ...primary,
       execute,
+      // the primary's would skip the routing of reads: a router over this one counts with a region of its own
+      executeAdmitted: undefined,
       executeMany: (statement, rows, executeOptions) => writing((db) => db.executeMany(statement, rows, executeOptions)),
       insertMany: (table, rows, insertOptions) => writing((db) => db.insertMany(table, rows, insertOptions)),
       stream,

@@ -507,6 +507,8 @@ export const make = (options: {
   })
   // a fixed map and no sharded tables: nothing can freeze a shard of this router, so nothing is counted
   const movable = mapTable !== undefined || options.tables !== undefined
+  // a router cut off from the map for longer than its lease may have missed a move's freeze
+  const leaseOver = () => holder !== undefined && Date.now() - readAt > lease
   /** Runs `f` with the node that owns `vshard` now, counted in flight; waits first while the shard is frozen. */
   const routed = <A, E, R>(
     vshard: number,
@@ -514,8 +516,7 @@ export const make = (options: {
   ): Effect.Effect<A, E | ShardFrozen | ShardMapStale, R> => {
     if (!movable) return f(map.assignment[vshard]!)
     const run: Effect.Effect<A, E | ShardFrozen | ShardMapStale, R> = Effect.suspend(() => {
-      // a router cut off from the map for longer than its lease may have missed a move's freeze
-      if (holder !== undefined && Date.now() - readAt > lease) return Effect.zipRight(reread, run)
+      if (leaseOver()) return Effect.zipRight(reread, run)
       // checked and counted in one synchronous step: a freeze sees every call that got past it
       if (frozen.has(vshard)) return Effect.zipRight(waitWhile(() => frozen.has(vshard), vshard), run)
       inFlight[vshard]!++
@@ -586,6 +587,46 @@ export const make = (options: {
       onLeft: (error) => Effect.fail(error),
       onRight: (vshard) => routed(vshard, (name) => onNode(name, effect))
     })
+
+  /**
+   * The short form, outside any routed work: it needs no context of its
+   * own, and the node runs the statement directly. Where shards can move,
+   * the node admits each attempt in its own region (`executeAdmitted`), so
+   * that counting it in flight costs no region here.
+   */
+  const executeOn = (
+    vshard: number,
+    sql: string,
+    params: ReadonlyArray<unknown> | undefined,
+    executeOptions: ExecuteOptions | undefined
+  ): Effect.Effect<ReadonlyArray<any>, DbError.DbError | CrossShardTransaction | ShardFrozen | ShardMapStale> => {
+    const direct = (name: string) =>
+      Effect.withFiberRuntime<ReadonlyArray<any>, DbError.DbError | CrossShardTransaction>((fiber) => {
+        const statement = options.nodes[name]!.execute<any>(sql, params, executeOptions)
+        return inTransaction(fiber) ? onNode(name, statement) : statement
+      })
+    if (!movable) return direct(map.assignment[vshard]!)
+    return Effect.withFiberRuntime((fiber) => {
+      const name = map.assignment[vshard]!
+      const node = options.nodes[name]!
+      if (node.executeAdmitted === undefined || inTransaction(fiber)) return routed(vshard, direct)
+      return node.executeAdmitted({
+        enter: () => {
+          // the checks of `routed`, and the node it was routed to: a retry after a move must not stay on the old one
+          if (leaseOver() || frozen.has(vshard) || map.assignment[vshard] !== name) return false
+          inFlight[vshard]!++
+          return true
+        },
+        leave: () => {
+          inFlight[vshard]!--
+        },
+        instead: () => routed(vshard, direct)
+      }, sql, params, executeOptions)
+    })
+  }
+  /** Only a transaction (this router's, or an atomic one) needs the checks of `onNode`. */
+  const inTransaction = (fiber: Fiber.RuntimeFiber<unknown, unknown>) =>
+    fiber.currentContext.unsafeMap.has(SqlClient.TransactionConnection.key) || fiber.getFiberRef(currentAtomic) !== undefined
 
   // a move's freeze holds fan-outs: while its rows are on two nodes, they would be counted twice
   const fanOut = <A extends object>(
@@ -727,20 +768,10 @@ export const make = (options: {
     nodeOf,
     vshardOf,
     forKey,
-    // the short form, outside any routed work, needs no context of its own: the node runs the statement directly
     execute: (key, sql, params, executeOptions) =>
       Either.match(vshardOf(key), {
         onLeft: (error) => Effect.fail(error),
-        onRight: (vshard) =>
-          routed(vshard, (name) =>
-            Effect.withFiberRuntime((fiber) => {
-              const statement = options.nodes[name]!.execute<any>(sql, params, executeOptions)
-              // only a transaction (this router's, or an atomic one) needs the checks of onNode
-              return !fiber.currentContext.unsafeMap.has(SqlClient.TransactionConnection.key) &&
-                  fiber.getFiberRef(currentAtomic) === undefined
-                ? statement
-                : onNode(name, statement)
-            }))
+        onRight: (vshard) => executeOn(vshard, sql, params, executeOptions)
       }),
     fanOut,
     withAtomicTransaction: coordinator.withAtomicTransaction,

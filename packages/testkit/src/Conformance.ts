@@ -531,6 +531,63 @@ export const conformance = (profile: EngineProfile): void => {
             expect(db.poolStats()).toMatchObject({ active: 0, pending: 0 })
           }))
 
+        it.effect("executeAdmitted admits an attempt before it waits for a connection and lets it go once, however it ends; a refused one runs `instead`", () =>
+          Effect.gen(function*() {
+            const db = yield* Db
+            let inFlight = 0
+            let entered = 0
+            let left = 0
+            let admit = true
+            const admission = {
+              enter: () => {
+                if (!admit) return false
+                entered++
+                inFlight++
+                return true
+              },
+              leave: () => {
+                left++
+                inFlight--
+              },
+              instead: () => Effect.succeed([{ instead: true }])
+            }
+            const executeAdmitted = db.executeAdmitted!
+            const ok = yield* executeAdmitted(admission, "SELECT 1 AS ok")
+            const failed = yield* Effect.flip(executeAdmitted(admission, `SELECT * FROM [${uniqueName("missing")}]`))
+            // waiting for a connection, every one held: counted, and let go when interrupted
+            const release = yield* Deferred.make<void>()
+            const held = yield* Effect.forEach([1, 2, 3], () =>
+              Effect.fork(Effect.scoped(Effect.zipRight(Db.transaction, Deferred.await(release)))))
+            yield* Effect.sleep(50)
+            const waiting = yield* Effect.fork(executeAdmitted(admission, "SELECT 1"))
+            yield* Effect.sleep(20)
+            const whileWaiting = inFlight
+            yield* Fiber.interrupt(waiting)
+            const afterWaiting = inFlight
+            yield* Deferred.succeed(release, undefined)
+            yield* Fiber.joinAll(held)
+            // on the server: counted, and let go when interrupted
+            const running = yield* Effect.fork(executeAdmitted(admission, profile.sleep(2)))
+            yield* Effect.sleep(100)
+            const whileRunning = inFlight
+            yield* Fiber.interrupt(running)
+            const afterRunning = inFlight
+            admit = false
+            const refused = yield* executeAdmitted(admission, "SELECT 1 AS ok")
+            expect({ ok, failed: failed._tag, whileWaiting, afterWaiting, whileRunning, afterRunning, refused, entered, left }).toEqual({
+              ok: [{ ok: 1 }],
+              failed: "QueryError",
+              whileWaiting: 1,
+              afterWaiting: 0,
+              whileRunning: 1,
+              afterRunning: 0,
+              refused: [{ instead: true }],
+              entered: 4,
+              left: 4
+            })
+            expect(db.poolStats()).toMatchObject({ pending: 0 })
+          }))
+
         it.effect("whole-transaction retry: of two conflicting serializable transactions one re-runs; the result is serial", () =>
           withTable("id int PRIMARY KEY, v int NOT NULL", (table) =>
             Effect.gen(function*() {

@@ -8,7 +8,7 @@
 import type { Row } from "@effect/sql/SqlConnection"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
-import type { ExecuteOptions } from "../Db.js"
+import type { Admission, ExecuteOptions } from "../Db.js"
 import type { DbError } from "../DbError.js"
 import { InvalidQuery, OutcomeUnknown, StatementTimeout } from "../DbError.js"
 import type { QueryMode } from "../Driver.js"
@@ -42,6 +42,13 @@ export interface Statements {
     params?: ReadonlyArray<unknown>,
     options?: ExecuteOptions
   ) => Effect.Effect<ReadonlyArray<A>, DbError>
+  /** `execute` wherever the caller is, each attempt under `admission` (see `DbService.executeAdmitted`). */
+  readonly executeAdmitted: <A extends object, E>(
+    admission: Admission<A, E>,
+    sql: string,
+    params?: ReadonlyArray<unknown>,
+    options?: ExecuteOptions
+  ) => Effect.Effect<ReadonlyArray<A>, DbError | E>
 }
 
 /**
@@ -58,6 +65,8 @@ export const makeStatements = (core: DbCore): Statements => {
    * pool can lend one without effects: the connection goes from the
    * finished statement straight to the next caller's, with no fiber in
    * between. Interrupted, it withdraws from the queue or aborts the statement.
+   * Under an admission, the attempt is admitted before it waits for a
+   * connection and let go where it ends, in the same region.
    */
   const leased = (
     fiber: Fiber.RuntimeFiber<unknown, unknown>,
@@ -66,13 +75,27 @@ export const makeStatements = (core: DbCore): Statements => {
     mode: QueryMode,
     prepared: boolean,
     deadline: number | undefined,
-    timedOut: () => DbError
+    timedOut: () => DbError,
+    admission: Admission<any, any> | undefined
   ): Effect.Effect<any, DbError> => {
     let state: "waiting" | "running" | "done" = "waiting"
     let lease: Pool.Lease<DalConnection> | undefined
     let abort: (() => void) | undefined
     let withdraw: (() => void) | undefined
+    let admitted = false
+    const over = () => {
+      if (!admitted) return
+      admitted = false
+      admission!.leave()
+    }
     return abortable<any, DbError>((resume) => {
+      if (admission !== undefined) {
+        if (!admission.enter()) {
+          state = "done"
+          return resume(admission.instead())
+        }
+        admitted = true
+      }
       const tags = hooks.wantsTags ? fiber.getFiberRef(currentTags) : undefined
       withdraw = pool.borrow(fiber, deadline, timedOut, (l) => {
         state = "running"
@@ -81,6 +104,7 @@ export const makeStatements = (core: DbCore): Statements => {
           const aborter = l.conn.send(sql, params, mode, prepared, timeLeft(deadline), tags, (outcome) => {
             state = "done"
             pool.releaseNow(l)
+            over()
             resume(outcome)
           })
           if (state === "running") abort = aborter
@@ -88,17 +112,22 @@ export const makeStatements = (core: DbCore): Statements => {
           // a driver that throws instead of reporting: the caller dies, the pool stays whole
           state = "done"
           pool.releaseNow(l)
+          over()
           resume(Effect.die(defect))
         }
       }, (error) => {
         state = "done"
+        over()
         resume(Effect.fail(error))
       })
       if (withdraw === undefined) {
         state = "done"
-        resume(pool.use(deadline, timedOut, (conn) => conn.run(sql, params, mode, prepared, timeLeft(deadline))))
+        const run = pool.use(deadline, timedOut, (conn) => conn.run(sql, params, mode, prepared, timeLeft(deadline)))
+        // still in the region: a failure or an interruption ends in the abort below, which lets go too
+        resume(admitted ? Effect.map(run, (rows) => (over(), rows)) : run)
       }
     }, () => {
+      over()
       if (state === "waiting") withdraw?.()
       else if (state === "running") {
         state = "done"
@@ -121,14 +150,15 @@ export const makeStatements = (core: DbCore): Statements => {
     options: ExecuteOptions | undefined,
     timeout: number | undefined,
     mode: QueryMode = "rows",
-    prepared = true
+    prepared = true,
+    admission?: Admission<any, any>
   ): Effect.Effect<any, DbError> => {
     const deadline = timeout === undefined ? undefined : Date.now() + timeout
     const timedOut = () => new StatementTimeout({ kind: "statement", timeoutMillis: timeout!, sql })
     const attemptNow = (): Effect.Effect<any, DbError> => {
       const run = deadline !== undefined && Date.now() >= deadline
         ? Effect.fail(timedOut())
-        : leased(fiber, sql, params, mode, prepared, deadline, timedOut)
+        : leased(fiber, sql, params, mode, prepared, deadline, timedOut, admission)
       return breaker === undefined ? run : breaker.guard(run)
     }
     // the caller runs this lazily already (it holds the fiber): only retries need a suspended attempt
@@ -164,29 +194,56 @@ export const makeStatements = (core: DbCore): Statements => {
     })
   }
 
-  const executeOn = (conn: DalConnection | undefined) =>
-  <A extends object = Row>(
+  /** `effect` admitted as a whole, in a region of its own: where no attempt has one (a transaction's statement). */
+  const admittedWhole = <A, E>(admission: Admission<any, any> | undefined, effect: Effect.Effect<A, E>) =>
+    admission === undefined ? effect : Effect.uninterruptibleMask((restore) => {
+      if (!admission.enter()) return restore(admission.instead() as Effect.Effect<A, E>)
+      return Effect.ensuring(restore(effect), Effect.sync(admission.leave))
+    })
+
+  const execute = (
+    conn: DalConnection | undefined,
     sql: string,
-    params: ReadonlyArray<unknown> = noParams,
-    options?: ExecuteOptions
-  ): Effect.Effect<ReadonlyArray<A>, DbError> => {
+    params: ReadonlyArray<unknown>,
+    options: ExecuteOptions | undefined,
+    admission: Admission<any, any> | undefined
+  ): Effect.Effect<any, DbError> => {
     const t = prepare(sql, params)
     if (t instanceof InvalidQuery) return Effect.fail(t)
     const timeout = statementTimeout(options)
     // what the write makes stale is announced once it is committed, whichever way it ran
     if (conn !== undefined) {
-      return invalidator.around(taggedHere(conn.run(t.sql, params, "rows", true, timeout), options, t.sql), options?.invalidates)
+      return invalidator.around(
+        taggedHere(admittedWhole(admission, conn.run(t.sql, params, "rows", true, timeout)), options, t.sql),
+        options?.invalidates
+      )
     }
-    return invalidator.around(Effect.withFiberRuntime<ReadonlyArray<A>, DbError>((fiber) => {
+    return invalidator.around(Effect.withFiberRuntime<any, DbError>((fiber) => {
       const tx = currentTx(fiber.currentContext)
       return tagged(
         fiber,
-        tx === undefined ? autocommit(fiber, t.sql, params, options, timeout) : tx[0].run(t.sql, params, "rows", true, timeout),
+        tx === undefined
+          ? autocommit(fiber, t.sql, params, options, timeout, "rows", true, admission)
+          : admittedWhole(admission, tx[0].run(t.sql, params, "rows", true, timeout)),
         options,
         t.sql
       )
     }), options?.invalidates)
   }
 
-  return { autocommit, executeOn }
+  const executeOn = (conn: DalConnection | undefined) =>
+  <A extends object = Row>(
+    sql: string,
+    params: ReadonlyArray<unknown> = noParams,
+    options?: ExecuteOptions
+  ): Effect.Effect<ReadonlyArray<A>, DbError> => execute(conn, sql, params, options, undefined)
+
+  const executeAdmitted = <A extends object, E>(
+    admission: Admission<A, E>,
+    sql: string,
+    params: ReadonlyArray<unknown> = noParams,
+    options?: ExecuteOptions
+  ): Effect.Effect<ReadonlyArray<A>, DbError | E> => execute(undefined, sql, params, options, admission)
+
+  return { autocommit, executeOn, executeAdmitted }
 }
