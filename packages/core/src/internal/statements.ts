@@ -20,6 +20,8 @@ import type { DalConnection } from "./connection.js"
 import type { DbCore } from "./core.js"
 import { noParams, timeLeft } from "./core.js"
 
+const noop = (): void => {}
+
 /**
  * The statement lane of one database.
  *
@@ -83,10 +85,11 @@ export const makeStatements = (core: DbCore): Statements => {
     let abort: (() => void) | undefined
     let withdraw: (() => void) | undefined
     let admitted = false
-    const over = () => {
+    // no closure of its own for the statements that no router admits (nearly all of them)
+    const over = admission === undefined ? noop : () => {
       if (!admitted) return
       admitted = false
-      admission!.leave()
+      admission.leave()
     }
     return abortable<any, DbError>((resume) => {
       if (admission !== undefined) {
