@@ -316,7 +316,14 @@ export class Database {
    * deadlock or a connection lost before COMMIT, as `Db.withTransaction`.
    */
   transaction<A>(f: (tx: Transaction) => Promise<A>, options?: TransactionOptions): Promise<A> {
-    return this.runner.run((db) => db.withTransaction(Served.effect(this.runner, db, f, 0), options), options).catch(unwrap)
+    // one promise: a `.catch` on `run`'s would cost the caller another, and another turn of the microtask queue
+    return new Promise((resolve, reject) =>
+      this.runner.runCallback(
+        (db) => db.withTransaction(Served.effect(this.runner, db, f, 0), options),
+        (error, value) => error === undefined ? resolve(value as A) : reject(error instanceof CallbackFailed ? error.error : error),
+        options
+      )
+    )
   }
 
   /** The scaling advisor's report: timeout rate, verdict and capacity arithmetic. */
