@@ -113,8 +113,11 @@ export interface Transaction {
 /** A callback's own exception, carried through the transaction and rethrown as it was. */
 class CallbackFailed extends Data.TaggedError("CallbackFailed")<{ readonly error: unknown }> {}
 
+/** What the caller sees of a failure: the callback's own exception as it was thrown. */
+const unwrapped = (error: unknown): unknown => error instanceof CallbackFailed ? error.error : error
+
 const unwrap = (error: unknown): never => {
-  throw error instanceof CallbackFailed ? error.error : error
+  throw unwrapped(error)
 }
 
 const ended = () =>
@@ -320,7 +323,7 @@ export class Database {
     return new Promise((resolve, reject) =>
       this.runner.runCallback(
         (db) => db.withTransaction(Served.effect(this.runner, db, f, 0), options),
-        (error, value) => error === undefined ? resolve(value as A) : reject(error instanceof CallbackFailed ? error.error : error),
+        (error, value) => error === undefined ? resolve(value as A) : reject(unwrapped(error)),
         options
       )
     )
