@@ -17,9 +17,9 @@
  * `SECONDS` (3) per turn.
  */
 import { readdirSync, readFileSync } from "node:fs"
-import * as Effect from "effect/Effect"
+import { drive, randomId, randomTransfer } from "./drive.js"
 import type { Engine, Op, System } from "./systems.js"
-import { ACCOUNTS, cleanup, makers, prepare, settle, shardMakers } from "./systems.js"
+import { cleanup, makers, prepare, settle, shardMakers } from "./systems.js"
 
 const ENGINE: Engine = process.env["ENGINE"] === "mysql" ? "mysql" : "pg"
 const WORKLOAD = process.env["WORKLOAD"] ?? "transfer"
@@ -36,7 +36,7 @@ const ticksOf = (stat: string) => {
   return Number(fields[11]) + Number(fields[12])
 }
 
-/** The CPU ticks of the processes whose name matches `name` (the server's). */
+/** The CPU ticks of the server's processes (by their names). */
 const serverTicks = () => {
   let ticks = 0
   for (const pid of readdirSync("/proc")) {
@@ -57,38 +57,8 @@ const machineTicks = () => {
   return f[0]! + f[1]! + f[2]! + f[5]! + f[6]!
 }
 
-const randomId = () => 1 + Math.floor(Math.random() * ACCOUNTS)
-const next = (s: System): Op => {
-  if (WORKLOAD === "point") return s.workloads.pointSelect(randomId())
-  if (WORKLOAD === "top") return s.workloads.top100!()
-  // in id order, as the benchmark locks them
-  const a = randomId()
-  const b = randomId()
-  return s.workloads.transfer(Math.min(a, b), a === b ? (a % ACCOUNTS) + 1 : Math.max(a, b), 1)
-}
-
-/** `CONCURRENCY` callers for `seconds`; the operations done. */
-const drive = async (s: System, seconds: number): Promise<number> => {
-  let done = 0
-  const deadline = performance.now() + seconds * 1000
-  if (next(s)._tag === "promise") {
-    await Promise.all(Array.from({ length: CONCURRENCY }, async () => {
-      while (performance.now() < deadline) {
-        await (next(s) as Extract<Op, { _tag: "promise" }>).run()
-        done++
-      }
-    }))
-    return done
-  }
-  const caller = Effect.gen(function*() {
-    while (performance.now() < deadline) {
-      yield* (next(s) as Extract<Op, { _tag: "effect" }>).run
-      done++
-    }
-  })
-  await s.runtime!.runPromise(Effect.all(Array.from({ length: CONCURRENCY }, () => caller), { concurrency: "unbounded", discard: true }))
-  return done
-}
+const next = (s: System): Op =>
+  WORKLOAD === "point" ? s.workloads.pointSelect(randomId()) : WORKLOAD === "top" ? s.workloads.top100!() : randomTransfer(s)
 
 const main = async () => {
   await prepare()
@@ -99,7 +69,7 @@ const main = async () => {
   try {
     for (const s of systems) {
       await settle(ENGINE)
-      await drive(s, 1)
+      await drive(s, () => next(s), CONCURRENCY, 1)
     }
     console.log("system | ops/s | µs of CPU per op: client main thread, client process, server, rest of the machine")
     for (let round = 0; round < ROUNDS; round++) {
@@ -110,15 +80,15 @@ const main = async () => {
         const server0 = serverTicks()
         const machine0 = machineTicks()
         const start = performance.now()
-        const ops = await drive(s, SECONDS)
-        const elapsed = (performance.now() - start) / 1000
+        const sample = await drive(s, () => next(s), CONCURRENCY, SECONDS)
+        const ops = sample.ops * ((performance.now() - start) / 1000)
         const machine = machineTicks() - machine0
         const server = serverTicks() - server0
         const usage = process.cpuUsage(process0)
         const client = (usage.user + usage.system) / TICK_MICROS
         const perOp = (ticks: number) => ((ticks * TICK_MICROS) / ops).toFixed(0)
         console.log(
-          `${s.name} | ${(ops / elapsed).toFixed(0)} | ${perOp(mainThreadTicks() - main0)}, ${perOp(client)}, ${perOp(server)}, ${
+          `${s.name} | ${sample.ops.toFixed(0)} | ${perOp(mainThreadTicks() - main0)}, ${perOp(client)}, ${perOp(server)}, ${
             perOp(machine - client - server)
           }`
         )

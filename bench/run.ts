@@ -23,6 +23,8 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { cpus, tmpdir, totalmem } from "node:os"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
+import type { Sample } from "./drive.js"
+import { drive, randomId, randomTransfer } from "./drive.js"
 import type { Engine, EventRow, Op, System } from "./systems.js"
 import { ACCOUNTS, cacheMakers, cleanup, kyselyMakers, makers, PG_URL, POOL, prepare, promiseMakers, queueMakers, routingMakers, runCallers, settle, shardMakers } from "./systems.js"
 
@@ -37,66 +39,12 @@ const BATCHES = Number(process.env["BENCH_BATCHES"] ?? 3)
 const ONLY = process.env["BENCH_ONLY"]
 const ENGINES = (process.env["BENCH_ENGINES"] ?? "pg,mysql").split(",") as Array<Engine>
 
-interface Sample {
-  readonly ops: number
-  readonly p50: number
-  readonly p99: number
-  readonly errors: number
-}
-
 const median = (xs: ReadonlyArray<number>) => {
   const s = [...xs].sort((a, b) => a - b)
   const mid = Math.floor(s.length / 2)
   // of an even count, the mean of the middle two: the upper one alone would lean every ratio up
   return s.length === 0 ? NaN : s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
 }
-const quantile = (sorted: ReadonlyArray<number>, q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN
-const randomId = () => 1 + Math.floor(Math.random() * ACCOUNTS)
-
-/** Runs `concurrency` callers of `next()` for `seconds`; latencies in ms. */
-const drive = async (system: System, next: () => Op, concurrency: number, seconds: number): Promise<Sample> => {
-  const latencies: Array<number> = []
-  let errors = 0
-  const deadline = performance.now() + seconds * 1000
-  const first = next()
-  if (first._tag === "promise") {
-    const caller = async () => {
-      while (performance.now() < deadline) {
-        const op = next() as Extract<Op, { _tag: "promise" }>
-        const start = performance.now()
-        try {
-          await op.run()
-        } catch {
-          errors++
-        }
-        latencies.push(performance.now() - start)
-      }
-    }
-    const started = performance.now()
-    await Promise.all(Array.from({ length: concurrency }, caller))
-    const elapsed = (performance.now() - started) / 1000
-    latencies.sort((a, b) => a - b)
-    return { ops: latencies.length / elapsed, p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99), errors }
-  }
-  const caller = Effect.gen(function*() {
-    while (performance.now() < deadline) {
-      const op = next() as Extract<Op, { _tag: "effect" }>
-      const start = performance.now()
-      const exit = yield* Effect.exit(op.run)
-      if (exit._tag === "Failure") errors++
-      latencies.push(performance.now() - start)
-    }
-  })
-  const started = performance.now()
-  await system.runtime!.runPromise(Effect.all(Array.from({ length: concurrency }, () => caller), {
-    concurrency: "unbounded",
-    discard: true
-  }))
-  const elapsed = (performance.now() - started) / 1000
-  latencies.sort((a, b) => a - b)
-  return { ops: latencies.length / elapsed, p50: quantile(latencies, 0.5), p99: quantile(latencies, 0.99), errors }
-}
-
 const collectGarbage = () => (globalThis as { gc?: () => void }).gc?.()
 
 const runOnce = async (system: System, op: Op): Promise<void> => {
@@ -127,12 +75,7 @@ const workloads: ReadonlyArray<Workload> = [
   {
     name: "transfer transaction (two updates)",
     concurrency: 20,
-    next: (s) => {
-      // lock in id order, as a careful application would: the benchmark measures overhead, not deadlocks
-      const a = randomId()
-      const b = randomId()
-      return s.workloads.transfer(Math.min(a, b), Math.max(a, b) === Math.min(a, b) ? (a % ACCOUNTS) + 1 : Math.max(a, b), 1)
-    }
+    next: randomTransfer
   },
   {
     name: "batch insert of 10k rows",
