@@ -66,7 +66,7 @@ describe("DbCache", () => {
       await on(busy, read(7))
       const before = await on(busy, Effect.map(DbCache, (c) => c.stats()))
       const pending = on(busy, read(7))
-      // the lookup is on the wire; the process stays busy past the 50 ms timeout while Redis answers
+      // the lookup is issued (ioredis writes it in a `setImmediate`); the process stays busy past the 50 ms timeout
       const until = Date.now() + 150
       while (Date.now() < until) {
         // a synchronous stall, as a long collection or a burst of work makes one
