@@ -13,13 +13,14 @@
  * Environment: `ENGINE` pg (default) or mysql; `WORKLOAD` transfer (default),
  * point or top (the shard fan-out); `SYSTEMS`, indexes into the engine's
  * makers (default `0,3` on pg: raw `pg.Pool` and effect-dal; `0,2` on
- * mysql), or into the shard comparison's with `SET=shard`; `ROUNDS` (4) and
+ * mysql), or into the shard comparison's with `SET=shard` (the replica
+ * router's with `SET=routing`, the Promise API's with `SET=promise`); `ROUNDS` (4) and
  * `SECONDS` (3) per turn.
  */
 import { readdirSync, readFileSync } from "node:fs"
 import { drive, randomId, randomTransfer } from "./drive.js"
 import type { Engine, Op, System } from "./systems.js"
-import { cleanup, makers, prepare, settle, shardMakers } from "./systems.js"
+import { cleanup, makers, prepare, promiseMakers, routingMakers, settle, shardMakers } from "./systems.js"
 
 const ENGINE: Engine = process.env["ENGINE"] === "mysql" ? "mysql" : "pg"
 const WORKLOAD = process.env["WORKLOAD"] ?? "transfer"
@@ -62,7 +63,12 @@ const next = (s: System): Op =>
 
 const main = async () => {
   await prepare()
-  const pool = process.env["SET"] === "shard" ? shardMakers : makers[ENGINE]
+  const set = process.env["SET"]
+  const pool = set === "shard" ? shardMakers : set === "routing"
+    ? routingMakers
+    : set === "promise"
+    ? promiseMakers
+    : makers[ENGINE]
   const picked = (process.env["SYSTEMS"] ?? (ENGINE === "pg" ? "0,3" : "0,2")).split(",").map(Number)
   const systems: Array<System> = []
   for (const i of picked) systems.push(await pool[i]!())

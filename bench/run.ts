@@ -1,6 +1,6 @@
 /**
  * `npm run bench`: every workload against every system, alternating them in
- * one run (A B C A B C …) so that the machine's drift hits all alike; the
+ * one run (see `turnOrder`) so that the machine's drift hits all alike; the
  * medians of the rounds are compared. Each engine runs in a Node process of
  * its own (see `main`). Writes bench/results/latest.{json,md}.
  *
@@ -46,6 +46,21 @@ const median = (xs: ReadonlyArray<number>) => {
   return s.length === 0 ? NaN : s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2
 }
 const collectGarbage = () => (globalThis as { gc?: () => void }).gc?.()
+
+/**
+ * The order of `n` systems' turns in `round`: a Williams design, so that over
+ * every `n` rounds (`2n` for an odd `n`) each system turns up in each place
+ * once and follows each other system equally often. A plain rotation
+ * (A B C, B C A, …) always puts B after A: whatever A leaves behind (a
+ * server's state, the client's heap) then weighs on B alone.
+ */
+const turnOrder = (n: number, round: number): ReadonlyArray<number> => {
+  // 0, 1, n-1, 2, n-2, …
+  const base = Array.from({ length: n }, (_, j) => (j % 2 === 1 ? (j + 1) / 2 : (n - j / 2) % n))
+  const row = round % (n % 2 === 0 ? n : 2 * n)
+  const order = base.map((b) => (b + row) % n)
+  return row < n ? order : order.reverse()
+}
 
 const runOnce = async (system: System, op: Op): Promise<void> => {
   if (op._tag === "promise") await op.run()
@@ -148,10 +163,9 @@ const benchEngine = async (
       // warm up: prepare statements, fill the pools
       for (const s of eligible) await drive(s, () => workload.next(s), workload.concurrency, Math.min(0.5, SECONDS))
       for (let round = 0; round < ROUNDS; round++) {
-        // each round starts with another system, so that none always follows the same one; and each
-        // starts on a collected heap, so that none pays for the garbage of the one before
-        for (let k = 0; k < eligible.length; k++) {
-          const s = eligible[(k + round) % eligible.length]!
+        // each turn starts on a collected heap, so that none pays for the garbage of the one before
+        for (const k of turnOrder(eligible.length, round)) {
+          const s = eligible[k]!
           // every turn on the same tables: the inserts' one empty, the transfers' vacuumed
           await settle(engine)
           if (workload.rowsPerOp !== undefined) {
