@@ -63,12 +63,8 @@ const next = (s: System): Op =>
 
 const main = async () => {
   await prepare()
-  const set = process.env["SET"]
-  const pool = set === "shard" ? shardMakers : set === "routing"
-    ? routingMakers
-    : set === "promise"
-    ? promiseMakers
-    : makers[ENGINE]
+  const sets: Record<string, ReadonlyArray<() => Promise<System>>> = { shard: shardMakers, routing: routingMakers, promise: promiseMakers }
+  const pool = sets[process.env["SET"] ?? ""] ?? makers[ENGINE]
   const picked = (process.env["SYSTEMS"] ?? (ENGINE === "pg" ? "0,3" : "0,2")).split(",").map(Number)
   const systems: Array<System> = []
   for (const i of picked) systems.push(await pool[i]!())
