@@ -62,9 +62,11 @@ const next = (s: System): Op =>
   WORKLOAD === "point" ? s.workloads.pointSelect(randomId()) : WORKLOAD === "top" ? s.workloads.top100!() : randomTransfer(s)
 
 const main = async () => {
-  await prepare()
   const sets: Record<string, ReadonlyArray<() => Promise<System>>> = { shard: shardMakers, routing: routingMakers, promise: promiseMakers }
-  const pool = sets[process.env["SET"] ?? ""] ?? makers[ENGINE]
+  const set = process.env["SET"]
+  if (set !== undefined && !(set in sets)) throw new Error(`SET=${set}: expected one of ${Object.keys(sets).join(", ")}`)
+  const pool = set === undefined ? makers[ENGINE] : sets[set]!
+  await prepare()
   const picked = (process.env["SYSTEMS"] ?? (ENGINE === "pg" ? "0,3" : "0,2")).split(",").map(Number)
   const systems: Array<System> = []
   for (const i of picked) systems.push(await pool[i]!())
