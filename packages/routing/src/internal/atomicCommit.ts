@@ -12,6 +12,7 @@
  */
 import type { DbService, TwoPhase } from "@effect-dal/core"
 import { DbError } from "@effect-dal/core"
+import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -20,6 +21,7 @@ import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
 import type * as MetricLabel from "effect/MetricLabel"
 import * as MetricLabelModule from "effect/MetricLabel"
+import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import { createHash, randomBytes } from "node:crypto"
 
@@ -282,6 +284,7 @@ export const makeCoordinator = (options: {
       )
     })
 
+  const liveClock = Clock.make()
   const recover = (olderThanMillis: number): Effect.Effect<RecoveryReport, DbError.DbError> =>
     Effect.gen(function*() {
       twoPhaseMetrics.recoveries.unsafeUpdate(1, labels)
@@ -319,9 +322,16 @@ export const makeCoordinator = (options: {
         }
         for (const { gid, node } of branches) {
           const twoPhase = nodes[node]!.twoPhase
-          const done = yield* Effect.either(
-            decision === "commit" ? twoPhase.commitPrepared(gid) : twoPhase.rollbackPrepared(gid)
-          )
+          // a branch whose session was just lost may still be held by it on the server until the server
+          // sees the connection close (MariaDB refuses XA COMMIT from another session meanwhile): asked
+          // again for up to a second, in real time, before it is left for the next recovery
+          const done = yield* Effect.either(Effect.withClock(
+            Effect.retry(decision === "commit" ? twoPhase.commitPrepared(gid) : twoPhase.rollbackPrepared(gid), {
+              schedule: Schedule.spaced("100 millis"),
+              times: 10
+            }),
+            liveClock
+          ))
           if (Either.isLeft(done)) continue
           if (decision === "commit") committed++
           else rolledBack++
