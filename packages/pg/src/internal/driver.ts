@@ -132,7 +132,12 @@ class OneWrite {
     // order holds whatever pg writes while a query is prepared
     stream.write = (...args: Array<any>) => {
       const chunks = this.chunks
-      if (chunks === undefined || args.length !== 1 || !Buffer.isBuffer(args[0])) return write(...args)
+      if (chunks === undefined) return write(...args)
+      if (args.length !== 1 || !Buffer.isBuffer(args[0])) {
+        // not a message of pg's: what was held goes first
+        this.release()
+        return write(...args)
+      }
       chunks.push(args[0])
       this.size += args[0].length
       return true
@@ -146,10 +151,17 @@ class OneWrite {
   }
 
   end(): void {
-    const chunks = this.chunks!
+    this.release()
     this.chunks = undefined
+  }
+
+  /** Writes what is held, as one buffer where it is small. */
+  private release(): void {
+    const chunks = this.chunks!
     if (chunks.length === 1 || this.size > ONE_WRITE_MAX) for (const chunk of chunks) this.write(chunk)
     else if (chunks.length > 1) this.write(Buffer.concat(chunks, this.size))
+    this.chunks = []
+    this.size = 0
   }
 }
 
