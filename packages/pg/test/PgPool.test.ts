@@ -71,6 +71,17 @@ describe("createPgPool: node-postgres' pool interface", () => {
     expect(native.rows).toEqual([{ has: true, first: 10 }])
   })
 
+  it("a prepared statement's per-query type parsers apply each time, on the connection that described it without them", async () => {
+    // one connection: every run below is the same prepared statement, described once
+    const { pool } = make({ max: 1 })
+    const text = "SELECT $1::int8 AS big"
+    const raw = { getTypeParser: () => (value: string) => `raw:${value}` }
+    expect((await pool.query(text, [5])).rows).toEqual([{ big: "5" }])
+    expect((await pool.query({ text, values: [6], types: raw } as Pg.QueryConfig)).rows).toEqual([{ big: "raw:6" }])
+    expect((await pool.query(text, [7])).rows).toEqual([{ big: "7" }])
+    expect((await pool.query({ text, values: [8], types: raw } as Pg.QueryConfig)).rows).toEqual([{ big: "raw:8" }])
+  })
+
   it("connect and release: the client is one of our pooled connections, BEGIN/COMMIT sent by the caller work", async () => {
     const { pool } = make()
     const table = unique("pgpool_tx")

@@ -201,8 +201,10 @@ const QueryBase = Pg.Query as unknown as new (config: unknown, values: unknown, 
  * statement cache then prepares it anew under another name), so the first
  * description stands for the name's lifetime, and so does what pg derives
  * from it (its `addFields` builds a dictionary object and two copies of it
- * per execution: 6% of a point select's client CPU). Its messages go out in
- * one write (see `OneWrite`).
+ * per execution: 6% of a point select's client CPU). So a parser set with
+ * pg's global `types.setTypeParser` after a statement was first described
+ * applies to it on connections opened after the change: set them at startup,
+ * as pg's documentation does. Its messages go out in one write (see `OneWrite`).
  */
 class Described extends QueryBase {
   /** The connection's descriptions by statement name (`null`: no rows); unset, pg's own path. */
