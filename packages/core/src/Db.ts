@@ -340,6 +340,14 @@ export interface NodeStats {
 }
 
 /**
+ * `f` applied to the fiber's `Db`, in one step of the run loop where
+ * `Effect.flatMap(Db, f)` takes three: the accessors are on every statement's path.
+ */
+function withDb<A, E, R>(f: (db: DbService) => Effect.Effect<A, E, R>): Effect.Effect<A, E, R | Db> {
+  return Effect.withFiberRuntime((fiber) => f(Context.unsafeGet(fiber.currentContext, Db)))
+}
+
+/**
  * The database service tag, with accessors: `yield* Db`, `Db.execute(...)`,
  * `yield* Db.transaction`, `Db.withTransaction(effect)`.
  *
@@ -351,33 +359,30 @@ export class Db extends Context.Tag("@effect-dal/core/Db")<Db, DbService>() {
     sql: string,
     params?: ReadonlyArray<unknown>,
     options?: ExecuteOptions
-  ): Effect.Effect<ReadonlyArray<A>, DbError, Db> => Effect.flatMap(Db, (db) => db.execute<A>(sql, params, options))
+  ): Effect.Effect<ReadonlyArray<A>, DbError, Db> => withDb((db) => db.execute<A>(sql, params, options))
 
   /** Runs one statement per parameter row in one transaction. */
   static executeMany = (
     sql: string,
     rows: ReadonlyArray<ReadonlyArray<unknown>>,
     options?: ExecuteOptions
-  ): Effect.Effect<number, DbError, Db> => Effect.flatMap(Db, (db) => db.executeMany(sql, rows, options))
+  ): Effect.Effect<number, DbError, Db> => withDb((db) => db.executeMany(sql, rows, options))
 
   /** A scoped transaction on the current `Db`. */
-  static transaction: Effect.Effect<Transaction, DbError, Db | Scope.Scope> = Effect.flatMap(
-    Db,
-    (db) => db.transaction
-  )
+  static transaction: Effect.Effect<Transaction, DbError, Db | Scope.Scope> = withDb((db) => db.transaction)
 
   /** Runs `effect` in a transaction of the current `Db`. */
   static withTransaction = <A, E, R>(
     effect: Effect.Effect<A, E, R>,
     options?: WithTransactionOptions
-  ): Effect.Effect<A, E | DbError, R | Db> => Effect.flatMap(Db, (db) => db.withTransaction(effect, options))
+  ): Effect.Effect<A, E | DbError, R | Db> => withDb((db) => db.withTransaction(effect, options))
 
   /** Inserts rows as chunked multi-row INSERTs in one transaction. */
   static insertMany = (
     table: string,
     rows: ReadonlyArray<object>,
     options?: InsertManyOptions
-  ): Effect.Effect<InsertManyResult, DbError, Db> => Effect.flatMap(Db, (db) => db.insertMany(table, rows, options))
+  ): Effect.Effect<InsertManyResult, DbError, Db> => withDb((db) => db.insertMany(table, rows, options))
 
   /** Streams a large result with back-pressure. */
   static stream = <A extends object = Row>(

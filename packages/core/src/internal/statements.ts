@@ -6,7 +6,9 @@
  * @internal
  */
 import type { Row } from "@effect/sql/SqlConnection"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import type { Admission, ExecuteOptions } from "../Db.js"
 import type { DbError } from "../DbError.js"
@@ -21,6 +23,22 @@ import type { DbCore } from "./core.js"
 import { noParams, timeLeft } from "./core.js"
 
 const noop = (): void => {}
+
+/**
+ * A statement's outcome, its failure handed to `recover` as `Effect.catchAll`
+ * would (a failure, not a defect): from the statement's callback, rather than
+ * through a handler that every success would pass as well.
+ */
+const recovered = (
+  outcome: Effect.Effect<any, DbError>,
+  recover: ((error: DbError) => Effect.Effect<any, DbError>) | undefined
+): Effect.Effect<any, DbError> => {
+  if (recover === undefined) return outcome
+  if (!Exit.isExit(outcome)) return Effect.catchAll(outcome, recover)
+  if (Exit.isSuccess(outcome)) return outcome
+  const failure = Cause.failureOption(outcome.cause as Cause.Cause<DbError>)
+  return failure._tag === "Some" ? recover(failure.value) : outcome
+}
 
 /**
  * The statement lane of one database.
@@ -78,7 +96,8 @@ export const makeStatements = (core: DbCore): Statements => {
     prepared: boolean,
     deadline: number | undefined,
     timedOut: () => DbError,
-    admission: Admission<any, any> | undefined
+    admission: Admission<any, any> | undefined,
+    recover: ((error: DbError) => Effect.Effect<any, DbError>) | undefined
   ): Effect.Effect<any, DbError> => {
     let state: "waiting" | "running" | "done" = "waiting"
     let lease: Pool.Lease<DalConnection> | undefined
@@ -95,7 +114,7 @@ export const makeStatements = (core: DbCore): Statements => {
       if (admission !== undefined) {
         if (!admission.enter()) {
           state = "done"
-          return resume(admission.instead())
+          return resume(recover === undefined ? admission.instead() : Effect.catchAll(admission.instead(), recover))
         }
         admitted = true
       }
@@ -108,7 +127,7 @@ export const makeStatements = (core: DbCore): Statements => {
             state = "done"
             pool.releaseNow(l)
             over()
-            resume(outcome)
+            resume(recovered(outcome, recover))
           })
           if (state === "running") abort = aborter
         } catch (defect) {
@@ -121,13 +140,14 @@ export const makeStatements = (core: DbCore): Statements => {
       }, (error) => {
         state = "done"
         over()
-        resume(Effect.fail(error))
+        resume(recover === undefined ? Effect.fail(error) : recover(error))
       })
       if (withdraw === undefined) {
         state = "done"
         const run = pool.use(deadline, timedOut, (conn) => conn.run(sql, params, mode, prepared, timeLeft(deadline)))
         // still in the region: a failure or an interruption ends in the abort below, which lets go too
-        resume(admitted ? Effect.map(run, (rows) => (over(), rows)) : run)
+        const ran = admitted ? Effect.map(run, (rows) => (over(), rows)) : run
+        resume(recover === undefined ? ran : Effect.catchAll(ran, recover))
       }
     }, () => {
       over()
@@ -158,15 +178,20 @@ export const makeStatements = (core: DbCore): Statements => {
   ): Effect.Effect<any, DbError> => {
     const deadline = timeout === undefined ? undefined : Date.now() + timeout
     const timedOut = () => new StatementTimeout({ kind: "statement", timeoutMillis: timeout!, sql })
-    const attemptNow = (): Effect.Effect<any, DbError> => {
-      const run = deadline !== undefined && Date.now() >= deadline
-        ? Effect.fail(timedOut())
-        : leased(fiber, sql, params, mode, prepared, deadline, timedOut, admission)
-      return breaker === undefined ? run : breaker.guard(run)
+    /** An attempt; `recover` takes its failure (the first attempt's), else it fails as it is. */
+    const attemptNow = (recover?: (error: DbError) => Effect.Effect<any, DbError>): Effect.Effect<any, DbError> => {
+      if (deadline !== undefined && Date.now() >= deadline) {
+        return recover === undefined ? Effect.fail(timedOut()) : recover(timedOut())
+      }
+      if (breaker === undefined || breaker.state() === "closed") {
+        return leased(fiber, sql, params, mode, prepared, deadline, timedOut, admission, recover)
+      }
+      // a probe's permit covers this attempt only: the retries take their own
+      const guarded = breaker.guard(leased(fiber, sql, params, mode, prepared, deadline, timedOut, admission, undefined))
+      return recover === undefined ? guarded : Effect.catchAll(guarded, recover)
     }
-    // the caller runs this lazily already (it holds the fiber): only retries need a suspended attempt
-    return Effect.catchAll(attemptNow(), (first) => {
-      const attempt = Effect.suspend(attemptNow)
+    /** The first attempt failed: retry where safe, and name what the failure means for a write. */
+    const recover = (first: DbError): Effect.Effect<any, DbError> => {
       const read = isReadOnlyStatement(sql)
       const idempotent = options?.idempotent === true
       const final = (error: DbError): DbError =>
@@ -179,6 +204,7 @@ export const makeStatements = (core: DbCore): Statements => {
       const schedule = options?.retry === undefined ? defaultSchedule : toSchedule(options.retry)
       if (schedule === undefined || !isRetryableStatement(first, read, idempotent)) return Effect.fail(final(first))
       // the schedule sees the first failure as its first input, then paces the attempts after it
+      const attempt = Effect.suspend(() => attemptNow())
       let replayed = false
       const again = Effect.suspend(() => {
         if (replayed) return attempt
@@ -194,7 +220,9 @@ export const makeStatements = (core: DbCore): Statements => {
           return retry
         }
       }).pipe(Effect.mapError(final))
-    })
+    }
+    // the caller runs this lazily already (it holds the fiber)
+    return attemptNow(recover)
   }
 
   /** `effect` admitted as a whole, in a region of its own: where no attempt has one (a transaction's statement). */
