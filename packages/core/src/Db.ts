@@ -10,6 +10,8 @@ import type { Row } from "@effect/sql/SqlConnection"
 import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
+import type * as FiberStatus from "effect/FiberStatus"
 import * as FiberRef from "effect/FiberRef"
 import type * as MetricLabel from "effect/MetricLabel"
 import type * as Scope from "effect/Scope"
@@ -348,6 +350,57 @@ function withDb<A, E, R>(f: (db: DbService) => Effect.Effect<A, E, R>): Effect.E
 }
 
 /**
+ * On a database's `execute` function, the same statement for a caller that
+ * holds the fiber already: the `Db.execute` accessor then spends one step of
+ * the run loop, not two. It sits on the function, not on the service, so
+ * that a service that replaces `execute` (a router spreading its primary)
+ * never inherits it.
+ */
+const executeOnFiber: unique symbol = Symbol.for("@effect-dal/core/Db/executeOnFiber")
+
+/**
+ * `execute` for a caller that holds its fiber, running with `status`:
+ * `withFiberRuntime`'s arguments.
+ *
+ * @since 0.1.0
+ */
+export type ExecuteOnFiber = (
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
+  status: FiberStatus.Running,
+  sql: string,
+  params?: ReadonlyArray<unknown>,
+  options?: ExecuteOptions
+) => Effect.Effect<any, DbError>
+
+/**
+ * `db.execute(sql, params, options)` from inside `withFiberRuntime` (a
+ * router's, an accessor's): through the database's `ExecuteOnFiber` when its
+ * `execute` carries one (see `withExecuteOnFiber`), a step of the run loop fewer.
+ *
+ * @since 0.1.0
+ */
+export const executeWith = <A extends object = Row>(
+  db: DbService,
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
+  status: FiberStatus.Running,
+  sql: string,
+  params?: ReadonlyArray<unknown>,
+  options?: ExecuteOptions
+): Effect.Effect<ReadonlyArray<A>, DbError> => {
+  const direct = (db.execute as DbService["execute"] & { readonly [executeOnFiber]?: ExecuteOnFiber })[executeOnFiber]
+  return direct === undefined ? db.execute<A>(sql, params, options) : direct(fiber, status, sql, params, options)
+}
+
+/**
+ * `execute` carrying `onFiber`, the same statement for a caller that holds
+ * the fiber (see `executeWith`). `onFiber` must do exactly what `execute` does.
+ *
+ * @since 0.1.0
+ */
+export const withExecuteOnFiber = <F extends DbService["execute"]>(execute: F, onFiber: ExecuteOnFiber): F =>
+  Object.assign(execute, { [executeOnFiber]: onFiber })
+
+/**
  * The database service tag, with accessors: `yield* Db`, `Db.execute(...)`,
  * `yield* Db.transaction`, `Db.withTransaction(effect)`.
  *
@@ -359,7 +412,10 @@ export class Db extends Context.Tag("@effect-dal/core/Db")<Db, DbService>() {
     sql: string,
     params?: ReadonlyArray<unknown>,
     options?: ExecuteOptions
-  ): Effect.Effect<ReadonlyArray<A>, DbError, Db> => withDb((db) => db.execute<A>(sql, params, options))
+  ): Effect.Effect<ReadonlyArray<A>, DbError, Db> =>
+    Effect.withFiberRuntime((fiber, status) =>
+      executeWith(Context.unsafeGet(fiber.currentContext, Db), fiber, status, sql, params, options)
+    )
 
   /** Runs one statement per parameter row in one transaction. */
   static executeMany = (
@@ -482,7 +538,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       health: health.health,
       slowQueries: health.slowQueries,
       refreshMetrics: health.refreshMetrics,
-      execute: statements.executeOn(undefined),
+      execute: withExecuteOnFiber(statements.executeOn(undefined), statements.executeOnFiber),
       executeAdmitted: statements.executeAdmitted,
       executeMany: batches.executeManyOn(undefined),
       insertMany: batches.insertMany,

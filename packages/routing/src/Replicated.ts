@@ -364,18 +364,24 @@ export const make = (options: {
         return node !== undefined ? run(node) : write(fiber, run(primary))
       })
 
-    const execute = <A extends object>(
-      sql: string,
-      params?: ReadonlyArray<unknown>,
-      executeOptions?: ExecuteOptions
-    ): Effect.Effect<ReadonlyArray<A>, DbErrors.DbError> =>
-      Effect.withFiberRuntime((fiber) => {
-        const run = (db: DbService) => db.execute<A>(sql, params, executeOptions)
-        // inside a transaction, every statement stays on its node, unclassified
-        const node = inTransaction(fiber)
-        if (node !== undefined) return run(node)
-        return Replication.isReplicaRead(sql) ? readOutside(fiber, sql, run) : write(fiber, run(primary))
-      })
+    const executeOnFiber: DbModule.ExecuteOnFiber = (fiber, status, sql, params, executeOptions) => {
+      // the node's statement runs on this same fiber, in the same region: its status holds there too
+      const run = (db: DbService) => DbModule.executeWith(db, fiber, status, sql, params, executeOptions)
+      // inside a transaction, every statement stays on its node, unclassified
+      const node = inTransaction(fiber)
+      if (node !== undefined) return run(node)
+      return Replication.isReplicaRead(sql) ? readOutside(fiber, sql, run) : write(fiber, run(primary))
+    }
+
+    const execute = DbModule.withExecuteOnFiber(
+      <A extends object>(
+        sql: string,
+        params?: ReadonlyArray<unknown>,
+        executeOptions?: ExecuteOptions
+      ): Effect.Effect<ReadonlyArray<A>, DbErrors.DbError> =>
+        Effect.withFiberRuntime((fiber, status) => executeOnFiber(fiber, status, sql, params, executeOptions)),
+      executeOnFiber
+    )
 
     const withTransaction: DbService["withTransaction"] = (effect, txOptions) =>
       Effect.withFiberRuntime((fiber) => {

@@ -8,7 +8,7 @@
  * @since 0.3.0
  */
 import type { DbError, DbService, ExecuteOptions } from "@effect-dal/core"
-import { Db } from "@effect-dal/core"
+import { Db, DbModule } from "@effect-dal/core"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
@@ -601,9 +601,9 @@ export const make = (options: {
     executeOptions: ExecuteOptions | undefined
   ): Effect.Effect<ReadonlyArray<any>, DbError.DbError | CrossShardTransaction | ShardFrozen | ShardMapStale> => {
     const direct = (name: string) =>
-      Effect.withFiberRuntime<ReadonlyArray<any>, DbError.DbError | CrossShardTransaction>((fiber) => {
-        const statement = options.nodes[name]!.execute<any>(sql, params, executeOptions)
-        return inTransaction(fiber) ? onNode(name, statement) : statement
+      Effect.withFiberRuntime<ReadonlyArray<any>, DbError.DbError | CrossShardTransaction>((fiber, status) => {
+        if (!inTransaction(fiber)) return DbModule.executeWith(options.nodes[name]!, fiber, status, sql, params, executeOptions)
+        return onNode(name, options.nodes[name]!.execute<any>(sql, params, executeOptions))
       })
     if (!movable) return direct(map.assignment[vshard]!)
     return Effect.withFiberRuntime((fiber) => {
@@ -820,7 +820,8 @@ export class Sharding extends Context.Tag("@effect-dal/routing/Sharding")<Shardi
     params?: ReadonlyArray<unknown>,
     options?: ExecuteOptions
   ): Effect.Effect<ReadonlyArray<A>, DbError.DbError | ShardKeyError | CrossShardTransaction | ShardFrozen | ShardMapStale, Sharding> =>
-    Effect.flatMap(Sharding, (sharded) => sharded.execute<A>(key, sql, params, options))
+    // one step of the run loop, where `flatMap` over the tag takes three
+    Effect.withFiberRuntime((fiber) => Context.unsafeGet(fiber.currentContext, Sharding).execute<A>(key, sql, params, options))
 
   /** One statement on every node, merged. */
   static fanOut = <A extends object = Record<string, unknown>>(

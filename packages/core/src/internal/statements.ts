@@ -10,6 +10,8 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
+import type * as FiberStatus from "effect/FiberStatus"
+import * as RuntimeFlags from "effect/RuntimeFlags"
 import type { Admission, ExecuteOptions } from "../Db.js"
 import type { DbError } from "../DbError.js"
 import { InvalidQuery, OutcomeUnknown, StatementTimeout } from "../DbError.js"
@@ -62,6 +64,14 @@ export interface Statements {
     params?: ReadonlyArray<unknown>,
     options?: ExecuteOptions
   ) => Effect.Effect<ReadonlyArray<A>, DbError>
+  /** `execute` wherever `fiber` (the caller's, running with `status`) is: for a caller that holds its fiber already. */
+  readonly executeOnFiber: (
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    status: FiberStatus.Running,
+    sql: string,
+    params?: ReadonlyArray<unknown>,
+    options?: ExecuteOptions
+  ) => Effect.Effect<any, DbError>
   /** `execute` wherever the caller is, each attempt under `admission` (see `DbService.executeAdmitted`). */
   readonly executeAdmitted: <A extends object, E>(
     admission: Admission<A, E>,
@@ -97,7 +107,8 @@ export const makeStatements = (core: DbCore): Statements => {
     deadline: number | undefined,
     timedOut: () => DbError,
     admission: Admission<any, any> | undefined,
-    recover: ((error: DbError) => Effect.Effect<any, DbError>) | undefined
+    recover: ((error: DbError) => Effect.Effect<any, DbError>) | undefined,
+    interruptible: boolean | undefined
   ): Effect.Effect<any, DbError> => {
     let state: "waiting" | "running" | "done" = "waiting"
     let lease: Pool.Lease<DalConnection> | undefined
@@ -157,7 +168,7 @@ export const makeStatements = (core: DbCore): Statements => {
         abort?.()
         pool.releaseNow(lease!)
       }
-    })
+    }, interruptible)
   }
 
   /**
@@ -174,7 +185,8 @@ export const makeStatements = (core: DbCore): Statements => {
     timeout: number | undefined,
     mode: QueryMode = "rows",
     prepared = true,
-    admission?: Admission<any, any>
+    admission?: Admission<any, any>,
+    interruptible?: boolean
   ): Effect.Effect<any, DbError> => {
     const deadline = timeout === undefined ? undefined : Date.now() + timeout
     const timedOut = () => new StatementTimeout({ kind: "statement", timeoutMillis: timeout!, sql })
@@ -184,10 +196,10 @@ export const makeStatements = (core: DbCore): Statements => {
         return recover === undefined ? Effect.fail(timedOut()) : recover(timedOut())
       }
       if (breaker === undefined || breaker.state() === "closed") {
-        return leased(fiber, sql, params, mode, prepared, deadline, timedOut, admission, recover)
+        return leased(fiber, sql, params, mode, prepared, deadline, timedOut, admission, recover, interruptible)
       }
       // a probe's permit covers this attempt only: the retries take their own
-      const guarded = breaker.guard(leased(fiber, sql, params, mode, prepared, deadline, timedOut, admission, undefined))
+      const guarded = breaker.guard(leased(fiber, sql, params, mode, prepared, deadline, timedOut, admission, undefined, interruptible))
       return recover === undefined ? guarded : Effect.catchAll(guarded, recover)
     }
     /** The first attempt failed: retry where safe, and name what the failure means for a write. */
@@ -249,17 +261,43 @@ export const makeStatements = (core: DbCore): Statements => {
         options?.invalidates
       )
     }
-    return invalidator.around(Effect.withFiberRuntime<any, DbError>((fiber) => {
-      const tx = currentTx(fiber.currentContext)
-      return tagged(
-        fiber,
-        tx === undefined
-          ? autocommit(fiber, t.sql, params, options, timeout, "rows", true, admission)
-          : admittedWhole(admission, tx[0].run(t.sql, params, "rows", true, timeout)),
-        options,
-        t.sql
-      )
-    }), options?.invalidates)
+    return invalidator.around(
+      Effect.withFiberRuntime<any, DbError>((fiber, status) => onFiber(fiber, status, t.sql, params, options, timeout, admission)),
+      options?.invalidates
+    )
+  }
+
+  /** A translated statement on `fiber`: in its transaction if it has one of this database's, else on a connection of its own. */
+  const onFiber = (
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    status: FiberStatus.Running,
+    sql: string,
+    params: ReadonlyArray<unknown>,
+    options: ExecuteOptions | undefined,
+    timeout: number | undefined,
+    admission: Admission<any, any> | undefined
+  ): Effect.Effect<any, DbError> => {
+    const tx = currentTx(fiber.currentContext)
+    return tagged(
+      fiber,
+      tx === undefined
+        ? autocommit(fiber, sql, params, options, timeout, "rows", true, admission, RuntimeFlags.interruptible(status.runtimeFlags))
+        : admittedWhole(admission, tx[0].run(sql, params, "rows", true, timeout)),
+      options,
+      sql
+    )
+  }
+
+  const executeOnFiber = (
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    status: FiberStatus.Running,
+    sql: string,
+    params: ReadonlyArray<unknown> = noParams,
+    options?: ExecuteOptions
+  ): Effect.Effect<any, DbError> => {
+    const t = prepare(sql, params)
+    if (t instanceof InvalidQuery) return Effect.fail(t)
+    return invalidator.around(onFiber(fiber, status, t.sql, params, options, statementTimeout(options), undefined), options?.invalidates)
   }
 
   const executeOn = (conn: DalConnection | undefined) =>
@@ -276,5 +314,5 @@ export const makeStatements = (core: DbCore): Statements => {
     options?: ExecuteOptions
   ): Effect.Effect<ReadonlyArray<A>, DbError | E> => execute(undefined, sql, params, options, admission)
 
-  return { autocommit, executeOn, executeAdmitted }
+  return { autocommit, executeOn, executeAdmitted, executeOnFiber }
 }
