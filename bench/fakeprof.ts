@@ -5,68 +5,12 @@
  * event loop, so what a profile shows is effect-dal's own cost per operation.
  * `routed`: behind the replica router, over a primary and one replica.
  */
-import { DatabaseConfig, Db, DbModule, Dialect, StatementCache } from "@effect-dal/core"
-import type { Driver } from "@effect-dal/core"
 import { connect } from "@effect-dal/promise"
-import { Replicated } from "@effect-dal/routing"
-import * as MysqlClient from "@effect/sql-mysql2/MysqlClient"
-import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
-import * as Stream from "effect/Stream"
+import { fakeLayer } from "./fake.js"
 import { dalWorkloads, runCallers } from "./systems.js"
 
-const makeConn = (): Driver.DriverConnection => {
-let inTx = false
-return {
-  send: (sql, _params, mode, _prepared, _timeout, done) => {
-    if (sql.startsWith("START") || sql.startsWith("BEGIN")) inTx = true
-    if (sql.startsWith("COMMIT") || sql.startsWith("ROLLBACK")) inTx = false
-    const result = mode === "result" ? { rows: [], affected: 1 } : [{ id: 1, name: "x", balance: 1 }]
-    setImmediate(() => done(Exit.succeed(result)))
-    return () => {}
-  },
-  stream: () => Stream.empty,
-  ping: Effect.void,
-  transactionState: () => (inTx ? "transaction" : "idle"),
-  isBroken: () => false,
-  settle: () => undefined,
-  close: Effect.void,
-  serverId: () => 1
-}
-}
-const driver: Driver.Driver = {
-  system: "mysql",
-  dialect: Dialect.mysql,
-  connect: Effect.sync(makeConn),
-  compiler: MysqlClient.makeCompiler(),
-  spanAttributes: [],
-  statementCache: StatementCache.makeStats(),
-  // positions that never move: every replica has every write
-  replication: {
-    currentPositionSql: "SELECT 1 AS position",
-    replicaStatus: () => Effect.succeed({ position: "1", lagMillis: 0 }),
-    waitFor: () => Effect.succeed(true),
-    reached: () => true,
-    merge: (a) => a,
-    distance: () => 0,
-    isPosition: () => true,
-    isReadOnlyRejection: () => false
-  }
-}
-const node = (alias: string) =>
-  Effect.flatMap(
-    DatabaseConfig.resolve({ host: "fake", database: "fake", alias, statementTimeout: "10 seconds", transactionTimeout: "30 seconds", pool: { min: 20, max: 20 } }, { engine: "mysql", port: 3306, schemes: ["mysql"] }),
-    (config) => DbModule.make(driver, config)
-  )
-const layer = Layer.scoped(
-  Db,
-  process.argv[3] === "routed"
-    ? Effect.flatMap(Effect.all([node("fake"), node("fake_replica")]), ([primary, replica]) =>
-      Replicated.make({ primary, replicas: [{ db: replica, weight: 1 }], driver }))
-    : node("fake")
-)
+const layer = fakeLayer(process.argv[3] === "routed")
 const workload = process.argv[2] === "point" ? "point" : "transfer"
 const n = Number(process.env["QUERIES"] ?? 200_000)
 if (process.argv[3] === "promise") {
