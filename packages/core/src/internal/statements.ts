@@ -12,7 +12,7 @@ import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import type * as FiberStatus from "effect/FiberStatus"
 import * as RuntimeFlags from "effect/RuntimeFlags"
-import type { Admission, ExecuteOptions } from "../Db.js"
+import type { Admission, ExecuteOnFiber, ExecuteOptions } from "../Db.js"
 import type { DbError } from "../DbError.js"
 import { InvalidQuery, OutcomeUnknown, StatementTimeout } from "../DbError.js"
 import type { QueryMode } from "../Driver.js"
@@ -65,13 +65,7 @@ export interface Statements {
     options?: ExecuteOptions
   ) => Effect.Effect<ReadonlyArray<A>, DbError>
   /** `execute` wherever `fiber` (the caller's, running with `status`) is: for a caller that holds its fiber already. */
-  readonly executeOnFiber: (
-    fiber: Fiber.RuntimeFiber<unknown, unknown>,
-    status: FiberStatus.Running,
-    sql: string,
-    params?: ReadonlyArray<unknown>,
-    options?: ExecuteOptions
-  ) => Effect.Effect<any, DbError>
+  readonly executeOnFiber: ExecuteOnFiber
   /** `execute` wherever the caller is, each attempt under `admission` (see `DbService.executeAdmitted`). */
   readonly executeAdmitted: <A extends object, E>(
     admission: Admission<A, E>,
