@@ -114,10 +114,9 @@ export const make = <E>(layer: Layer.Layer<Db, E>): Runner => {
 
   // Calls without a signal run on long-lived worker fibers, one call at a time each: a fiber per call
   // would copy the runtime's FiberRefs and allocate its scheduler state every time. A worker waits
-  // for its next call suspended; there are as many as calls ever ran at once.
-  // A worker resumes straight into its next job's effect, so that a call costs it three steps of
-  // the run loop (the handler, the wait, the resumption) where `exit`, `map`, `zipRight` and
-  // `iterate` took ten.
+  // for its next call suspended (there are as many as calls ever ran at once) and resumes straight
+  // into that call's effect: three steps of the run loop a call (the handler, the wait, the
+  // resumption), where `exit`, `map`, `zipRight` and `iterate` took ten.
   type Job = { readonly effect: Effect.Effect<unknown, unknown>; readonly done: (exit: Exit.Exit<unknown, unknown>) => void }
   const idle: Array<(job: Job) => void> = []
   const next: Effect.Effect<never> = Effect.async<never>((resume) => {
