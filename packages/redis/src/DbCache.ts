@@ -244,16 +244,18 @@ export const make = (options: DbCacheOptions = {}): Effect.Effect<DbCacheService
     }
     const delays: Array<number> = []
 
-    const open = () =>
+    const open = (required?: RedisOptions) =>
       openRedis(options.redis, {
         // commands fail at once while disconnected (the cache is bypassed) instead of queueing
         enableOfflineQueue: false,
         // commands issued in one tick go out in one write: one syscall for many concurrent reads
         enableAutoPipelining: true,
         maxRetriesPerRequest: 0
-      })
+      }, required)
     const client = open()
-    const subscriber = open()
+    // the subscription is renewed on "ready" below, where its failure is handled; ioredis's own renewal
+    // leaves a rejection unhandled when the connection closes between its ready check and the SUBSCRIBE
+    const subscriber = open({ autoResubscribe: false })
     // registered first, so it runs last: no new invalidation comes in while those left are sent
     yield* Effect.addFinalizer(() =>
       Effect.flatMap(

@@ -9,11 +9,16 @@ import { Redis } from "ioredis"
 import type { RedisOptions } from "ioredis"
 
 /** @internal */
-export const openRedis = (redis: string | RedisOptions | undefined, defaults: RedisOptions): Redis => {
+export const openRedis = (
+  redis: string | RedisOptions | undefined,
+  defaults: RedisOptions,
+  required: RedisOptions = {}
+): Redis => {
   const options: RedisOptions = {
     retryStrategy: (times) => Math.min(50 * 2 ** times, 1_000),
     ...defaults,
-    ...(typeof redis === "object" ? redis : {})
+    ...(typeof redis === "object" ? redis : {}),
+    ...required
   }
   const client = typeof redis === "object"
     ? new Redis(options)
