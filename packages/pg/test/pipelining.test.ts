@@ -1,12 +1,14 @@
 /**
  * A transaction's BEGIN goes out with its first statement, in one flush
  * under one Sync: a failed BEGIN fails that statement, which never runs.
+ * Each round trip costs the client one socket write.
  */
 import { Db } from "@effect-dal/core"
 import type { Driver } from "@effect-dal/core"
 import { PgDatabase } from "@effect-dal/pg"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Net from "node:net"
 import * as Redacted from "effect/Redacted"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { PG_URL, schemaFor, unique } from "./helpers.js"
@@ -26,6 +28,52 @@ const send = (driver: Driver.DriverConnection, sql: string, params: ReadonlyArra
   })
 
 describe("PostgreSQL: BEGIN pipelined with the first statement", () => {
+  it("one socket write per round trip: a point select, a transfer in three, a batch of 1,000 rows", async () => {
+    const table = `${schema}.${unique("writes")}`
+    // the driver binds each socket's write when it connects: the count is patched in before the layer opens one
+    const original = Net.Socket.prototype.write
+    const writes = new Map<Net.Socket, number>()
+    let counting = false
+    Net.Socket.prototype.write = function(this: Net.Socket, ...args: Array<any>) {
+      if (counting) writes.set(this, (writes.get(this) ?? 0) + 1)
+      return (original as (...args: Array<any>) => boolean).apply(this, args)
+    } as typeof original
+    /** The socket writes `effect` makes, after it has run once unmeasured (statements prepared, the catalog read). */
+    const measured = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+      Effect.zipRight(
+        effect,
+        Effect.acquireUseRelease(
+          Effect.sync(() => {
+            writes.clear()
+            counting = true
+          }),
+          () => effect,
+          () => Effect.sync(() => (counting = false))
+        ).pipe(Effect.map(() => [...writes.values()]))
+      )
+    try {
+      const seen = await run(Effect.gen(function*() {
+        yield* Db.execute(`CREATE TABLE [${table}] (id int PRIMARY KEY, balance int NOT NULL)`)
+        yield* Db.execute(`INSERT INTO [${table}] SELECT g, 100 FROM generate_series(1, 2) g`)
+        const point = yield* measured(Db.execute(`SELECT balance FROM [${table}] WHERE id = ?`, [1]))
+        const transfer = yield* measured(Db.withTransaction(Effect.zipRight(
+          Db.execute(`UPDATE [${table}] SET balance = balance - 1 WHERE id = ?`, [1]),
+          Db.execute(`UPDATE [${table}] SET balance = balance + 1 WHERE id = ?`, [2])
+        )))
+        let next = 10
+        const batch = yield* measured(Effect.suspend(() => {
+          const rows = Array.from({ length: 1_000 }, () => ({ id: next++, balance: 0 }))
+          return Db.insertMany(table, rows, { copyThreshold: Infinity })
+        }))
+        return { point, transfer, batch }
+      }))
+      // each on one socket; the transfer's BEGIN rides with its first UPDATE, its COMMIT goes alone
+      expect(seen).toEqual({ point: [1], transfer: [3], batch: [1] })
+    } finally {
+      Net.Socket.prototype.write = original
+    }
+  })
+
   it("a failed BEGIN fails the statement with BEGIN's error, and the statement never runs; a good one opens the transaction", async () => {
     const table = `${schema}.${unique("t")}`
     const seen = await run(Effect.gen(function*() {

@@ -6,7 +6,7 @@
  *
  * @since 0.3.0
  */
-import { Db } from "@effect-dal/core"
+import { Db, DbError } from "@effect-dal/core"
 import type { DbService } from "@effect-dal/core"
 import { Sharding } from "@effect-dal/routing"
 import * as Context from "effect/Context"
@@ -231,7 +231,7 @@ export const suite = (profile: AtomicProfile): void => {
       expect((await ledger()).includes(90_001)).toBe(false)
     }, 60_000)
 
-    it("a participant lost between the decision and its COMMIT: the transaction commits, and recovery finishes it", async () => {
+    it("a participant lost between the decision and its COMMIT: the transaction commits, and recovery finishes it (one that cannot reports the branch failed)", async () => {
       // the second node is reached through a proxy that the test makes lose it
       const proxied = { ...nodes }
       // the decision log's node (the first) stays reachable
@@ -256,8 +256,20 @@ export const suite = (profile: AtomicProfile): void => {
       expect((await decisions()).some((d) => d.decision === "commit")).toBe(true)
       await run(proxy.setMode(FaultProxy.reset))
       await run(proxy.setMode(FaultProxy.pass))
+      // a recovery whose COMMIT PREPARED keeps failing counts the branch as failed and leaves it prepared
+      const refusing: DbService = {
+        ...nodes[lost]!,
+        twoPhase: {
+          ...nodes[lost]!.twoPhase,
+          commitPrepared: () =>
+            Effect.fail(new DbError.ConnectionError({ phase: "query", transient: true, code: undefined, sql: undefined, cause: "refused by the test" }))
+        }
+      }
+      const refused = await run(makeRouter({ ...nodes, [lost]: refusing }, name).recover())
+      expect(refused).toMatchObject({ committed: 0, rolledBack: 0, failed: 1, unreachable: [] })
+      expect(await preparedSince(baseline)).toHaveLength(1)
       const report = await run(makeRouter(nodes, name).recover())
-      expect(report.committed).toBe(1)
+      expect(report).toMatchObject({ committed: 1, failed: 0 })
       expect(await prepared()).toEqual([])
       await expectMoved(before, from, to, 7)
       expect((await ledger()).filter((id) => id === 90_002)).toHaveLength(1)

@@ -56,6 +56,8 @@ export interface RecoveryReport {
   readonly rolledBack: number
   /** Prepared branches left alone: no decision yet, and younger than `olderThan`. */
   readonly undecided: number
+  /** Prepared branches whose decided COMMIT or ROLLBACK still failed after a second of retries; the next recovery tries again. */
+  readonly failed: number
   /** Nodes that could not be asked; their branches wait for the next recovery. */
   readonly unreachable: ReadonlyArray<string>
 }
@@ -311,6 +313,7 @@ export const makeCoordinator = (options: {
       let committed = 0
       let rolledBack = 0
       let undecided = 0
+      let failed = 0
       for (const [txid, branches] of pending) {
         let decision = decisions.get(txid)
         if (decision === undefined) {
@@ -332,13 +335,19 @@ export const makeCoordinator = (options: {
             }),
             liveClock
           ))
-          if (Either.isLeft(done)) continue
+          if (Either.isLeft(done)) {
+            failed++
+            yield* Effect.logWarning(`recovery could not ${decision} prepared branch ${gid} on ${node}; the next recovery tries again`).pipe(
+              Effect.annotateLogs({ cause: done.left.message })
+            )
+            continue
+          }
           if (decision === "commit") committed++
           else rolledBack++
           count(twoPhaseMetrics.recovered, "action", decision === "commit" ? "commit" : "rollback")
         }
       }
-      if (Either.isLeft(read)) return { committed, rolledBack, undecided, unreachable }
+      if (Either.isLeft(read)) return { committed, rolledBack, undecided, failed, unreachable }
       if (unreachable.length === 0) {
         for (const [txid, decision] of decisions) {
           if (decision === "commit" && !pending.has(txid) && !inFlight.has(txid)) yield* forget(txid)
@@ -349,7 +358,7 @@ export const makeCoordinator = (options: {
           Date.now() - ABORT_RETENTION_MILLIS
         ])
       )
-      return { committed, rolledBack, undecided, unreachable }
+      return { committed, rolledBack, undecided, failed, unreachable }
     })
 
   return { branch, withAtomicTransaction, recover }
