@@ -260,3 +260,71 @@ export class HeldBegin {
     })
   }
 }
+
+/**
+ * A connection's socket writes held until the end of the event loop's turn
+ * and sent then as one buffer, as postgres.js does: the statements that one
+ * turn's results let callers issue go out together, after the client's work
+ * for that turn. Each write wakes the server's session, which on a machine of
+ * few cores then takes the client's core in the middle of its turn (on 2
+ * cores, a pg point select cost the client's main thread 85–116 µs written at
+ * once, 61–78 µs held to the turn's end). A driver calls `hold` in place of
+ * its socket write, and `flush` before any write it does not hold, so that
+ * order holds.
+ *
+ * @since 0.3.0
+ */
+export class TurnWrites {
+  private chunks: Array<Uint8Array> = []
+  private size = 0
+  /** In the list flushed at the end of this turn. */
+  private due = false
+
+  constructor(
+    /** The socket's write of one buffer; false when it asks the writer to wait for `drain`. */
+    private readonly send: (chunk: Uint8Array) => boolean,
+    /** Whether the socket still takes writes: one ended or destroyed fails its queries with the connection. */
+    private readonly writable: () => boolean
+  ) {}
+
+  /** Holds `chunk`; true, or the socket's answer when what is held passed 64 KB and went out at once. */
+  hold(chunk: Uint8Array): boolean {
+    this.chunks.push(chunk)
+    this.size += chunk.length
+    if (this.size > TURN_WRITES_MAX) return this.flush()
+    if (!this.due) {
+      this.due = true
+      dueWrites.push(this)
+      if (dueWrites.length === 1) setImmediate(flushDueWrites)
+    }
+    return true
+  }
+
+  /**
+   * Writes what is held: as one buffer up to 64 KB; past that (a batch's
+   * arrays, a COPY's rows) each as it is, since copying would cost more than
+   * the writes.
+   */
+  flush(): boolean {
+    const chunks = this.chunks
+    const size = this.size
+    this.chunks = []
+    this.size = 0
+    this.due = false
+    if (chunks.length === 0 || !this.writable()) return true
+    if (chunks.length === 1) return this.send(chunks[0]!)
+    if (size <= TURN_WRITES_MAX) return this.send(Buffer.concat(chunks, size))
+    let ok = true
+    for (const chunk of chunks) ok = this.send(chunk)
+    return ok
+  }
+}
+
+const TURN_WRITES_MAX = 64 * 1024
+/** The connections holding writes until the end of this turn. */
+let dueWrites: Array<TurnWrites> = []
+const flushDueWrites = (): void => {
+  const now = dueWrites
+  dueWrites = []
+  for (const writes of now) writes.flush()
+}

@@ -226,6 +226,33 @@ function* loadChunks(
 /** A server's refusal to write: `--read-only` (1290), `innodb_read_only` (1836). */
 const READ_ONLY_CODES = new Set(["1290", "1836"])
 
+/** The parts of mysql2's connection (lib/base/connection.js) that every packet goes out through. */
+interface Mysql2Writes {
+  /** mysql2's write of one packet: to the socket, with its network-error handler and its `pause` on back-pressure. */
+  write: (buffer: Buffer) => void
+  readonly stream: { end: (...args: Array<any>) => unknown; readonly writable: boolean }
+}
+
+/**
+ * Puts the connection's packets through `Driver.TurnWrites`: every packet
+ * goes out through mysql2's `write`, and the socket is ended only after what
+ * is held (mysql2 ends it right after a COM_QUIT).
+ */
+const writeAtTurnEnd = (conn: Mysql2Writes): void => {
+  const write = conn.write.bind(conn)
+  const stream = conn.stream
+  const writes = new Driver.TurnWrites((chunk) => {
+    write(chunk as Buffer)
+    return true
+  }, () => stream.writable)
+  conn.write = (buffer) => void writes.hold(buffer)
+  const end = stream.end.bind(stream)
+  stream.end = (...args: Array<any>) => {
+    writes.flush()
+    return end(...args)
+  }
+}
+
 class MysqlConnection implements Driver.DriverConnection {
   private broken = false
   /** The server refused `LOAD DATA LOCAL` on this connection, or numbers its rows non-consecutively: bulk loads go as INSERT. */
@@ -266,6 +293,7 @@ class MysqlConnection implements Driver.DriverConnection {
     )
     conn.on("error", () => this.lose())
     conn.on("end", () => this.lose())
+    writeAtTurnEnd(conn as unknown as Mysql2Writes)
   }
 
   private lose(): void {

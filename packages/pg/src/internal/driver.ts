@@ -113,60 +113,23 @@ interface Description {
 }
 
 /**
- * Sends what one query's `prepare` writes as one buffer. pg corks the socket
- * around it, and Node flushes the four or five messages with a `writev`, which
- * cost the client 9 µs more CPU per round trip than a `write` of the same
- * bytes (34 against 43 µs: a throwaway echo script on this machine, 20,000
- * round trips over 10 sockets). Larger sends (a batch's arrays) stay as they
- * are, rather than be copied.
+ * Puts the connection's socket writes through `Driver.TurnWrites`. Every pg
+ * message goes through the socket's write (pg's `_send` and `flush` alike,
+ * pg-copy-streams too), so what is held keeps its order with what is not: a
+ * write with a callback, or of anything but a buffer, goes out at once after
+ * it. pg corks the socket around a query's four or five messages, which Node
+ * would send with a `writev`; one `write` of the same bytes cost 9 µs less (a
+ * throwaway echo script, 20,000 round trips over 10 sockets).
  */
-class OneWrite {
-  private chunks: Array<Buffer> | undefined = undefined
-  private size = 0
-  private readonly write: (chunk: Buffer) => boolean
-
-  constructor(stream: { write: (...args: Array<any>) => boolean }) {
-    const write = stream.write.bind(stream)
-    this.write = write
-    // every pg message goes through the socket's write (pg's _send and flush alike), so that the
-    // order holds whatever pg writes while a query is prepared
-    stream.write = (...args: Array<any>) => {
-      const chunks = this.chunks
-      if (chunks === undefined) return write(...args)
-      if (args.length !== 1 || !Buffer.isBuffer(args[0])) {
-        // not a message of pg's: what was held goes first
-        this.release()
-        return write(...args)
-      }
-      chunks.push(args[0])
-      this.size += args[0].length
-      return true
-    }
-  }
-
-  /** From here to `end`, the messages are held. */
-  start(): void {
-    this.chunks = []
-    this.size = 0
-  }
-
-  end(): void {
-    this.release()
-    this.chunks = undefined
-  }
-
-  /** Writes what is held, as one buffer where it is small. */
-  private release(): void {
-    const chunks = this.chunks!
-    if (chunks.length === 1 || this.size > ONE_WRITE_MAX) for (const chunk of chunks) this.write(chunk)
-    else if (chunks.length > 1) this.write(Buffer.concat(chunks, this.size))
-    this.chunks = []
-    this.size = 0
+const writeAtTurnEnd = (stream: { write: (...args: Array<any>) => boolean; readonly writable?: boolean }): void => {
+  const write = stream.write.bind(stream)
+  const writes = new Driver.TurnWrites(write, () => stream.writable !== false)
+  stream.write = (...args: Array<any>) => {
+    if (args.length === 1 && Buffer.isBuffer(args[0])) return writes.hold(args[0])
+    writes.flush()
+    return write(...args)
   }
 }
-
-/** Past this, a query's messages go out as pg wrote them: copying them would cost more than the `writev`. */
-const ONE_WRITE_MAX = 64 * 1024
 
 /** The parts of pg's `Query` (lib/query.js) that `Described` and a pipelined BEGIN build on. */
 interface PgQueryInternals {
@@ -204,30 +167,17 @@ const QueryBase = Pg.Query as unknown as new (config: unknown, values: unknown, 
  * per execution: 6% of a point select's client CPU). So a parser set with
  * pg's global `types.setTypeParser` after a statement was first described
  * applies to it on connections opened after the change: set them at startup,
- * as pg's documentation does. Its messages go out in one write (see `OneWrite`).
+ * as pg's documentation does.
  */
 class Described extends QueryBase {
   /** The connection's descriptions by statement name (`null`: no rows); unset, pg's own path. */
   descriptions: Map<string, Description | null> | undefined
-  /** The connection's socket writes, to send the messages as one. */
-  oneWrite: OneWrite | undefined
   /** Where to record this execution's description, when it was asked for. */
   private recordIn: Map<string, Description | null> | undefined
   private described = false
 
-  override prepare(connection: PgProtocolConnection): void {
-    const oneWrite = this.oneWrite
-    if (oneWrite === undefined) return this.sendMessages(connection)
-    oneWrite.start()
-    try {
-      this.sendMessages(connection)
-    } finally {
-      oneWrite.end()
-    }
-  }
-
   /** pg's Query.prepare, less the Describe once the description is known. */
-  protected sendMessages(connection: PgProtocolConnection): void {
+  override prepare(connection: PgProtocolConnection): void {
     const name = this.name
     if (name === undefined || this.descriptions === undefined || this.rows !== undefined) return super.prepare(connection)
     const known = this.descriptions.get(name)
@@ -333,12 +283,12 @@ class AfterBegin extends Described {
     return true
   }
 
-  protected override sendMessages(connection: PgProtocolConnection): void {
+  override prepare(connection: PgProtocolConnection): void {
     connection.parse({ text: this.begin, name: "", types: [] })
     connection.bind({ portal: "", statement: "", values: [] })
     connection.execute({ portal: "", rows: 0 })
     this.parsedHere = !this.hasBeenParsed(connection)
-    super.sendMessages(connection)
+    super.prepare(connection)
   }
 
   override handleCommandComplete(msg: unknown, connection: PgProtocolConnection): void {
@@ -368,7 +318,6 @@ class PgConnection implements Driver.DriverConnection {
   private evicted: Array<string> = []
   /** Each prepared statement's result, as the server first described it (see `Described`). */
   private readonly descriptions = new Map<string, Description | null>()
-  private readonly oneWrite: OneWrite
   /** A server error's report, held until the ReadyForQuery after it (see `afterReady`). */
   private heldReport: (() => void) | undefined = undefined
 
@@ -394,7 +343,7 @@ class PgConnection implements Driver.DriverConnection {
     client.on("error", () => this.lose())
     client.on("end", () => this.lose())
     // after connecting: pg replaces the socket with a TLS one during the handshake
-    this.oneWrite = new OneWrite((client as unknown as { connection: { stream: ConstructorParameters<typeof OneWrite>[0] } }).connection.stream)
+    writeAtTurnEnd((client as unknown as { connection: { stream: Parameters<typeof writeAtTurnEnd>[0] } }).connection.stream)
     // registered after pg's own listeners, so the transaction status is recorded first
     const connection = (client as unknown as { connection: NodeJS.EventEmitter }).connection
     const report = () => {
@@ -499,7 +448,6 @@ class PgConnection implements Driver.DriverConnection {
           : begin === undefined
           ? new Described(sql, params, callback)
           : new AfterBegin(begin, sql, params, callback)
-        query.oneWrite = this.oneWrite
         if (name !== undefined) {
           query.name = name
           query.descriptions = this.descriptions
