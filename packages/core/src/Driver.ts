@@ -277,7 +277,7 @@ export class HeldBegin {
 export class TurnWrites {
   private chunks: Array<Uint8Array> = []
   private size = 0
-  /** In the list flushed at the end of this turn. */
+  /** In the list flushed at the end of this turn (still, after a flush of more than 64 KB within it). */
   private due = false
 
   constructor(
@@ -294,10 +294,21 @@ export class TurnWrites {
     if (this.size > TURN_WRITES_MAX) return this.flush()
     if (!this.due) {
       this.due = true
-      dueWrites.push(this)
-      if (dueWrites.length === 1) setImmediate(flushDueWrites)
+      TurnWrites.dueNow.push(this)
+      if (TurnWrites.dueNow.length === 1) setImmediate(TurnWrites.endTurn)
     }
     return true
+  }
+
+  /** The connections holding writes until the end of this turn. */
+  private static dueNow: Array<TurnWrites> = []
+  private static readonly endTurn = (): void => {
+    const now = TurnWrites.dueNow
+    TurnWrites.dueNow = []
+    for (const writes of now) {
+      writes.due = false
+      writes.flush()
+    }
   }
 
   /**
@@ -310,7 +321,6 @@ export class TurnWrites {
     const size = this.size
     this.chunks = []
     this.size = 0
-    this.due = false
     if (chunks.length === 0 || !this.writable()) return true
     if (chunks.length === 1) return this.send(chunks[0]!)
     if (size <= TURN_WRITES_MAX) return this.send(Buffer.concat(chunks, size))
@@ -321,10 +331,3 @@ export class TurnWrites {
 }
 
 const TURN_WRITES_MAX = 64 * 1024
-/** The connections holding writes until the end of this turn. */
-let dueWrites: Array<TurnWrites> = []
-const flushDueWrites = (): void => {
-  const now = dueWrites
-  dueWrites = []
-  for (const writes of now) writes.flush()
-}
