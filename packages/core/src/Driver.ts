@@ -100,6 +100,12 @@ export interface DriverConnection {
    * and the keys an INSERT would report, or `undefined` when the driver
    * declined them with nothing written (the core then inserts them with
    * INSERT).
+   *
+   * With `check`, the rows are not yet checked: the driver calls it on each
+   * range of rows (`from`, `to` excluded) before that range goes out, and
+   * where it returns an error, fails with it and writes nothing. Checking
+   * as the rows go lets the server start on the first of a large load while
+   * the rest are checked.
    */
   readonly copyIn?:
     | ((
@@ -107,7 +113,8 @@ export interface DriverConnection {
       rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
       columns: ReadonlyArray<string>,
       timeout: number | undefined,
-      types?: ReadonlyArray<string>
+      types?: ReadonlyArray<string>,
+      check?: (from: number, to: number) => DbError | undefined
     ) => Effect.Effect<Loaded | undefined, DbError>)
     | undefined
   /**

@@ -8,7 +8,7 @@ import { PgDatabase } from "@effect-dal/pg"
 import * as Effect from "effect/Effect"
 import * as Redacted from "effect/Redacted"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
-import { copyData } from "../src/internal/copyData.js"
+import { copyData, Refused } from "../src/internal/copyData.js"
 import { PG_URL, schemaFor, unique } from "./helpers.js"
 
 const schema = unique("dal_insert")
@@ -146,6 +146,47 @@ describe("insertMany on PostgreSQL: one array per column", () => {
     expect(seen.stored[0]![7]!["t"]).toBe(long)
     expect(seen.errors[1]).toBe(seen.errors[0])
     expect(seen.n).toBe("40")
+  })
+
+  it("checked as it goes, a load begun in binary that meets a value with no binary form goes as INSERT instead, whole", async () => {
+    const sql = "COPY t (i, t) FROM STDIN"
+    const rows: Array<Record<string, unknown>> = Array.from({ length: 5_000 }, (_, i) => ({ i, t: `t ${i}` }))
+    const misfit = [...rows.slice(0, 4_500), { i: "4500", t: "a string for an integer" }, ...rows.slice(4_501)]
+    const ranges: Array<[number, number]> = []
+    const check = (from: number, to: number) => void ranges.push([from, to])
+    // the format follows the first rows: a string for an integer past them is met on the way
+    const data = copyData(sql, misfit, ["i", "t"], ["integer", "text"], check)
+    expect(data.sql).toBe(`${sql} (FORMAT binary)`)
+    let refusal: unknown
+    try {
+      for (const _ of { [Symbol.iterator]: data.chunks });
+    } catch (thrown) {
+      refusal = thrown
+    }
+    expect(refusal).toBeInstanceOf(Refused)
+    expect((refusal as Refused<unknown>).error).toBeUndefined()
+    expect(ranges).toEqual([[0, 2_000], [2_000, 4_000], [4_000, 5_000]])
+    // the check's own refusal ends the chunks with its error, before any row of its range is written
+    const refusing = copyData(sql, rows, ["i", "t"], ["integer", "text"], (from) => from >= 2_000 ? "bad" : undefined)
+    const written: Array<Buffer | string> = []
+    const thrown = (() => {
+      try {
+        for (const chunk of { [Symbol.iterator]: refusing.chunks }) written.push(chunk)
+      } catch (e) {
+        return e
+      }
+    })()
+    expect(thrown).toEqual(new Refused("bad"))
+    expect(Buffer.concat(written.map((c) => Buffer.from(c))).length).toBeLessThan(2_000 * 20)
+    const table = `${schema}.${unique("misfit")}`
+    const seen = await run(Effect.gen(function*() {
+      yield* Db.execute(`CREATE TABLE [${table}] (id serial PRIMARY KEY, i integer NOT NULL, t text NOT NULL)`)
+      const result = yield* Db.insertMany(table, misfit, { copyThreshold: 2 })
+      const stored = yield* Db.execute<{ i: number; t: string }>(`SELECT i, t FROM [${table}] ORDER BY id`)
+      return { inserted: result.inserted, stored }
+    }))
+    expect(seen.inserted).toBe(5_000)
+    expect(seen.stored).toEqual(misfit.map((r) => ({ i: Number(r["i"]), t: r["t"] })))
   })
 
   it("past the threshold, rows are loaded with one COPY; onConflict and returning keep them on INSERT", async () => {

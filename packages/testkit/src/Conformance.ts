@@ -350,6 +350,33 @@ export const conformance = (profile: EngineProfile): void => {
             expect(Number(rolledBack!.n)).toBe(0)
           })))
 
+      it.effect("a bulk load refuses a bad row far into its rows with a typed error, storing nothing, in a transaction or not", () =>
+        withTable(`id ${profile.types.serial} PRIMARY KEY, v varchar(20)`, (table) =>
+          Effect.gen(function*() {
+            const db = yield* Db
+            const rows: Array<Record<string, unknown>> = Array.from({ length: 5_000 }, (_, i) => ({ v: `row ${i}` }))
+            const undef = [...rows.slice(0, 4_500), { v: undefined }, ...rows.slice(4_500)]
+            const shape = [...rows.slice(0, 4_500), { w: "other" }, ...rows.slice(4_500)]
+            const refused = yield* Effect.forEach([undef, shape], (bad) => Effect.flip(Db.insertMany(table, bad, { copyThreshold: 2 })))
+            expect(refused[0]).toMatchObject({ _tag: "InvalidQuery", reason: "invalidParameter" })
+            expect(refused[0]!.message).toContain("row 4501: parameter 1 is undefined")
+            expect(refused[1]).toMatchObject({ _tag: "InvalidQuery", reason: "invalidArgument" })
+            // in a transaction: the load refused, the transaction goes on and commits what it wrote before
+            const inTx = yield* Db.withTransaction(Effect.gen(function*() {
+              yield* Db.execute(`INSERT INTO [${table}] (v) VALUES (?)`, ["before"])
+              const error = yield* Effect.flip(Db.insertMany(table, undef, { copyThreshold: 2 }))
+              yield* Db.execute(`INSERT INTO [${table}] (v) VALUES (?)`, ["after"])
+              return error._tag
+            }))
+            expect(inTx).toBe("InvalidQuery")
+            const stored = yield* Db.execute<{ v: string }>(`SELECT v FROM [${table}] ORDER BY id`)
+            expect(stored.map((r) => r.v)).toEqual(["before", "after"])
+            // the same rows, good, load whole; the pool lent every connection back
+            const loaded = yield* Db.insertMany(table, rows, { copyThreshold: 2 })
+            expect(loaded.inserted).toBe(5_000)
+            expect(db.poolStats().active).toBe(0)
+          })))
+
       it.effect("insertMany cuts statements by size too: 20 MB of rows go in, past MySQL's 16 MB packet limit", () =>
         withTable(`id ${profile.types.serial} PRIMARY KEY, body ${profile.types.text}`, (table) =>
           Effect.gen(function*() {

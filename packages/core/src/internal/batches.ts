@@ -62,10 +62,12 @@ const sameColumns = (columns: ReadonlyArray<string>) =>
  */
 const measureRows = (
   rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
-  columns: ReadonlyArray<string>
+  columns: ReadonlyArray<string>,
+  from = 0,
+  to = rows.length
 ): number | InvalidQuery => {
   let bytes = 0
-  for (let r = 0; r < rows.length; r++) {
+  for (let r = from; r < to; r++) {
     const row = rows[r]!
     let count = 0
     for (const _ in row) count++
@@ -200,8 +202,9 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
       if (columns.length === 0) {
         return Effect.fail(new InvalidQuery({ reason: "invalidArgument", detail: "rows have no columns", sql: undefined }))
       }
-      const bytes = measureRows(rows, columns)
-      if (bytes instanceof InvalidQuery) return Effect.fail(bytes)
+      // checked where they are sent: a bulk load checks them as they go out, the rest before
+      let measured: number | InvalidQuery | undefined
+      const measure = () => (measured ??= measureRows(rows, columns))
       const quotedTable = quoteIdentifier(dialect, table)
       const head = `INSERT INTO ${quotedTable} (${columns.map((c) => quoteIdentifier(dialect, c)).join(", ")})`
       const conflict = options?.onConflict
@@ -244,6 +247,8 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
         }
       }
       const run = (shape: Shape): Effect.Effect<InsertManyResult, DbError> => {
+        const bytes = measure()
+        if (bytes instanceof InvalidQuery) return Effect.fail(bytes)
         // most batches fit one statement: no need to look at each row again
         const chunks = rows.length <= shape.perChunk && bytes <= CHUNK_BYTES ? [rows] : chunkRows(rows, columns, shape.perChunk)
         const keys: Array<unknown> = []
@@ -313,8 +318,18 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
         const typeNames = types?.map((t) => t.type)
         const loadedOr = (loaded: InsertManyResult | undefined): Effect.Effect<InsertManyResult, DbError> =>
           loaded === undefined ? otherwise : Effect.succeed(loaded)
+        /** The rows checked range by range, as the driver sends them. */
+        const check = (from: number, to: number) => {
+          const checked = measureRows(rows, columns, from, to)
+          return checked instanceof InvalidQuery ? checked : undefined
+        }
         return Effect.withFiberRuntime<InsertManyResult, DbError>((fiber) => {
           const tx = currentTx(fiber.currentContext)
+          // checked first where a load refused halfway would end the transaction, and where JSON values are copied first
+          if (tx !== undefined || json.length > 0) {
+            const bytes = measure()
+            if (bytes instanceof InvalidQuery) return Effect.fail(bytes)
+          }
           if (tx !== undefined) {
             return tx[0].driver.copyIn === undefined
               ? otherwise
@@ -325,13 +340,26 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
             lease.conn.driver.copyIn === undefined
               ? Effect.zipRight(pool.release(lease), otherwise)
               : Effect.flatMap(
-                tagged(fiber, Effect.ensuring(lease.conn.copyIn(sql, loaded(), columns, timeout, typeNames), pool.release(lease)), options, sql),
+                tagged(
+                  fiber,
+                  Effect.ensuring(
+                    lease.conn.copyIn(sql, loaded(), columns, timeout, typeNames, measured === undefined ? check : undefined),
+                    pool.release(lease)
+                  ),
+                  options,
+                  sql
+                ),
                 loadedOr
               ))
         })
       }
       const bulk = dialect.bulkLoad !== undefined && conflict === undefined && options?.returning === undefined &&
         rows.length >= Math.max(2, options?.copyThreshold ?? COPY_THRESHOLD)
+      if (!bulk) {
+        // bad rows refused before the catalog is asked about their table
+        const bytes = measure()
+        if (bytes instanceof InvalidQuery) return Effect.fail(bytes)
+      }
       if (dialect.arrayInsert === undefined) return bulk ? copy(undefined, Effect.suspend(() => run(values))) : run(values)
       if (rows.length < 2) return run(values)
       return Effect.flatMap(arrayTypes(quotedTable, columns), (types) =>
@@ -340,7 +368,7 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
           // a table altered since its columns were read: read them again next time
           : Effect.tapError(
             bulk ? copy(types, Effect.suspend(() => run(arrays(types)))) : run(arrays(types)),
-            () => Effect.sync(() => catalog.delete(quotedTable))
+            (error) => Effect.sync(() => error._tag === "InvalidQuery" || catalog.delete(quotedTable))
           ))
     }), options?.invalidates)
 

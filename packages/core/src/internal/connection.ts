@@ -140,9 +140,10 @@ export class DalConnection implements SqlConnection.Connection {
     rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
     columns: ReadonlyArray<string>,
     timeout: number | undefined,
-    types?: ReadonlyArray<string>
+    types?: ReadonlyArray<string>,
+    check?: (from: number, to: number) => DbError | undefined
   ): Effect.Effect<Loaded | undefined, DbError> {
-    return this.guarded(sql, () => this.driver.copyIn!(sql, rows, columns, timeout, types))
+    return this.guarded(sql, () => this.driver.copyIn!(sql, rows, columns, timeout, types, check))
   }
 
   /** `statement` and `read` in one round trip, observed as `statement`; see `DriverConnection.sendThenRead`. */

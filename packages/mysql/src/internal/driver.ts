@@ -504,9 +504,15 @@ class MysqlConnection implements Driver.DriverConnection {
     sql: string,
     rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
     columns: ReadonlyArray<string>,
-    timeout: number | undefined
+    timeout: number | undefined,
+    _types?: ReadonlyArray<string>,
+    check?: (from: number, to: number) => DbError.DbError | undefined
   ): Effect.Effect<Driver.Loaded | undefined, DbError.DbError> {
-    return Effect.suspend(() => this.load(sql, rows, columns, timeout))
+    return Effect.suspend(() => {
+      // checked whole, before the load, like `loadable`: refused rows open no transaction to undo
+      const refused = check?.(0, rows.length)
+      return refused === undefined ? this.load(sql, rows, columns, timeout) : Effect.fail(refused)
+    })
   }
 
   private load(

@@ -156,41 +156,86 @@ const TRAILER = Buffer.from([0xff, 0xff])
 /** About how much goes in one CopyData message: the server starts on the first while the rest is written. */
 const CHUNK_BYTES = 64 * 1024
 
-/**
- * The binary writers of the columns, or `undefined` when a column's type or
- * a value has no exact binary form here.
- */
-const binaryFields = (
-  types: ReadonlyArray<string>,
-  rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
-  columns: ReadonlyArray<string>
-): ReadonlyArray<Field> | undefined => {
+/** The binary writers of the columns, or `undefined` when a column's type has no exact binary form here. */
+const binaryFields = (types: ReadonlyArray<string>): ReadonlyArray<Field> | undefined => {
   const fields: Array<Field> = []
   for (const type of types) {
     const field = fieldOf(type)
     if (field === undefined) return undefined
     fields.push(field)
   }
-  for (const row of rows) {
+  return fields
+}
+
+/** Whether every value of rows `from` to `to` (excluded) has its column's binary form. */
+const fit = (
+  fields: ReadonlyArray<Field>,
+  rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+  columns: ReadonlyArray<string>,
+  from: number,
+  to: number
+): boolean => {
+  for (let r = from; r < to; r++) {
+    const row = rows[r]
+    // not yet checked (see `copyData`): the check refuses it
+    if (typeof row !== "object" || row === null) return false
     for (let c = 0; c < columns.length; c++) {
       const v = row[columns[c]!]
-      if (v !== null && !fields[c]!.fits(v)) return undefined
+      if (v !== null && !fields[c]!.fits(v)) return false
     }
   }
-  return fields
+  return true
+}
+
+/**
+ * Thrown out of a load's chunks where a range of rows is refused on the way:
+ * `error` from the caller's check, or none where a value has no binary form
+ * (the load was begun in binary on the strength of the first rows).
+ */
+export class Refused<E> {
+  constructor(readonly error: E | undefined) {}
+}
+
+/** Rows checked at a time, ahead of the chunks made of them: the server starts on the first while the rest is checked. */
+const CHECK_ROWS = 2_000
+
+/**
+ * The check of each range of rows before it goes out: the caller's
+ * (`check`), and in binary, that every value has its binary form. Throws
+ * `Refused`.
+ */
+const checker = <E>(
+  check: ((from: number, to: number) => E | undefined) | undefined,
+  fields: ReadonlyArray<Field> | undefined,
+  rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+  columns: ReadonlyArray<string>
+) => {
+  if (check === undefined) return undefined
+  let checkedTo = 0
+  /** Checks the range from row `at`, once `at` reaches the rows not yet checked. */
+  return (at: number): void => {
+    if (at < checkedTo) return
+    checkedTo = Math.min(rows.length, at + CHECK_ROWS)
+    const error = check(at, checkedTo)
+    if (error !== undefined) throw new Refused(error)
+    if (fields !== undefined && !fit(fields, rows, columns, at, checkedTo)) throw new Refused<E>(undefined)
+  }
 }
 
 /** The rows in COPY's binary format, as chunks of about 64 KiB made on demand. */
 function* binaryChunks(
   fields: ReadonlyArray<Field>,
   rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
-  columns: ReadonlyArray<string>
+  columns: ReadonlyArray<string>,
+  verify: ((at: number) => void) | undefined
 ): Generator<Buffer> {
   const count = columns.length
   let buffer = Buffer.allocUnsafe(CHUNK_BYTES)
   HEADER.copy(buffer)
   let at = HEADER.length
-  for (const row of rows) {
+  for (let r = 0; r < rows.length; r++) {
+    verify?.(r)
+    const row = rows[r]!
     let most = 2
     for (let c = 0; c < count; c++) {
       const v = row[columns[c]!]
@@ -224,10 +269,15 @@ function* binaryChunks(
   }
 }
 
-function* textChunks(rows: ReadonlyArray<Readonly<Record<string, unknown>>>, columns: ReadonlyArray<string>): Generator<string> {
+function* textChunks(
+  rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
+  columns: ReadonlyArray<string>,
+  verify: ((at: number) => void) | undefined
+): Generator<string> {
   const last = columns.length - 1
   for (let next = 0; next < rows.length;) {
     const end = Math.min(rows.length, next + TEXT_ROWS_PER_CHUNK)
+    for (let r = next; r < end; r += CHECK_ROWS) verify?.(r)
     // concatenation: V8 builds the text as a rope, faster than joining an array of parts
     let text = ""
     for (; next < end; next++) {
@@ -244,15 +294,26 @@ function* textChunks(rows: ReadonlyArray<Readonly<Record<string, unknown>>>, col
  * FROM STDIN`); `types` are the columns' types as the catalog names them,
  * where known. `chunks` starts the data afresh on each call (each run of
  * the load), and makes the chunks as they are asked for.
+ *
+ * Without `check`, the rows are known good, and every value is looked at
+ * before the format is chosen. With it, they are checked range by range as
+ * the chunks are made, so that the server starts on the first rows while
+ * the rest are checked: the format follows the types and the first range,
+ * and a later range that `check` refuses, or with a value that has no binary
+ * form, throws `Refused` out of the chunks.
  */
-export const copyData = (
+export const copyData = <E = never>(
   sql: string,
   rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
   columns: ReadonlyArray<string>,
-  types: ReadonlyArray<string> | undefined
+  types: ReadonlyArray<string> | undefined,
+  check?: (from: number, to: number) => E | undefined
 ): { readonly sql: string; readonly chunks: () => Iterator<Buffer | string> } => {
-  const fields = types === undefined ? undefined : binaryFields(types, rows, columns)
+  const typed = types === undefined ? undefined : binaryFields(types)
+  const fields = typed !== undefined && fit(typed, rows, columns, 0, check === undefined ? rows.length : Math.min(rows.length, CHECK_ROWS))
+    ? typed
+    : undefined
   return fields === undefined
-    ? { sql, chunks: () => textChunks(rows, columns) }
-    : { sql: `${sql} (FORMAT binary)`, chunks: () => binaryChunks(fields, rows, columns) }
+    ? { sql, chunks: () => textChunks(rows, columns, checker(check, undefined, rows, columns)) }
+    : { sql: `${sql} (FORMAT binary)`, chunks: () => binaryChunks(fields, rows, columns, checker(check, fields, rows, columns)) }
 }

@@ -13,7 +13,7 @@ import * as Pg from "pg"
 import { from as copyFrom } from "pg-copy-streams"
 import Cursor from "pg-cursor"
 import { classify } from "../PgErrors.js"
-import { copyData, prepareValue } from "./copyData.js"
+import { copyData, prepareValue, Refused } from "./copyData.js"
 import { replication } from "./replication.js"
 
 /** How long a cancel request may take to reach the server. */
@@ -531,35 +531,69 @@ class PgConnection implements Driver.DriverConnection {
    * Loads rows with `COPY … FROM STDIN`, in binary where every column's type
    * and value has an exact binary form, else as text (see `copyData`), so
    * that the server reads what an INSERT of the same values would store.
-   * Writes wait for the socket to drain.
+   * Writes wait for the socket to drain. With `check`, rows are checked as
+   * they go out: a refused range ends the load with CopyFail, which stores
+   * nothing, and fails it with the check's error; a value with no binary form
+   * met after the load began in binary declines it.
    */
   copyIn(
     sql: string,
     rows: ReadonlyArray<Readonly<Record<string, unknown>>>,
     columns: ReadonlyArray<string>,
     timeout: number | undefined,
-    types?: ReadonlyArray<string>
+    types?: ReadonlyArray<string>,
+    check?: (from: number, to: number) => DbError.DbError | undefined
   ) {
-    const copy = copyData(sql, rows, columns, types)
+    // a check mid-load must never end a transaction's COPY: the CopyFail would abort the transaction
+    if (check !== undefined && (this.heldBegin.held || this.transactionState() !== "idle")) {
+      const error = check(0, rows.length)
+      if (error !== undefined) return Effect.fail(error)
+      check = undefined
+    }
+    const copy = copyData(sql, rows, columns, types, check)
     // COPY reports no keys: with `returning`, insertMany stays on INSERT
-    return Effect.zipRight(this.heldBegin.sendAlone(this), this.gate.run<Driver.Loaded>(copy.sql, timeout, (done) => {
-      const stream = this.client.query(copyFrom(copy.sql))
-      let finished = false
-      const finish = (outcome: Exit.Exit<Driver.Loaded, DbError.DbError>) => {
-        if (finished) return
-        finished = true
-        done(outcome)
-      }
-      stream.on("error", (err: Error) => finish(Exit.fail(this.failure(err, copy.sql))))
-      stream.on("finish", () => finish(Exit.succeed({ inserted: stream.rowCount, keys: [] })))
+    return Effect.zipRight(this.heldBegin.sendAlone(this), Effect.suspend(() => {
       const chunks = copy.chunks()
-      const write = (): void => {
-        for (let chunk = chunks.next(); !chunk.done; chunk = chunks.next()) {
-          if (!stream.write(chunk.value)) return void stream.once("drain", write)
-        }
-        stream.end()
+      let next: IteratorResult<Buffer | string>
+      try {
+        // the first rows checked before anything goes out: a refusal there costs no round trip
+        next = chunks.next()
+      } catch (thrown) {
+        if (!(thrown instanceof Refused)) throw thrown
+        return thrown.error === undefined ? Effect.succeed(undefined) : Effect.fail(thrown.error as DbError.DbError)
       }
-      write()
+      return this.gate.run<Driver.Loaded | undefined>(copy.sql, timeout, (done) => {
+        const stream = this.client.query(copyFrom(copy.sql))
+        let finished = false
+        let refusal: Refused<unknown> | undefined
+        const finish = (outcome: Exit.Exit<Driver.Loaded | undefined, DbError.DbError>) => {
+          if (finished) return
+          finished = true
+          done(outcome)
+        }
+        stream.on("error", (err: Error) => {
+          if (refusal === undefined) return finish(Exit.fail(this.failure(err, copy.sql)))
+          // the server has given up the COPY (its error answers the CopyFail)
+          finish(refusal.error === undefined ? Exit.succeed(undefined) : Exit.fail(refusal.error as DbError.DbError))
+        })
+        stream.on("finish", () => finish(Exit.succeed({ inserted: stream.rowCount, keys: [] })))
+        const write = (): void => {
+          try {
+            for (; !next.done; next = chunks.next()) {
+              if (!stream.write(next.value)) {
+                next = chunks.next()
+                return void stream.once("drain", write)
+              }
+            }
+          } catch (thrown) {
+            if (!(thrown instanceof Refused)) throw thrown
+            refusal = thrown
+            return void stream.destroy(new Error(refusal.error === undefined ? "effect-dal: a value with no binary form" : "effect-dal: rows refused"))
+          }
+          stream.end()
+        }
+        write()
+      })
     }))
   }
 
