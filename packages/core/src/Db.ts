@@ -400,6 +400,53 @@ export const executeWith = <A extends object = Row>(
 export const withExecuteOnFiber = <F extends DbService["execute"]>(execute: F, onFiber: ExecuteOnFiber): F =>
   Object.assign(execute, { [executeOnFiber]: onFiber })
 
+const admittedOnFiber: unique symbol = Symbol.for("@effect-dal/core/Db/admittedOnFiber")
+
+/**
+ * `executeAdmitted` for a caller that holds its fiber, running with
+ * `status`: `withFiberRuntime`'s arguments.
+ *
+ * @since 0.3.0
+ */
+export type ExecuteAdmittedOnFiber = <A extends object, E>(
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
+  status: FiberStatus.Running,
+  admission: Admission<A, E>,
+  sql: string,
+  params?: ReadonlyArray<unknown>,
+  options?: ExecuteOptions
+) => Effect.Effect<ReadonlyArray<A>, DbError | E>
+
+/**
+ * `db.executeAdmitted(admission, sql, params, options)` from inside
+ * `withFiberRuntime` (the shard router's): a step of the run loop fewer
+ * where the database's `executeAdmitted` carries its on-fiber form (see
+ * `withExecuteAdmittedOnFiber`). The database must have `executeAdmitted`.
+ *
+ * @since 0.3.0
+ */
+export const executeAdmittedWith = <A extends object, E>(
+  db: DbService,
+  fiber: Fiber.RuntimeFiber<unknown, unknown>,
+  status: FiberStatus.Running,
+  admission: Admission<A, E>,
+  sql: string,
+  params?: ReadonlyArray<unknown>,
+  options?: ExecuteOptions
+): Effect.Effect<ReadonlyArray<A>, DbError | E> => {
+  const admitted = db.executeAdmitted! as NonNullable<DbService["executeAdmitted"]> & {
+    readonly [admittedOnFiber]?: ExecuteAdmittedOnFiber
+  }
+  const direct = admitted[admittedOnFiber]
+  return direct === undefined ? admitted(admission, sql, params, options) : direct(fiber, status, admission, sql, params, options)
+}
+
+/** `executeAdmitted` carrying `onFiber`, the same statement for a caller that holds the fiber (see `executeAdmittedWith`). */
+const withExecuteAdmittedOnFiber = <F extends NonNullable<DbService["executeAdmitted"]>>(
+  executeAdmitted: F,
+  onFiber: ExecuteAdmittedOnFiber
+): F => Object.assign(executeAdmitted, { [admittedOnFiber]: onFiber })
+
 /**
  * The database service tag, with accessors: `yield* Db`, `Db.execute(...)`,
  * `yield* Db.transaction`, `Db.withTransaction(effect)`.
@@ -539,7 +586,7 @@ export const make = (driver: Driver, config: DatabaseConfig): Effect.Effect<DbSe
       slowQueries: health.slowQueries,
       refreshMetrics: health.refreshMetrics,
       execute: withExecuteOnFiber(statements.executeOn(undefined), statements.executeOnFiber),
-      executeAdmitted: statements.executeAdmitted,
+      executeAdmitted: withExecuteAdmittedOnFiber(statements.executeAdmitted, statements.executeAdmittedOnFiber),
       executeMany: batches.executeManyOn(undefined),
       insertMany: batches.insertMany,
       stream: batches.stream,

@@ -18,6 +18,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type * as Fiber from "effect/Fiber"
+import type * as FiberStatus from "effect/FiberStatus"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as MetricLabel from "effect/MetricLabel"
@@ -599,30 +600,55 @@ export const make = (options: {
     sql: string,
     params: ReadonlyArray<unknown> | undefined,
     executeOptions: ExecuteOptions | undefined
-  ): Effect.Effect<ReadonlyArray<any>, DbError.DbError | CrossShardTransaction | ShardFrozen | ShardMapStale> => {
-    const direct = (name: string) =>
-      Effect.withFiberRuntime<ReadonlyArray<any>, DbError.DbError | CrossShardTransaction>((fiber, status) => {
-        if (!inTransaction(fiber)) return DbModule.executeWith(options.nodes[name]!, fiber, status, sql, params, executeOptions)
-        return onNode(name, options.nodes[name]!.execute<any>(sql, params, executeOptions))
-      })
-    if (!movable) return direct(map.assignment[vshard]!)
-    return Effect.withFiberRuntime((fiber) => {
+  ): Effect.Effect<ReadonlyArray<any>, DbError.DbError | CrossShardTransaction | ShardFrozen | ShardMapStale> =>
+    Effect.withFiberRuntime((fiber, status) => {
       const name = map.assignment[vshard]!
+      if (!movable) return directOn(fiber, status, name, sql, params, executeOptions)
       const node = options.nodes[name]!
-      if (node.executeAdmitted === undefined || inTransaction(fiber)) return routed(vshard, direct)
-      return node.executeAdmitted({
-        enter: () => {
-          // the checks of `routed`, and the node it was routed to: a retry after a move must not stay on the old one
-          if (leaseOver() || frozen.has(vshard) || map.assignment[vshard] !== name) return false
-          inFlight[vshard]!++
-          return true
-        },
-        leave: () => {
-          inFlight[vshard]!--
-        },
-        instead: () => routed(vshard, direct)
-      }, sql, params, executeOptions)
+      if (node.executeAdmitted === undefined || inTransaction(fiber)) return routed(vshard, (name) => direct(name, sql, params, executeOptions))
+      return DbModule.executeAdmittedWith(node, fiber, status, new Admitted(vshard, name, sql, params, executeOptions), sql, params, executeOptions)
     })
+  const direct = (name: string, sql: string, params: ReadonlyArray<unknown> | undefined, executeOptions: ExecuteOptions | undefined) =>
+    Effect.withFiberRuntime<ReadonlyArray<any>, DbError.DbError | CrossShardTransaction>((fiber, status) =>
+      directOn(fiber, status, name, sql, params, executeOptions)
+    )
+  /** On node `name` directly, or through `onNode`'s checks inside a transaction. */
+  const directOn = (
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    status: FiberStatus.Running,
+    name: string,
+    sql: string,
+    params: ReadonlyArray<unknown> | undefined,
+    executeOptions: ExecuteOptions | undefined
+  ): Effect.Effect<ReadonlyArray<any>, DbError.DbError | CrossShardTransaction> => {
+    const node = options.nodes[name]!
+    if (!inTransaction(fiber)) return DbModule.executeWith(node, fiber, status, sql, params, executeOptions)
+    return onNode(name, node.execute<any>(sql, params, executeOptions))
+  }
+  /**
+   * One call's admission on the node `vshard` was routed to: the checks of
+   * `routed`, and that node, since a retry after a move must not stay on the
+   * old one. One object per call, its methods shared.
+   */
+  class Admitted implements DbModule.Admission<any, DbError.DbError | CrossShardTransaction | ShardFrozen | ShardMapStale> {
+    constructor(
+      readonly vshard: number,
+      readonly name: string,
+      readonly sql: string,
+      readonly params: ReadonlyArray<unknown> | undefined,
+      readonly options: ExecuteOptions | undefined
+    ) {}
+    enter(): boolean {
+      if (leaseOver() || frozen.has(this.vshard) || map.assignment[this.vshard] !== this.name) return false
+      inFlight[this.vshard]!++
+      return true
+    }
+    leave(): void {
+      inFlight[this.vshard]!--
+    }
+    instead(): Effect.Effect<ReadonlyArray<any>, DbError.DbError | CrossShardTransaction | ShardFrozen | ShardMapStale> {
+      return routed(this.vshard, (name) => direct(name, this.sql, this.params, this.options))
+    }
   }
   /** Only a transaction (this router's, or an atomic one) needs the checks of `onNode`. */
   const inTransaction = (fiber: Fiber.RuntimeFiber<unknown, unknown>) =>

@@ -12,7 +12,7 @@ import * as Exit from "effect/Exit"
 import type * as Fiber from "effect/Fiber"
 import type * as FiberStatus from "effect/FiberStatus"
 import * as RuntimeFlags from "effect/RuntimeFlags"
-import type { Admission, ExecuteOnFiber, ExecuteOptions } from "../Db.js"
+import type { Admission, ExecuteAdmittedOnFiber, ExecuteOnFiber, ExecuteOptions } from "../Db.js"
 import type { DbError } from "../DbError.js"
 import { InvalidQuery, OutcomeUnknown, StatementTimeout } from "../DbError.js"
 import type { QueryMode } from "../Driver.js"
@@ -73,6 +73,8 @@ export interface Statements {
     params?: ReadonlyArray<unknown>,
     options?: ExecuteOptions
   ) => Effect.Effect<ReadonlyArray<A>, DbError | E>
+  /** `executeAdmitted` for a caller that holds its fiber already. */
+  readonly executeAdmittedOnFiber: ExecuteAdmittedOnFiber
 }
 
 /**
@@ -235,7 +237,7 @@ export const makeStatements = (core: DbCore): Statements => {
   const admittedWhole = <A, E>(admission: Admission<any, any> | undefined, effect: Effect.Effect<A, E>) =>
     admission === undefined ? effect : Effect.uninterruptibleMask((restore) => {
       if (!admission.enter()) return restore(admission.instead() as Effect.Effect<A, E>)
-      return Effect.ensuring(restore(effect), Effect.sync(admission.leave))
+      return Effect.ensuring(restore(effect), Effect.sync(() => admission.leave()))
     })
 
   const execute = (
@@ -282,17 +284,26 @@ export const makeStatements = (core: DbCore): Statements => {
     )
   }
 
+  const executeAdmittedOnFiber = (
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    status: FiberStatus.Running,
+    admission: Admission<any, any> | undefined,
+    sql: string,
+    params: ReadonlyArray<unknown> = noParams,
+    options?: ExecuteOptions
+  ): Effect.Effect<any, any> => {
+    const t = prepare(sql, params)
+    if (t instanceof InvalidQuery) return Effect.fail(t)
+    return invalidator.around(onFiber(fiber, status, t.sql, params, options, statementTimeout(options), admission), options?.invalidates)
+  }
+
   const executeOnFiber = (
     fiber: Fiber.RuntimeFiber<unknown, unknown>,
     status: FiberStatus.Running,
     sql: string,
-    params: ReadonlyArray<unknown> = noParams,
+    params?: ReadonlyArray<unknown>,
     options?: ExecuteOptions
-  ): Effect.Effect<any, DbError> => {
-    const t = prepare(sql, params)
-    if (t instanceof InvalidQuery) return Effect.fail(t)
-    return invalidator.around(onFiber(fiber, status, t.sql, params, options, statementTimeout(options), undefined), options?.invalidates)
-  }
+  ): Effect.Effect<any, DbError> => executeAdmittedOnFiber(fiber, status, undefined, sql, params, options)
 
   const executeOn = (conn: DalConnection | undefined) =>
   <A extends object = Row>(
@@ -308,5 +319,5 @@ export const makeStatements = (core: DbCore): Statements => {
     options?: ExecuteOptions
   ): Effect.Effect<ReadonlyArray<A>, DbError | E> => execute(undefined, sql, params, options, admission)
 
-  return { autocommit, executeOn, executeAdmitted, executeOnFiber }
+  return { autocommit, executeOn, executeAdmitted, executeOnFiber, executeAdmittedOnFiber }
 }
