@@ -324,16 +324,18 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
           return checked instanceof InvalidQuery ? checked : undefined
         }
         return Effect.withFiberRuntime<InsertManyResult, DbError>((fiber) => {
-          const tx = currentTx(fiber.currentContext)
-          // checked first where a load refused halfway would end the transaction, and where JSON values are copied first
-          if (tx !== undefined || json.length > 0) {
+          // JSON values are copied before the load (`loaded`): their rows are checked first
+          if (json.length > 0) {
             const bytes = measure()
             if (bytes instanceof InvalidQuery) return Effect.fail(bytes)
           }
+          // the driver checks the rows where it sends them (see `DriverConnection.copyIn`)
+          const checking = measured === undefined ? check : undefined
+          const tx = currentTx(fiber.currentContext)
           if (tx !== undefined) {
             return tx[0].driver.copyIn === undefined
               ? otherwise
-              : Effect.flatMap(tagged(fiber, tx[0].copyIn(sql, loaded(), columns, timeout, typeNames), options, sql), loadedOr)
+              : Effect.flatMap(tagged(fiber, tx[0].copyIn(sql, loaded(), columns, timeout, typeNames, checking), options, sql), loadedOr)
           }
           // a bulk load is atomic by itself, like one INSERT
           return Effect.flatMap(acquire, (lease) =>
@@ -343,7 +345,7 @@ export const makeBatches = (core: DbCore, statements: Statements, transactions: 
                 tagged(
                   fiber,
                   Effect.ensuring(
-                    lease.conn.copyIn(sql, loaded(), columns, timeout, typeNames, measured === undefined ? check : undefined),
+                    lease.conn.copyIn(sql, loaded(), columns, timeout, typeNames, checking),
                     pool.release(lease)
                   ),
                   options,

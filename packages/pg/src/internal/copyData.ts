@@ -218,7 +218,8 @@ const checker = <E>(
     checkedTo = Math.min(rows.length, at + CHECK_ROWS)
     const error = check(at, checkedTo)
     if (error !== undefined) throw new Refused(error)
-    if (fields !== undefined && !fit(fields, rows, columns, at, checkedTo)) throw new Refused<E>(undefined)
+    // the first range fitted already: the format was chosen on it
+    if (at > 0 && fields !== undefined && !fit(fields, rows, columns, at, checkedTo)) throw new Refused<E>(undefined)
   }
 }
 
